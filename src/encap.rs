@@ -1,0 +1,1 @@
+//! Tunnel encapsulation (in progress).

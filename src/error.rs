@@ -1,0 +1,47 @@
+//! `crate::Error`: errors of setup and control (configuration, etcd values, files).
+//!
+//! Data-path refusals are not errors of this kind: they are [`crate::wire::Error`] and
+//! [`crate::encap::Drop`], small `Copy` enums that map one-to-one onto drop counters.
+
+/// A failure of configuration or control-plane input, with enough context for a
+/// person to find and fix the offending field.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A field of a configuration or lease value holds a value ringlay refuses.
+    #[error("{field}: {value:?} is invalid: {expected}")]
+    Invalid {
+        /// The field's name as the user writes it (e.g. `Backend.Type`).
+        field: String,
+        /// The offending value, as given.
+        value: String,
+        /// What would be accepted instead.
+        expected: String,
+    },
+    /// A JSON document could not be parsed at all.
+    #[error("{what}: malformed JSON: {source}")]
+    Json {
+        /// What the document is (e.g. `network config`).
+        what: &'static str,
+        /// The parser's own message, with line and column.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl Error {
+    /// Builds an [`Error::Invalid`].
+    pub fn invalid(
+        field: impl Into<String>,
+        value: impl std::fmt::Display,
+        expected: impl Into<String>,
+    ) -> Self {
+        Error::Invalid {
+            field: field.into(),
+            value: value.to_string(),
+            expected: expected.into(),
+        }
+    }
+}
+
+/// `Result` with [`enum@Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,22 @@
+//! ringlay: a flannel-compatible userspace overlay forwarding engine.
+//!
+//! The crate is split so that everything that touches bytes from the network or
+//! from etcd is pure code without I/O, testable and fuzzable without privileges:
+//!
+//! | module    | owns                                                   | invariant it keeps |
+//! |-----------|--------------------------------------------------------|--------------------|
+//! | [`wire`]  | zero-copy views and emitters of every header           | after `new_checked`, no accessor panics |
+//! | [`encap`] | adding / stripping the udp and vxlan tunnel headers    | every refused packet has one typed [`encap::Drop`] reason |
+//! | [`table`] | subnet → peer lookup, published as immutable snapshots | readers never block, allocate, or see a torn entry |
+//! | [`config`]| flannel's network config, lease values and subnet keys | byte-compatible with flanneld's JSON in etcd |
+//!
+//! `unsafe` is denied crate-wide; only the (later) `sys` module may allow it.
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod encap;
+pub mod error;
+pub mod table;
+pub mod wire;
+
+pub use error::{Error, Result};

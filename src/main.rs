@@ -1,0 +1,2 @@
+//! The `ringlay` command.
+fn main() {}

@@ -1,0 +1,1 @@
+//! vxlan (in progress)
