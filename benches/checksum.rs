@@ -1,0 +1,2 @@
+//! Criterion benches for `checksum` (in progress).
+fn main() {}

@@ -1,0 +1,2 @@
+//! Criterion benches for `encap` (in progress).
+fn main() {}

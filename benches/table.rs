@@ -1,0 +1,2 @@
+//! Criterion benches for `table` (in progress).
+fn main() {}
