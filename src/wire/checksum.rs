@@ -26,7 +26,10 @@ const fn fold(mut acc: u64) -> u16 {
 #[inline]
 pub fn data(bytes: &[u8]) -> u16 {
     let (words, rest) = bytes.as_chunks::<4>();
-    let mut acc: u64 = words.iter().map(|w| u64::from(u32::from_ne_bytes(*w))).sum();
+    let mut acc: u64 = words
+        .iter()
+        .map(|w| u64::from(u32::from_ne_bytes(*w)))
+        .sum();
     let (pairs, tail) = rest.as_chunks::<2>();
     for p in pairs {
         acc += u64::from(u16::from_ne_bytes(*p));
@@ -103,7 +106,10 @@ mod tests {
     #[test]
     fn rfc1071_example() {
         // RFC 1071 §3: bytes 00 01 f2 03 f4 f5 f6 f7 sum to ddf2.
-        assert_eq!(data(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]), 0xddf2);
+        assert_eq!(
+            data(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
+            0xddf2
+        );
     }
 
     #[test]
@@ -111,8 +117,8 @@ mod tests {
         // A real IPv4 header (ICMP echo, 100.96.1.2 -> 100.96.2.2) whose stored
         // checksum is 0x70ae: summing the header including it gives 0xffff.
         let hdr = [
-            0x45, 0x00, 0x00, 0x54, 0x5b, 0x35, 0x40, 0x00, 0x40, 0x01, 0x00, 0x00, 100, 96, 1,
-            2, 100, 96, 2, 2,
+            0x45, 0x00, 0x00, 0x54, 0x5b, 0x35, 0x40, 0x00, 0x40, 0x01, 0x00, 0x00, 100, 96, 1, 2,
+            100, 96, 2, 2,
         ];
         let csum = !data(&hdr);
         let mut with = hdr;
@@ -184,7 +190,10 @@ mod tests {
         ph.extend_from_slice(&[0, 17, 0, 58]);
         assert_eq!(pseudo_header_v4(s, d, 17, 58), data(&ph));
 
-        let (s6, d6): (Ipv6Addr, Ipv6Addr) = ("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap());
+        let (s6, d6): (Ipv6Addr, Ipv6Addr) = (
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+        );
         let mut ph6 = Vec::new();
         ph6.extend_from_slice(&s6.octets());
         ph6.extend_from_slice(&d6.octets());
