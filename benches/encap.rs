@@ -29,12 +29,23 @@ fn inner(len: usize) -> Vec<u8> {
 }
 
 fn subnets(v4: &str) -> SubnetKey {
-    SubnetKey { v4: Some(v4.parse().expect("subnet")), v6: None }
+    SubnetKey {
+        v4: Some(v4.parse().expect("subnet")),
+        v6: None,
+    }
 }
 
 fn bench(c: &mut Criterion) {
-    let hdr = VxlanHeader { vni: 1, src_mac: MAC_A, dst_mac: MAC_B };
-    let local = Local { subnets: subnets("100.96.2.0/24"), vni: 1, vtep_mac: MAC_B };
+    let hdr = VxlanHeader {
+        vni: 1,
+        src_mac: MAC_A,
+        dst_mac: MAC_B,
+    };
+    let local = Local {
+        subnets: subnets("100.96.2.0/24"),
+        vni: 1,
+        vtep_mac: MAC_B,
+    };
     let sender = subnets("100.96.1.0/24");
 
     for size in [64usize, 1400] {
@@ -55,7 +66,12 @@ fn bench(c: &mut Criterion) {
         g.bench_function("vxlan", |b| {
             b.iter(|| {
                 buf[HEADROOM + 8] = 64;
-                black_box(encap::encap_vxlan(black_box(&mut buf), HEADROOM, size, &hdr))
+                black_box(encap::encap_vxlan(
+                    black_box(&mut buf),
+                    HEADROOM,
+                    size,
+                    &hdr,
+                ))
             })
         });
         g.finish();
