@@ -1,6 +1,9 @@
 //! Criterion bench of the Internet checksum over buffers from a header to a 64 KiB
 //! super-packet, in bytes per second.
 
+// criterion_group! and criterion_main! generate undocumented items.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};

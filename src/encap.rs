@@ -398,11 +398,18 @@ pub fn decap_vxlan(
         return Err(Drop::NotOurMac);
     }
     let packet = &payload[VXLAN_OVERHEAD..];
-    let inner = match ethertype {
-        ethernet::EtherType::Ipv4 => parse_inner_v4(packet)?,
-        ethernet::EtherType::Ipv6 => parse_inner_v6(packet)?,
+    let version = match ethertype {
+        ethernet::EtherType::Ipv4 => 4,
+        ethernet::EtherType::Ipv6 => 6,
         _ => return Err(Drop::EtherType),
     };
+    // The IP header must agree with the ethertype that announced it.
+    match packet.first() {
+        None => return Err(Drop::IpTruncated),
+        Some(b) if b >> 4 != version => return Err(Drop::IpVersion),
+        Some(_) => {}
+    }
+    let inner = parse_inner(packet)?;
     check_ip_checksum(packet)?;
     check_addresses(&inner, local, sender)?;
     Ok(VXLAN_OVERHEAD..VXLAN_OVERHEAD + inner.len)
