@@ -26,6 +26,25 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A document (e.g. an etcd value) is larger than ringlay accepts for its kind.
+    #[error("{what}: {len} bytes is too large (at most {limit} bytes accepted)")]
+    TooLarge {
+        /// What the document is (e.g. `lease value`).
+        what: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The most ringlay accepts.
+        limit: usize,
+    },
+    /// A document that must be JSON text holds bytes that are not UTF-8.
+    #[error("{what}: not UTF-8 text (JSON must be UTF-8): {source}")]
+    NotUtf8 {
+        /// What the document is (e.g. `lease value`).
+        what: &'static str,
+        /// Where the first invalid byte is.
+        #[source]
+        source: std::str::Utf8Error,
+    },
 }
 
 impl Error {

@@ -1,2 +1,14 @@
+//! `NetworkConfig::parse` on arbitrary text: never panics, and a config it accepts
+//! serializes to text that parses back to an equal config.
 #![no_main]
-libfuzzer_sys::fuzz_target!(|_data: &[u8]| {});
+
+use ringlay::config::NetworkConfig;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let Ok(cfg) = NetworkConfig::parse_bytes(data) else {
+        return;
+    };
+    let text = cfg.to_json();
+    let again = NetworkConfig::parse(&text).expect("to_json output parses");
+    assert_eq!(again, cfg, "{text}");
+});
