@@ -1,0 +1,81 @@
+//! The `ringlay` command's validators: accepted values print resolved, refused ones
+//! exit non-zero with a message naming the field.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn ringlay(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringlay"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ringlay");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("ringlay runs")
+}
+
+#[test]
+fn check_config_resolves_flannel_defaults() {
+    let out = ringlay(
+        &["check-config", "-"],
+        r#"{"Network":"100.96.0.0/16","Backend":{"Type":"vxlan"}}"#,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON out");
+    assert_eq!(v["SubnetLen"], 24);
+    assert_eq!(v["SubnetMin"], "100.96.1.0");
+    assert_eq!(v["SubnetMax"], "100.96.255.0");
+    assert_eq!(v["Backend"]["VNI"], 1);
+    assert_eq!(v["Backend"]["Port"], 8472);
+}
+
+#[test]
+fn check_config_names_the_bad_field() {
+    for (json, field) in [
+        (r#"{"Network":"100.96.0.0/16","SubnetLen":33}"#, "SubnetLen"),
+        (
+            r#"{"Network":"100.96.0.0/16","Backend":{"Type":"gre"}}"#,
+            "Backend.Type",
+        ),
+        (r#"{"Network":"100.96.0.0/30"}"#, "Network"),
+        (r#"{"Network":"#, "JSON"),
+    ] {
+        let out = ringlay(&["check-config", "-"], json);
+        assert_eq!(out.status.code(), Some(1), "{json}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(field), "{json}: {err}");
+        assert_eq!(err.lines().count(), 1, "one clear line: {err}");
+    }
+}
+
+#[test]
+fn check_lease_accepts_flannels_udp_value_and_refuses_a_bad_mac() {
+    let out = ringlay(
+        &["check-lease", "--key", "100.96.1.0-24", "-"],
+        r#"{"PublicIP":"192.0.2.1","PublicIPv6":null}"#,
+    );
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .contains(r#"{"PublicIP":"192.0.2.1","PublicIPv6":null}"#));
+
+    let out = ringlay(
+        &["check-lease", "-"],
+        r#"{"PublicIP":"192.0.2.1","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"zz"}}"#,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BackendData.VtepMAC"));
+
+    let out = ringlay(&["check-lease", "--key", "100.96.1.0-33", "-"], "{}");
+    assert_eq!(out.status.code(), Some(1));
+}
