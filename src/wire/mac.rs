@@ -104,7 +104,7 @@ mod tests {
 
     #[test]
     fn parses_and_formats_flannel_vtep_mac() {
-        let m: MacAddr = "0e:00:00:00:01:0A".parse().unwrap();
+        let m: MacAddr = "0e:00:00:00:01:0A".parse().expect("valid MAC");
         assert_eq!(m.octets(), [0x0e, 0, 0, 0, 1, 0x0a]);
         assert_eq!(m.to_string(), "0e:00:00:00:01:0a");
         assert!(m.is_unicast() && m.is_local());
