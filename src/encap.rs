@@ -38,8 +38,10 @@
 //! sender's lease (anti-spoofing); that the inner destination lies inside our lease.
 
 use core::fmt;
-use core::net::IpAddr;
+use core::net::{Ipv4Addr, Ipv6Addr};
 use core::ops::Range;
+
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::config::SubnetKey;
 use crate::wire::{self, checksum, ethernet, ipv4, ipv6, vxlan, MacAddr};
@@ -176,55 +178,79 @@ pub struct Local {
     pub vtep_mac: MacAddr,
 }
 
-/// The VXLAN header fields of one outgoing frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The tunnel headers of every vxlan frame to one peer, encoded once (when the
+/// peer's lease is learned) so that encapsulation is two copies.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct VxlanHeader {
-    /// The network's VNI (24 bits).
-    pub vni: u32,
-    /// Our VTEP MAC, the inner source MAC.
-    pub src_mac: MacAddr,
-    /// The peer's VTEP MAC from its lease, the inner destination MAC.
-    pub dst_mac: MacAddr,
+    /// VXLAN header (flags, VNI), then the inner Ethernet destination (the peer's
+    /// VTEP MAC) and source (ours): everything but the ethertype.
+    bytes: [u8; VXLAN_OVERHEAD - 2],
 }
 
-/// The addresses of an inner packet, once its header has been validated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Inner {
-    src: IpAddr,
-    dst: IpAddr,
-    /// The packet's length by its own header: bytes past it are link padding.
-    len: usize,
-}
+impl VxlanHeader {
+    /// Encodes the headers for frames from `src_mac` (ours) to `dst_mac` (the peer's
+    /// VtepMAC) on VNI `vni` (24 bits; higher bits are ignored).
+    pub fn new(vni: u32, src_mac: MacAddr, dst_mac: MacAddr) -> VxlanHeader {
+        let mut bytes = [0u8; VXLAN_OVERHEAD - 2];
+        let (tunnel, macs) = bytes.split_at_mut(vxlan::HEADER_LEN);
+        vxlan::Repr { vni }.emit(&mut vxlan::Packet::new_unchecked(tunnel));
+        macs[..6].copy_from_slice(&dst_mac.octets());
+        macs[6..].copy_from_slice(&src_mac.octets());
+        VxlanHeader { bytes }
+    }
 
-/// Validates an inner IP packet (either version, from its first nibble).
-#[inline]
-fn parse_inner(packet: &[u8]) -> Result<Inner, Drop> {
-    match packet.first().map(|b| b >> 4) {
-        Some(4) => parse_inner_v4(packet),
-        Some(6) => parse_inner_v6(packet),
-        Some(_) => Err(Drop::IpVersion),
-        None => Err(Drop::IpTruncated),
+    /// The VNI.
+    pub fn vni(&self) -> u32 {
+        vxlan::Packet::new_unchecked(&self.bytes[..vxlan::HEADER_LEN]).vni()
+    }
+
+    /// The inner destination MAC (the peer's VtepMAC).
+    pub fn dst_mac(&self) -> MacAddr {
+        ethernet::Frame::new_unchecked(&self.bytes[vxlan::HEADER_LEN..]).dst_addr()
+    }
+
+    /// The inner source MAC (ours).
+    pub fn src_mac(&self) -> MacAddr {
+        ethernet::Frame::new_unchecked(&self.bytes[vxlan::HEADER_LEN..]).src_addr()
     }
 }
 
+impl fmt::Debug for VxlanHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VxlanHeader")
+            .field("vni", &self.vni())
+            .field("src_mac", &self.src_mac())
+            .field("dst_mac", &self.dst_mac())
+            .finish()
+    }
+}
+
+/// Whether `addr` lies in `net` (`None`: the lease has no subnet of that family).
 #[inline]
-fn parse_inner_v4(packet: &[u8]) -> Result<Inner, Drop> {
-    let ip = ipv4::Packet::new_checked(packet).map_err(Drop::from_ip)?;
-    Ok(Inner {
-        src: ip.src_addr().into(),
-        dst: ip.dst_addr().into(),
-        len: usize::from(ip.total_len()),
+fn contains_v4(net: Option<Ipv4Net>, addr: Ipv4Addr) -> bool {
+    net.is_some_and(|n| {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(n.prefix_len()))
+            .unwrap_or(0);
+        (addr.to_bits() ^ n.addr().to_bits()) & mask == 0
     })
 }
 
+/// Whether `addr` lies in `net` (`None`: the lease has no subnet of that family).
 #[inline]
-fn parse_inner_v6(packet: &[u8]) -> Result<Inner, Drop> {
-    let ip = ipv6::Packet::new_checked(packet).map_err(Drop::from_ip)?;
-    Ok(Inner {
-        src: ip.src_addr().into(),
-        dst: ip.dst_addr().into(),
-        len: ipv6::HEADER_LEN + usize::from(ip.payload_len()),
+fn contains_v6(net: Option<Ipv6Net>, addr: Ipv6Addr) -> bool {
+    net.is_some_and(|n| {
+        let mask = u128::MAX
+            .checked_shl(128 - u32::from(n.prefix_len()))
+            .unwrap_or(0);
+        (addr.to_bits() ^ n.addr().to_bits()) & mask == 0
     })
+}
+
+/// The IP version from a packet's first nibble, or `IpTruncated` for no bytes.
+#[inline]
+fn ip_version(packet: &[u8]) -> Result<u8, Drop> {
+    packet.first().map(|b| b >> 4).ok_or(Drop::IpTruncated)
 }
 
 /// Performs the router hop on an inner packet read from the TUN device: validates
@@ -233,35 +259,30 @@ fn parse_inner_v6(packet: &[u8]) -> Result<Inner, Drop> {
 /// part of it).
 #[inline]
 pub fn forward(packet: &mut [u8]) -> Result<usize, Drop> {
-    match packet.first().map(|b| b >> 4) {
-        Some(4) => {
-            let len = parse_inner_v4(packet)?.len;
-            let mut ip = ipv4::Packet::new_unchecked(packet);
+    match ip_version(packet)? {
+        4 => {
+            let mut ip = ipv4::Packet::new_checked(packet).map_err(Drop::from_ip)?;
             let ttl = ip.ttl();
             if ttl <= 1 {
                 return Err(Drop::TtlExpired);
             }
-            // TTL is the high byte of the 16-bit word it shares with the protocol.
-            let proto = u8::from(ip.protocol());
-            let old = u16::from_be_bytes([ttl, proto]);
-            let new = u16::from_be_bytes([ttl - 1, proto]);
             ip.set_ttl(ttl - 1);
-            let csum = checksum::update(ip.checksum(), old, new);
+            // TTL is the high byte of its 16-bit word: the word drops by 0x0100.
+            let csum =
+                checksum::update(ip.checksum(), u16::from(ttl) << 8, u16::from(ttl - 1) << 8);
             ip.set_checksum(csum);
-            Ok(len)
+            Ok(usize::from(ip.total_len()))
         }
-        Some(6) => {
-            let len = parse_inner_v6(packet)?.len;
-            let mut ip = ipv6::Packet::new_unchecked(packet);
+        6 => {
+            let mut ip = ipv6::Packet::new_checked(packet).map_err(Drop::from_ip)?;
             let hops = ip.hop_limit();
             if hops <= 1 {
                 return Err(Drop::TtlExpired);
             }
             ip.set_hop_limit(hops - 1);
-            Ok(len)
+            Ok(ipv6::HEADER_LEN + usize::from(ip.payload_len()))
         }
-        Some(_) => Err(Drop::IpVersion),
-        None => Err(Drop::IpTruncated),
+        _ => Err(Drop::IpVersion),
     }
 }
 
@@ -294,58 +315,56 @@ pub fn encap_vxlan(
 ) -> Result<Range<usize>, Drop> {
     let head = start.checked_sub(VXLAN_OVERHEAD).ok_or(Drop::NoHeadroom)?;
     let packet = packet_at(buf, start, len)?;
-    let ethertype = match packet.first().map(|b| b >> 4) {
-        Some(6) => ethernet::EtherType::Ipv6,
+    let ethertype = match packet.first() {
+        Some(b) if b >> 4 == 6 => ethernet::EtherType::Ipv6,
         _ => ethernet::EtherType::Ipv4,
     };
     let ip_len = forward(packet)?;
-    let (tunnel, eth) = buf[head..start].split_at_mut(vxlan::HEADER_LEN);
-    let mut v = vxlan::Packet::new_unchecked(tunnel);
-    v.set_flags(vxlan::FLAG_I);
-    v.set_reserved1(0);
-    v.set_vni(hdr.vni);
-    v.set_reserved2(0);
-    let mut e = ethernet::Frame::new_unchecked(eth);
-    e.set_dst_addr(hdr.dst_mac);
-    e.set_src_addr(hdr.src_mac);
-    e.set_ethertype(ethertype);
+    let (macs, ethertype_field) = buf[head..start].split_at_mut(VXLAN_OVERHEAD - 2);
+    macs.copy_from_slice(&hdr.bytes);
+    ethertype_field.copy_from_slice(&u16::from(ethertype).to_be_bytes());
     Ok(head..start + ip_len)
 }
 
-/// Checks the inner packet's addresses against the sender's and our own lease.
+/// Checks an inbound inner IPv4 packet (header, checksum, addresses against the
+/// sender's and our lease) and returns its length by its header.
 #[inline]
-fn check_addresses(inner: &Inner, local: &Local, sender: Option<&SubnetKey>) -> Result<(), Drop> {
-    let sender = sender.ok_or(Drop::UnknownSender)?;
-    let (src_ok, dst_ok) = match (inner.src, inner.dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => (
-            sender.v4.is_some_and(|n| n.contains(&s)),
-            local.subnets.v4.is_some_and(|n| n.contains(&d)),
-        ),
-        (IpAddr::V6(s), IpAddr::V6(d)) => (
-            sender.v6.is_some_and(|n| n.contains(&s)),
-            local.subnets.v6.is_some_and(|n| n.contains(&d)),
-        ),
-        // parse_inner never mixes families.
-        _ => (false, false),
-    };
-    if !src_ok {
-        Err(Drop::SpoofedSource)
-    } else if !dst_ok {
-        Err(Drop::NotOurSubnet)
-    } else {
-        Ok(())
-    }
-}
-
-/// Validates an inner IPv4 header's checksum; IPv6 has none.
-#[inline]
-fn check_ip_checksum(packet: &[u8]) -> Result<(), Drop> {
-    if packet.first().map(|b| b >> 4) == Some(4)
-        && !ipv4::Packet::new_unchecked(packet).verify_checksum()
-    {
+fn check_inbound_v4(
+    packet: &[u8],
+    local: &Local,
+    sender: Option<&SubnetKey>,
+) -> Result<usize, Drop> {
+    let ip = ipv4::Packet::new_checked(packet).map_err(Drop::from_ip)?;
+    if !ip.verify_checksum() {
         return Err(Drop::IpChecksum);
     }
-    Ok(())
+    let sender = sender.ok_or(Drop::UnknownSender)?;
+    if !contains_v4(sender.v4, ip.src_addr()) {
+        return Err(Drop::SpoofedSource);
+    }
+    if !contains_v4(local.subnets.v4, ip.dst_addr()) {
+        return Err(Drop::NotOurSubnet);
+    }
+    Ok(usize::from(ip.total_len()))
+}
+
+/// Checks an inbound inner IPv6 packet (header, addresses against the sender's and
+/// our lease) and returns its length by its header.
+#[inline]
+fn check_inbound_v6(
+    packet: &[u8],
+    local: &Local,
+    sender: Option<&SubnetKey>,
+) -> Result<usize, Drop> {
+    let ip = ipv6::Packet::new_checked(packet).map_err(Drop::from_ip)?;
+    let sender = sender.ok_or(Drop::UnknownSender)?;
+    if !contains_v6(sender.v6, ip.src_addr()) {
+        return Err(Drop::SpoofedSource);
+    }
+    if !contains_v6(local.subnets.v6, ip.dst_addr()) {
+        return Err(Drop::NotOurSubnet);
+    }
+    Ok(ipv6::HEADER_LEN + usize::from(ip.payload_len()))
 }
 
 /// flannel's udp format, inbound: `payload` is a received UDP payload, `sender` the
@@ -357,13 +376,13 @@ pub fn decap_udp(
     local: &Local,
     sender: Option<&SubnetKey>,
 ) -> Result<Range<usize>, Drop> {
-    if payload.is_empty() {
-        return Err(Drop::Truncated);
-    }
-    let inner = parse_inner(payload)?;
-    check_ip_checksum(payload)?;
-    check_addresses(&inner, local, sender)?;
-    Ok(0..inner.len)
+    let len = match payload.first().map(|b| b >> 4) {
+        None => return Err(Drop::Truncated),
+        Some(4) => check_inbound_v4(payload, local, sender)?,
+        Some(6) => check_inbound_v6(payload, local, sender)?,
+        Some(_) => return Err(Drop::IpVersion),
+    };
+    Ok(0..len)
 }
 
 /// The vxlan format, inbound: `payload` is a received UDP payload (VXLAN header,
@@ -378,14 +397,16 @@ pub fn decap_vxlan(
     if payload.len() < VXLAN_OVERHEAD {
         return Err(Drop::Truncated);
     }
-    let v = vxlan::Packet::new_unchecked(payload);
+    let (tunnel, rest) = payload.split_at(vxlan::HEADER_LEN);
+    let v = vxlan::Packet::new_unchecked(tunnel);
     if v.flags() & vxlan::FLAG_I == 0 {
         return Err(Drop::VxlanFlags);
     }
     if v.vni() != local.vni {
         return Err(Drop::WrongVni);
     }
-    let frame = ethernet::Frame::new_unchecked(&payload[vxlan::HEADER_LEN..]);
+    let (eth, packet) = rest.split_at(ethernet::HEADER_LEN);
+    let frame = ethernet::Frame::new_unchecked(eth);
     let ethertype = frame.ethertype();
     if ethertype == ethernet::EtherType::Arp {
         return Err(Drop::Arp);
@@ -397,22 +418,21 @@ pub fn decap_vxlan(
     if dst != local.vtep_mac {
         return Err(Drop::NotOurMac);
     }
-    let packet = &payload[VXLAN_OVERHEAD..];
     let version = match ethertype {
         ethernet::EtherType::Ipv4 => 4,
         ethernet::EtherType::Ipv6 => 6,
         _ => return Err(Drop::EtherType),
     };
     // The IP header must agree with the ethertype that announced it.
-    match packet.first() {
-        None => return Err(Drop::IpTruncated),
-        Some(b) if b >> 4 != version => return Err(Drop::IpVersion),
-        Some(_) => {}
+    if ip_version(packet)? != version {
+        return Err(Drop::IpVersion);
     }
-    let inner = parse_inner(packet)?;
-    check_ip_checksum(packet)?;
-    check_addresses(&inner, local, sender)?;
-    Ok(VXLAN_OVERHEAD..VXLAN_OVERHEAD + inner.len)
+    let len = if version == 4 {
+        check_inbound_v4(packet, local, sender)?
+    } else {
+        check_inbound_v6(packet, local, sender)?
+    };
+    Ok(VXLAN_OVERHEAD..VXLAN_OVERHEAD + len)
 }
 
 #[cfg(test)]

@@ -162,11 +162,7 @@ fn ringlay_vxlan_encap_reproduces_the_kernels_frames() {
         buf.extend_from_slice(&d.payload[VXLAN_OVERHEAD..]);
         one_hop_earlier(&mut buf[64..]);
         let len = buf.len() - 64;
-        let hdr = VxlanHeader {
-            vni: 1,
-            src_mac: vtep(d.from),
-            dst_mac: vtep(d.to),
-        };
+        let hdr = VxlanHeader::new(1, vtep(d.from), vtep(d.to));
         let r = encap::encap_vxlan(&mut buf, 64, len, &hdr).expect("forwarded");
         assert_eq!(&buf[r], &d.payload[..], "frame {}", i + 1);
     }
@@ -222,11 +218,7 @@ fn tshark_judges(file: &str, vxlan: bool) {
         buf.extend_from_slice(inner);
         let len = inner.len();
         let r = if vxlan {
-            let hdr = VxlanHeader {
-                vni: 1,
-                src_mac: vtep(d.from),
-                dst_mac: vtep(d.to),
-            };
+            let hdr = VxlanHeader::new(1, vtep(d.from), vtep(d.to));
             encap::encap_vxlan(&mut buf, 64, len, &hdr)
         } else {
             encap::encap_udp(&mut buf, 64, len)

@@ -28,11 +28,11 @@ fuzz_target!(|data: &[u8]| {
     buf[22..].copy_from_slice(data);
     let mut copy = buf.clone();
     let a = encap_udp(&mut buf, 22, data.len());
-    let hdr = VxlanHeader {
-        vni: 1,
-        src_mac: MacAddr([0x0e, 0, 0, 0, 1, 0]),
-        dst_mac: MacAddr([0x0e, 0, 0, 0, 2, 0]),
-    };
+    let hdr = VxlanHeader::new(
+        1,
+        MacAddr([0x0e, 0, 0, 0, 1, 0]),
+        MacAddr([0x0e, 0, 0, 0, 2, 0]),
+    );
     let b = encap_vxlan(&mut copy, 22, data.len(), &hdr);
     assert_eq!(a.is_ok(), b.is_ok());
 });

@@ -85,11 +85,7 @@ fn buffer(packet: &[u8], headroom: usize, tail: usize) -> Vec<u8> {
 }
 
 fn hdr_a2b() -> VxlanHeader {
-    VxlanHeader {
-        vni: 1,
-        src_mac: MAC_A,
-        dst_mac: MAC_B,
-    }
+    VxlanHeader::new(1, MAC_A, MAC_B)
 }
 
 /// A vxlan datagram from A to B holding `packet`, built by hand (no encap code).
@@ -148,10 +144,7 @@ fn vxlan_encap_golden_bytes() {
 fn vxlan_encap_ipv6_uses_86dd_and_decrements_hop_limit() {
     let pkt = a2b_v6();
     let mut buf = buffer(&pkt, 22, 0);
-    let hdr = VxlanHeader {
-        vni: 0x00ab_cdef,
-        ..hdr_a2b()
-    };
+    let hdr = VxlanHeader::new(0x00ab_cdef, MAC_A, MAC_B);
     let r = encap_vxlan(&mut buf, 22, pkt.len(), &hdr).expect("forwarded");
     assert_eq!(r, 0..buf.len());
     assert_eq!(&buf[..8], &[0x08, 0, 0, 0, 0xab, 0xcd, 0xef, 0]);

@@ -33,6 +33,7 @@ pub enum EtherType {
 }
 
 impl From<u16> for EtherType {
+    #[inline]
     fn from(n: u16) -> Self {
         match n {
             0x0800 => EtherType::Ipv4,
@@ -44,6 +45,7 @@ impl From<u16> for EtherType {
 }
 
 impl From<EtherType> for u16 {
+    #[inline]
     fn from(t: EtherType) -> u16 {
         match t {
             EtherType::Ipv4 => 0x0800,
@@ -63,11 +65,13 @@ pub struct Frame<T: AsRef<[u8]>> {
 impl<T: AsRef<[u8]>> Frame<T> {
     /// Wraps a buffer without checking its length; accessors may panic if it is
     /// shorter than [`HEADER_LEN`].
+    #[inline]
     pub const fn new_unchecked(buffer: T) -> Frame<T> {
         Frame { buffer }
     }
 
     /// Wraps a buffer after [`check_len`](Self::check_len).
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Frame<T>> {
         let frame = Self::new_unchecked(buffer);
         frame.check_len()?;
@@ -75,6 +79,7 @@ impl<T: AsRef<[u8]>> Frame<T> {
     }
 
     /// Ensures the buffer holds the whole header: [`Error::Truncated`] otherwise.
+    #[inline]
     pub fn check_len(&self) -> Result<()> {
         if self.buffer.as_ref().len() < HEADER_LEN {
             Err(Error::Truncated)
@@ -84,27 +89,32 @@ impl<T: AsRef<[u8]>> Frame<T> {
     }
 
     /// Returns the underlying buffer.
+    #[inline]
     pub fn into_inner(self) -> T {
         self.buffer
     }
 
     /// Destination MAC address.
+    #[inline]
     pub fn dst_addr(&self) -> MacAddr {
         read_mac(&self.buffer.as_ref()[field::DST])
     }
 
     /// Source MAC address.
+    #[inline]
     pub fn src_addr(&self) -> MacAddr {
         read_mac(&self.buffer.as_ref()[field::SRC])
     }
 
     /// EtherType of the payload.
+    #[inline]
     pub fn ethertype(&self) -> EtherType {
         let d = &self.buffer.as_ref()[field::ETHERTYPE];
         EtherType::from(u16::from_be_bytes([d[0], d[1]]))
     }
 
     /// Bytes after the header, up to the end of the buffer.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[field::PAYLOAD..]
     }
@@ -112,33 +122,39 @@ impl<T: AsRef<[u8]>> Frame<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
     /// Sets the destination MAC address.
+    #[inline]
     pub fn set_dst_addr(&mut self, addr: MacAddr) {
         self.buffer.as_mut()[field::DST].copy_from_slice(&addr.0);
     }
 
     /// Sets the source MAC address.
+    #[inline]
     pub fn set_src_addr(&mut self, addr: MacAddr) {
         self.buffer.as_mut()[field::SRC].copy_from_slice(&addr.0);
     }
 
     /// Sets the EtherType.
+    #[inline]
     pub fn set_ethertype(&mut self, ethertype: EtherType) {
         self.buffer.as_mut()[field::ETHERTYPE].copy_from_slice(&u16::from(ethertype).to_be_bytes());
     }
 
     /// Bytes after the header, mutable.
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         &mut self.buffer.as_mut()[field::PAYLOAD..]
     }
 }
 
 impl<T: AsRef<[u8]>> AsRef<[u8]> for Frame<T> {
+    #[inline]
     fn as_ref(&self) -> &[u8] {
         self.buffer.as_ref()
     }
 }
 
 /// Copies six bytes (the length of every MAC field) into a [`MacAddr`].
+#[inline]
 fn read_mac(b: &[u8]) -> MacAddr {
     let mut octets = [0u8; 6];
     octets.copy_from_slice(b);
@@ -159,6 +175,7 @@ pub struct Repr {
 impl Repr {
     /// Reads the header of a checked frame. Never fails: every 14-byte header is a
     /// valid Ethernet II header.
+    #[inline]
     pub fn parse<T: AsRef<[u8]>>(frame: &Frame<T>) -> Result<Repr> {
         Ok(Repr {
             dst_addr: frame.dst_addr(),
@@ -169,6 +186,7 @@ impl Repr {
 
     /// Writes the header into the first [`HEADER_LEN`] bytes of `frame`, which must
     /// be at least that long.
+    #[inline]
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, frame: &mut Frame<T>) {
         frame.set_dst_addr(self.dst_addr);
         frame.set_src_addr(self.src_addr);

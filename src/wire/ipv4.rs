@@ -48,11 +48,13 @@ pub struct Packet<T: AsRef<[u8]>> {
 impl<T: AsRef<[u8]>> Packet<T> {
     /// Wraps a buffer without checking it; accessors may panic unless the caller
     /// has proved what [`check_len`](Self::check_len) checks.
+    #[inline]
     pub const fn new_unchecked(buffer: T) -> Packet<T> {
         Packet { buffer }
     }
 
     /// Wraps a buffer after [`check_len`](Self::check_len).
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Packet<T>> {
         let packet = Self::new_unchecked(buffer);
         packet.check_len()?;
@@ -63,6 +65,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// version is 4 ([`Error::Version`]); 20 ≤ IHL×4 ≤ buffer length
     /// ([`Error::HeaderLen`]); IHL×4 ≤ total length ≤ buffer length
     /// ([`Error::TotalLen`]). The checksum is not verified.
+    #[inline]
     pub fn check_len(&self) -> Result<()> {
         let len = self.buffer.as_ref().len();
         if len < HEADER_LEN {
@@ -83,85 +86,102 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Returns the underlying buffer.
+    #[inline]
     pub fn into_inner(self) -> T {
         self.buffer
     }
 
     /// IP version (4 for any checked packet).
+    #[inline]
     pub fn version(&self) -> u8 {
         self.buffer.as_ref()[field::VER_IHL] >> 4
     }
 
     /// Header length in bytes (IHL × 4), options included.
+    #[inline]
     pub fn header_len(&self) -> usize {
         usize::from(self.buffer.as_ref()[field::VER_IHL] & 0x0f) * 4
     }
 
     /// The former TOS byte: DSCP in the high six bits, ECN in the low two.
+    #[inline]
     pub fn dscp_ecn(&self) -> u8 {
         self.buffer.as_ref()[field::DSCP_ECN]
     }
 
     /// The ECN codepoint (RFC 3168 §5).
+    #[inline]
     pub fn ecn(&self) -> u8 {
         self.dscp_ecn() & 0x03
     }
 
     /// Total length of the datagram, header included, in bytes.
+    #[inline]
     pub fn total_len(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::LENGTH)
     }
 
     /// Identification, used to reassemble fragments.
+    #[inline]
     pub fn ident(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::IDENT)
     }
 
+    #[inline]
     fn flags_and_offset(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::FLG_OFF)
     }
 
     /// The "don't fragment" flag.
+    #[inline]
     pub fn dont_frag(&self) -> bool {
         self.flags_and_offset() & FLAG_DF != 0
     }
 
     /// The "more fragments" flag.
+    #[inline]
     pub fn more_frags(&self) -> bool {
         self.flags_and_offset() & FLAG_MF != 0
     }
 
     /// Fragment offset in bytes (the field counts 8-byte units).
+    #[inline]
     pub fn frag_offset(&self) -> u16 {
         (self.flags_and_offset() & FRAG_OFFSET_MASK) << 3
     }
 
     /// True for any fragment of a fragmented datagram (first, middle or last).
+    #[inline]
     pub fn is_fragment(&self) -> bool {
         self.more_frags() || self.frag_offset() != 0
     }
 
     /// Time to live.
+    #[inline]
     pub fn ttl(&self) -> u8 {
         self.buffer.as_ref()[field::TTL]
     }
 
     /// Protocol of the payload.
+    #[inline]
     pub fn protocol(&self) -> IpProtocol {
         IpProtocol::from(self.buffer.as_ref()[field::PROTOCOL])
     }
 
     /// Header checksum as stored.
+    #[inline]
     pub fn checksum(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::CHECKSUM)
     }
 
     /// Source address.
+    #[inline]
     pub fn src_addr(&self) -> Ipv4Addr {
         read_addr(self.buffer.as_ref(), field::SRC_ADDR)
     }
 
     /// Destination address.
+    #[inline]
     pub fn dst_addr(&self) -> Ipv4Addr {
         read_addr(self.buffer.as_ref(), field::DST_ADDR)
     }
@@ -169,6 +189,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// True when the header (options included) sums to 0xffff, i.e. the stored
     /// checksum is right (RFC 1071). A header whose length field runs past the
     /// buffer never verifies.
+    #[inline]
     pub fn verify_checksum(&self) -> bool {
         match self.buffer.as_ref().get(..self.header_len()) {
             Some(header) => checksum::data(header) == 0xffff,
@@ -177,6 +198,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// The options, between the fixed header and `header_len()`.
+    #[inline]
     pub fn options(&self) -> &[u8] {
         let d = self.buffer.as_ref();
         let (start, end) = bounds(d.len(), HEADER_LEN, self.header_len());
@@ -184,6 +206,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// The payload: from `header_len()` to `total_len()`, without trailing padding.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         let d = self.buffer.as_ref();
         let (start, end) = bounds(d.len(), self.header_len(), usize::from(self.total_len()));
@@ -193,6 +216,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets the version nibble.
+    #[inline]
     pub fn set_version(&mut self, version: u8) {
         let b = &mut self.buffer.as_mut()[field::VER_IHL];
         *b = (*b & 0x0f) | (version << 4);
@@ -201,65 +225,77 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets the header length in bytes; it is stored in 32-bit words, so the low two
     /// bits are dropped, and it must be at most 60. [`payload`](Self::payload)
     /// follows the new value: check the packet again before trusting it.
+    #[inline]
     pub fn set_header_len(&mut self, len: usize) {
         let b = &mut self.buffer.as_mut()[field::VER_IHL];
         *b = (*b & 0xf0) | ((len / 4) as u8 & 0x0f);
     }
 
     /// Sets the DSCP/ECN byte.
+    #[inline]
     pub fn set_dscp_ecn(&mut self, value: u8) {
         self.buffer.as_mut()[field::DSCP_ECN] = value;
     }
 
     /// Sets the total length (header and payload) in bytes.
+    #[inline]
     pub fn set_total_len(&mut self, len: u16) {
         write_u16(self.buffer.as_mut(), field::LENGTH, len);
     }
 
     /// Sets the identification.
+    #[inline]
     pub fn set_ident(&mut self, ident: u16) {
         write_u16(self.buffer.as_mut(), field::IDENT, ident);
     }
 
+    #[inline]
     fn set_flags_and_offset(&mut self, word: u16) {
         write_u16(self.buffer.as_mut(), field::FLG_OFF, word);
     }
 
     /// Sets or clears the "don't fragment" flag.
+    #[inline]
     pub fn set_dont_frag(&mut self, value: bool) {
         let w = self.flags_and_offset() & !FLAG_DF;
         self.set_flags_and_offset(if value { w | FLAG_DF } else { w });
     }
 
     /// Sets or clears the "more fragments" flag.
+    #[inline]
     pub fn set_more_frags(&mut self, value: bool) {
         let w = self.flags_and_offset() & !FLAG_MF;
         self.set_flags_and_offset(if value { w | FLAG_MF } else { w });
     }
 
     /// Sets the fragment offset in bytes; the low three bits are dropped.
+    #[inline]
     pub fn set_frag_offset(&mut self, offset: u16) {
         let w = self.flags_and_offset() & !FRAG_OFFSET_MASK;
         self.set_flags_and_offset(w | (offset >> 3));
     }
 
     /// Sets the time to live.
+    #[inline]
     pub fn set_ttl(&mut self, ttl: u8) {
         self.buffer.as_mut()[field::TTL] = ttl;
     }
 
     /// Sets the protocol of the payload.
+    #[inline]
     pub fn set_protocol(&mut self, protocol: IpProtocol) {
         self.buffer.as_mut()[field::PROTOCOL] = protocol.into();
     }
 
     /// Stores a header checksum.
+    #[inline]
     pub fn set_checksum(&mut self, checksum: u16) {
         write_u16(self.buffer.as_mut(), field::CHECKSUM, checksum);
     }
 
     /// Computes and stores the header checksum over `header_len()` bytes (a header
     /// length past the buffer is clamped to it).
+    #[inline]
     pub fn fill_checksum(&mut self) {
         self.set_checksum(0);
         let d = self.buffer.as_ref();
@@ -269,16 +305,19 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     /// Sets the source address.
+    #[inline]
     pub fn set_src_addr(&mut self, addr: Ipv4Addr) {
         self.buffer.as_mut()[field::SRC_ADDR].copy_from_slice(&addr.octets());
     }
 
     /// Sets the destination address.
+    #[inline]
     pub fn set_dst_addr(&mut self, addr: Ipv4Addr) {
         self.buffer.as_mut()[field::DST_ADDR].copy_from_slice(&addr.octets());
     }
 
     /// The options, mutable.
+    #[inline]
     pub fn options_mut(&mut self) -> &mut [u8] {
         let header_len = self.header_len();
         let d = self.buffer.as_mut();
@@ -287,6 +326,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     /// The payload (from `header_len()` to `total_len()`), mutable.
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let (header_len, total_len) = (self.header_len(), usize::from(self.total_len()));
         let d = self.buffer.as_mut();
@@ -296,6 +336,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
+    #[inline]
     fn as_ref(&self) -> &[u8] {
         self.buffer.as_ref()
     }
@@ -304,12 +345,14 @@ impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
 /// Clamps `start..end` into a buffer of `len` bytes, so that a view whose length
 /// fields were changed by a setter after the check yields a short slice instead of
 /// panicking. On a checked packet the clamp never changes anything.
+#[inline]
 fn bounds(len: usize, start: usize, end: usize) -> (usize, usize) {
     let end = end.min(len);
     (start.min(end), end)
 }
 
 /// Reads a big-endian `u16` from a two-byte `field` range.
+#[inline]
 fn read_u16(d: &[u8], r: core::ops::Range<usize>) -> u16 {
     let mut b = [0u8; 2];
     b.copy_from_slice(&d[r]);
@@ -317,11 +360,13 @@ fn read_u16(d: &[u8], r: core::ops::Range<usize>) -> u16 {
 }
 
 /// Writes a big-endian `u16` into a two-byte `field` range.
+#[inline]
 fn write_u16(d: &mut [u8], r: core::ops::Range<usize>, v: u16) {
     d[r].copy_from_slice(&v.to_be_bytes());
 }
 
 /// Reads an address from a four-byte `field` range.
+#[inline]
 fn read_addr(d: &[u8], r: core::ops::Range<usize>) -> Ipv4Addr {
     let mut b = [0u8; 4];
     b.copy_from_slice(&d[r]);
@@ -356,6 +401,7 @@ pub struct Repr {
 impl Repr {
     /// Reads a checked packet's header. Options are skipped (`payload_len` counts
     /// from the end of them); the checksum is not verified.
+    #[inline]
     pub fn parse<T: AsRef<[u8]>>(packet: &Packet<T>) -> Result<Repr> {
         Ok(Repr {
             src_addr: packet.src_addr(),
@@ -372,12 +418,14 @@ impl Repr {
     }
 
     /// Header plus payload length.
+    #[inline]
     pub const fn total_len(&self) -> usize {
         HEADER_LEN + self.payload_len
     }
 
     /// Writes a 20-byte header, checksum included, into `packet`, which must be at
     /// least [`HEADER_LEN`] bytes long. The payload is left to the caller.
+    #[inline]
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut Packet<T>) {
         debug_assert!(
             self.total_len() <= usize::from(u16::MAX),

@@ -59,11 +59,13 @@ pub struct Packet<T: AsRef<[u8]>> {
 impl<T: AsRef<[u8]>> Packet<T> {
     /// Wraps a buffer without checking it; accessors may panic unless the caller
     /// has proved what [`check_len`](Self::check_len) checks.
+    #[inline]
     pub const fn new_unchecked(buffer: T) -> Packet<T> {
         Packet { buffer }
     }
 
     /// Wraps a buffer after [`check_len`](Self::check_len).
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Packet<T>> {
         let packet = Self::new_unchecked(buffer);
         packet.check_len()?;
@@ -73,6 +75,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// Checks, in this order: the fixed header fits ([`Error::Truncated`]); the
     /// version is 6 ([`Error::Version`]); 40 + payload length ≤ buffer length
     /// ([`Error::TotalLen`]).
+    #[inline]
     pub fn check_len(&self) -> Result<()> {
         let len = self.buffer.as_ref().len();
         if len < HEADER_LEN {
@@ -88,10 +91,12 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Returns the underlying buffer.
+    #[inline]
     pub fn into_inner(self) -> T {
         self.buffer
     }
 
+    #[inline]
     fn first_word(&self) -> u32 {
         let mut b = [0u8; 4];
         b.copy_from_slice(&self.buffer.as_ref()[field::VER_TC_FLOW]);
@@ -99,21 +104,25 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// IP version (6 for any checked packet).
+    #[inline]
     pub fn version(&self) -> u8 {
         (self.first_word() >> VERSION_SHIFT) as u8
     }
 
     /// Traffic class: DSCP in the high six bits, ECN in the low two.
+    #[inline]
     pub fn traffic_class(&self) -> u8 {
         (self.first_word() >> TC_SHIFT) as u8
     }
 
     /// Flow label (20 bits).
+    #[inline]
     pub fn flow_label(&self) -> u32 {
         self.first_word() & FLOW_LABEL_MASK
     }
 
     /// Length of everything after the fixed header, extension headers included.
+    #[inline]
     pub fn payload_len(&self) -> u16 {
         let mut b = [0u8; 2];
         b.copy_from_slice(&self.buffer.as_ref()[field::LENGTH]);
@@ -121,27 +130,32 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// The header that follows the fixed header.
+    #[inline]
     pub fn next_header(&self) -> IpProtocol {
         IpProtocol::from(self.buffer.as_ref()[field::NXT_HDR])
     }
 
     /// Hop limit.
+    #[inline]
     pub fn hop_limit(&self) -> u8 {
         self.buffer.as_ref()[field::HOP_LIMIT]
     }
 
     /// Source address.
+    #[inline]
     pub fn src_addr(&self) -> Ipv6Addr {
         read_addr(self.buffer.as_ref(), field::SRC_ADDR)
     }
 
     /// Destination address.
+    #[inline]
     pub fn dst_addr(&self) -> Ipv6Addr {
         read_addr(self.buffer.as_ref(), field::DST_ADDR)
     }
 
     /// The payload: the `payload_len()` bytes after the fixed header, extension
     /// headers included, without trailing padding.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         let d = self.buffer.as_ref();
         &d[HEADER_LEN.min(d.len())..self.payload_end()]
@@ -149,6 +163,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// End of the payload, clamped to the buffer so that a payload length changed
     /// by a setter after the check cannot make [`payload`](Self::payload) panic.
+    #[inline]
     fn payload_end(&self) -> usize {
         let len = self.buffer.as_ref().len();
         (HEADER_LEN + usize::from(self.payload_len())).min(len)
@@ -165,6 +180,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     ///
     /// Errors: an extension header that runs past the payload is
     /// [`Error::HeaderLen`]; more than [`MAX_EXT_HEADERS`] is [`Error::Malformed`].
+    #[inline]
     pub fn transport(&self) -> Result<(IpProtocol, usize)> {
         let d = self.buffer.as_ref();
         // Everything the walk reads is inside the payload.
@@ -205,6 +221,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
 /// The length byte of the extension header at `offset`, or [`Error::HeaderLen`] if
 /// the packet ends before it.
+#[inline]
 fn ext_len_byte(packet: &[u8], offset: usize) -> Result<u8> {
     packet
         .get(offset + field::EXT_LEN)
@@ -213,6 +230,7 @@ fn ext_len_byte(packet: &[u8], offset: usize) -> Result<u8> {
 }
 
 /// Reads an address from a sixteen-byte `field` range.
+#[inline]
 fn read_addr(d: &[u8], r: core::ops::Range<usize>) -> Ipv6Addr {
     let mut b = [0u8; 16];
     b.copy_from_slice(&d[r]);
@@ -220,54 +238,64 @@ fn read_addr(d: &[u8], r: core::ops::Range<usize>) -> Ipv6Addr {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    #[inline]
     fn set_first_word(&mut self, word: u32) {
         self.buffer.as_mut()[field::VER_TC_FLOW].copy_from_slice(&word.to_be_bytes());
     }
 
     /// Sets the version nibble.
+    #[inline]
     pub fn set_version(&mut self, version: u8) {
         let w = self.first_word() & !(0xf << VERSION_SHIFT);
         self.set_first_word(w | (u32::from(version & 0x0f) << VERSION_SHIFT));
     }
 
     /// Sets the traffic class.
+    #[inline]
     pub fn set_traffic_class(&mut self, tc: u8) {
         let w = self.first_word() & !(0xff << TC_SHIFT);
         self.set_first_word(w | (u32::from(tc) << TC_SHIFT));
     }
 
     /// Sets the flow label; only its low 20 bits are kept.
+    #[inline]
     pub fn set_flow_label(&mut self, label: u32) {
         let w = self.first_word() & !FLOW_LABEL_MASK;
         self.set_first_word(w | (label & FLOW_LABEL_MASK));
     }
 
     /// Sets the payload length.
+    #[inline]
     pub fn set_payload_len(&mut self, len: u16) {
         self.buffer.as_mut()[field::LENGTH].copy_from_slice(&len.to_be_bytes());
     }
 
     /// Sets the header that follows the fixed header.
+    #[inline]
     pub fn set_next_header(&mut self, next: IpProtocol) {
         self.buffer.as_mut()[field::NXT_HDR] = next.into();
     }
 
     /// Sets the hop limit.
+    #[inline]
     pub fn set_hop_limit(&mut self, hop_limit: u8) {
         self.buffer.as_mut()[field::HOP_LIMIT] = hop_limit;
     }
 
     /// Sets the source address.
+    #[inline]
     pub fn set_src_addr(&mut self, addr: Ipv6Addr) {
         self.buffer.as_mut()[field::SRC_ADDR].copy_from_slice(&addr.octets());
     }
 
     /// Sets the destination address.
+    #[inline]
     pub fn set_dst_addr(&mut self, addr: Ipv6Addr) {
         self.buffer.as_mut()[field::DST_ADDR].copy_from_slice(&addr.octets());
     }
 
     /// The payload (the `payload_len()` bytes after the fixed header), mutable.
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let end = self.payload_end();
         let d = self.buffer.as_mut();
@@ -277,6 +305,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
+    #[inline]
     fn as_ref(&self) -> &[u8] {
         self.buffer.as_ref()
     }
@@ -304,6 +333,7 @@ pub struct Repr {
 impl Repr {
     /// Reads a checked packet's fixed header. Never fails: every checked fixed
     /// header is representable.
+    #[inline]
     pub fn parse<T: AsRef<[u8]>>(packet: &Packet<T>) -> Result<Repr> {
         Ok(Repr {
             src_addr: packet.src_addr(),
@@ -317,12 +347,14 @@ impl Repr {
     }
 
     /// Header plus payload length.
+    #[inline]
     pub const fn total_len(&self) -> usize {
         HEADER_LEN + self.payload_len as usize
     }
 
     /// Writes the 40-byte fixed header into `packet`, which must be at least
     /// [`HEADER_LEN`] bytes long. The payload is left to the caller.
+    #[inline]
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut Packet<T>) {
         packet.set_first_word(6 << VERSION_SHIFT);
         packet.set_traffic_class(self.traffic_class);

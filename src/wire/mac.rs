@@ -13,37 +13,44 @@ impl MacAddr {
     pub const BROADCAST: MacAddr = MacAddr([0xff; 6]);
 
     /// The address's six bytes.
+    #[inline]
     pub const fn octets(&self) -> [u8; 6] {
         self.0
     }
 
     /// Builds an address from a slice, or `None` unless it has exactly six bytes.
+    #[inline]
     pub fn from_slice(b: &[u8]) -> Option<MacAddr> {
         <[u8; 6]>::try_from(b).ok().map(MacAddr)
     }
 
     /// True for the group bit set (multicast, including broadcast).
+    #[inline]
     pub const fn is_multicast(&self) -> bool {
         self.0[0] & 0x01 != 0
     }
 
     /// True for `ff:ff:ff:ff:ff:ff`.
+    #[inline]
     pub fn is_broadcast(&self) -> bool {
         *self == Self::BROADCAST
     }
 
     /// True for a unicast address (group bit clear).
+    #[inline]
     pub const fn is_unicast(&self) -> bool {
         !self.is_multicast()
     }
 
     /// True when the locally-administered bit is set, as for generated VTEP MACs.
+    #[inline]
     pub const fn is_local(&self) -> bool {
         self.0[0] & 0x02 != 0
     }
 }
 
 impl fmt::Display for MacAddr {
+    #[inline]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
         write!(
@@ -55,6 +62,7 @@ impl fmt::Display for MacAddr {
 }
 
 impl fmt::Debug for MacAddr {
+    #[inline]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
     }
@@ -68,6 +76,7 @@ pub struct ParseMacError;
 impl FromStr for MacAddr {
     type Err = ParseMacError;
 
+    #[inline]
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut out = [0u8; 6];
         let mut parts = s.split(':');
@@ -86,12 +95,14 @@ impl FromStr for MacAddr {
 }
 
 impl serde::Serialize for MacAddr {
+    #[inline]
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
     }
 }
 
 impl<'de> serde::Deserialize<'de> for MacAddr {
+    #[inline]
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)

@@ -43,6 +43,7 @@ pub enum Error {
 }
 
 impl fmt::Display for Error {
+    #[inline]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Error::Truncated => "buffer shorter than the header",
@@ -91,6 +92,7 @@ pub enum IpProtocol {
 }
 
 impl From<u8> for IpProtocol {
+    #[inline]
     fn from(n: u8) -> Self {
         match n {
             0 => IpProtocol::HopByHop,
@@ -110,6 +112,7 @@ impl From<u8> for IpProtocol {
 }
 
 impl From<IpProtocol> for u8 {
+    #[inline]
     fn from(p: IpProtocol) -> u8 {
         match p {
             IpProtocol::HopByHop => 0,

@@ -30,11 +30,13 @@ pub struct Packet<T: AsRef<[u8]>> {
 impl<T: AsRef<[u8]>> Packet<T> {
     /// Wraps a buffer without checking it; accessors may panic unless the caller
     /// has proved what [`check_len`](Self::check_len) checks.
+    #[inline]
     pub const fn new_unchecked(buffer: T) -> Packet<T> {
         Packet { buffer }
     }
 
     /// Wraps a buffer after [`check_len`](Self::check_len).
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Packet<T>> {
         let packet = Self::new_unchecked(buffer);
         packet.check_len()?;
@@ -43,6 +45,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// Checks that the header fits ([`Error::Truncated`]), then that
     /// 8 ≤ length field ≤ buffer length ([`Error::TotalLen`]).
+    #[inline]
     pub fn check_len(&self) -> Result<()> {
         let len = self.buffer.as_ref().len();
         if len < HEADER_LEN {
@@ -56,16 +59,19 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Returns the underlying buffer.
+    #[inline]
     pub fn into_inner(self) -> T {
         self.buffer
     }
 
     /// Source port.
+    #[inline]
     pub fn src_port(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::SRC_PORT)
     }
 
     /// Destination port.
+    #[inline]
     pub fn dst_port(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::DST_PORT)
     }
@@ -75,16 +81,19 @@ impl<T: AsRef<[u8]>> Packet<T> {
         clippy::len_without_is_empty,
         reason = "the field is the datagram length, not a collection size"
     )]
+    #[inline]
     pub fn len(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::LENGTH)
     }
 
     /// Checksum as stored (0: none was computed, allowed over IPv4 only).
+    #[inline]
     pub fn checksum(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::CHECKSUM)
     }
 
     /// The payload: from the end of the header to `len()`.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         let d = self.buffer.as_ref();
         let end = self.datagram_end();
@@ -93,25 +102,30 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// End of the datagram, clamped to the buffer so that a length changed by a
     /// setter after the check cannot make an accessor panic.
+    #[inline]
     fn datagram_end(&self) -> usize {
         usize::from(self.len()).min(self.buffer.as_ref().len())
     }
 
     /// Sum of the datagram (header with its stored checksum, and payload).
+    #[inline]
     fn datagram_sum(&self) -> u16 {
         checksum::data(&self.buffer.as_ref()[..self.datagram_end()])
     }
 
+    #[inline]
     fn pseudo_v4(&self, src: Ipv4Addr, dst: Ipv4Addr) -> u16 {
         checksum::pseudo_header_v4(src, dst, IpProtocol::Udp.into(), self.len())
     }
 
+    #[inline]
     fn pseudo_v6(&self, src: Ipv6Addr, dst: Ipv6Addr) -> u16 {
         checksum::pseudo_header_v6(src, dst, IpProtocol::Udp.into(), u32::from(self.len()))
     }
 
     /// True when the checksum verifies over the IPv4 pseudo-header, or when it is
     /// 0, which over IPv4 means the sender computed none (RFC 768).
+    #[inline]
     pub fn verify_checksum_v4(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
         self.checksum() == 0
             || checksum::combine(&[self.pseudo_v4(src, dst), self.datagram_sum()]) == 0xffff
@@ -119,6 +133,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// True when the checksum verifies over the IPv6 pseudo-header. A stored 0 is
     /// invalid over IPv6 (RFC 8200 §8.1) and never verifies.
+    #[inline]
     pub fn verify_checksum_v6(&self, src: Ipv6Addr, dst: Ipv6Addr) -> bool {
         self.checksum() != 0
             && checksum::combine(&[self.pseudo_v6(src, dst), self.datagram_sum()]) == 0xffff
@@ -127,27 +142,32 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets the source port.
+    #[inline]
     pub fn set_src_port(&mut self, port: u16) {
         write_u16(self.buffer.as_mut(), field::SRC_PORT, port);
     }
 
     /// Sets the destination port.
+    #[inline]
     pub fn set_dst_port(&mut self, port: u16) {
         write_u16(self.buffer.as_mut(), field::DST_PORT, port);
     }
 
     /// Sets the length of the datagram, header included.
+    #[inline]
     pub fn set_len(&mut self, len: u16) {
         write_u16(self.buffer.as_mut(), field::LENGTH, len);
     }
 
     /// Stores a checksum; 0 means "none" over IPv4.
+    #[inline]
     pub fn set_checksum(&mut self, checksum: u16) {
         write_u16(self.buffer.as_mut(), field::CHECKSUM, checksum);
     }
 
     /// Stores the complement of a full sum, sending a computed 0 as 0xffff: 0 in
     /// the field means "no checksum" (RFC 768).
+    #[inline]
     fn store_sum(&mut self, sum: u16) {
         let csum = !sum;
         self.set_checksum(if csum == 0 { 0xffff } else { csum });
@@ -155,6 +175,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
     /// Computes and stores the checksum over the IPv4 pseudo-header and the
     /// `len()` bytes of the datagram.
+    #[inline]
     pub fn fill_checksum_v4(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
         self.set_checksum(0);
         let sum = checksum::combine(&[self.pseudo_v4(src, dst), self.datagram_sum()]);
@@ -163,6 +184,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
     /// Computes and stores the checksum over the IPv6 pseudo-header and the
     /// `len()` bytes of the datagram.
+    #[inline]
     pub fn fill_checksum_v6(&mut self, src: Ipv6Addr, dst: Ipv6Addr) {
         self.set_checksum(0);
         let sum = checksum::combine(&[self.pseudo_v6(src, dst), self.datagram_sum()]);
@@ -170,6 +192,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     /// The payload (from the end of the header to `len()`), mutable.
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let end = self.datagram_end();
         &mut self.buffer.as_mut()[HEADER_LEN.min(end)..end]
@@ -177,12 +200,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
+    #[inline]
     fn as_ref(&self) -> &[u8] {
         self.buffer.as_ref()
     }
 }
 
 /// Reads a big-endian `u16` from a two-byte `field` range.
+#[inline]
 fn read_u16(d: &[u8], r: core::ops::Range<usize>) -> u16 {
     let mut b = [0u8; 2];
     b.copy_from_slice(&d[r]);
@@ -190,6 +215,7 @@ fn read_u16(d: &[u8], r: core::ops::Range<usize>) -> u16 {
 }
 
 /// Writes a big-endian `u16` into a two-byte `field` range.
+#[inline]
 fn write_u16(d: &mut [u8], r: core::ops::Range<usize>, v: u16) {
     d[r].copy_from_slice(&v.to_be_bytes());
 }
@@ -208,6 +234,7 @@ pub struct Repr {
 impl Repr {
     /// Reads a checked datagram's header. The checksum is not verified here: it
     /// needs the IP addresses (see [`Packet::verify_checksum_v4`]).
+    #[inline]
     pub fn parse<T: AsRef<[u8]>>(packet: &Packet<T>) -> Result<Repr> {
         Ok(Repr {
             src_port: packet.src_port(),
@@ -217,6 +244,7 @@ impl Repr {
     }
 
     /// Header plus payload length.
+    #[inline]
     pub const fn total_len(&self) -> usize {
         HEADER_LEN + self.payload_len
     }
@@ -225,6 +253,7 @@ impl Repr {
     /// long, with checksum 0. Once the payload is in place, call
     /// [`Packet::fill_checksum_v4`] or [`Packet::fill_checksum_v6`], or leave 0
     /// ("no checksum") over IPv4.
+    #[inline]
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut Packet<T>) {
         debug_assert!(
             self.total_len() <= usize::from(u16::MAX),

@@ -63,6 +63,7 @@ pub enum GsoType {
 
 impl From<u8> for GsoType {
     /// Converts a seven-bit type; callers mask off the ECN bit first.
+    #[inline]
     fn from(n: u8) -> Self {
         match n {
             0 => GsoType::None,
@@ -76,6 +77,7 @@ impl From<u8> for GsoType {
 }
 
 impl From<GsoType> for u8 {
+    #[inline]
     fn from(t: GsoType) -> u8 {
         match t {
             GsoType::None => 0,
@@ -97,11 +99,13 @@ pub struct Header<T: AsRef<[u8]>> {
 impl<T: AsRef<[u8]>> Header<T> {
     /// Wraps a buffer without checking its length; accessors may panic if it is
     /// shorter than [`HEADER_LEN`].
+    #[inline]
     pub const fn new_unchecked(buffer: T) -> Header<T> {
         Header { buffer }
     }
 
     /// Wraps a buffer after [`check_len`](Self::check_len).
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Header<T>> {
         let header = Self::new_unchecked(buffer);
         header.check_len()?;
@@ -110,6 +114,7 @@ impl<T: AsRef<[u8]>> Header<T> {
 
     /// Ensures the buffer holds the whole header: [`Error::Truncated`] otherwise.
     /// Field values are judged by [`Repr::validate`].
+    #[inline]
     pub fn check_len(&self) -> Result<()> {
         if self.buffer.as_ref().len() < HEADER_LEN {
             Err(Error::Truncated)
@@ -119,57 +124,68 @@ impl<T: AsRef<[u8]>> Header<T> {
     }
 
     /// Returns the underlying buffer.
+    #[inline]
     pub fn into_inner(self) -> T {
         self.buffer
     }
 
     /// The flags byte ([`FLAG_NEEDS_CSUM`], [`FLAG_DATA_VALID`]).
+    #[inline]
     pub fn flags(&self) -> u8 {
         self.buffer.as_ref()[field::FLAGS]
     }
 
     /// True when [`FLAG_NEEDS_CSUM`] is set.
+    #[inline]
     pub fn needs_csum(&self) -> bool {
         self.flags() & FLAG_NEEDS_CSUM != 0
     }
 
     /// True when [`FLAG_DATA_VALID`] is set.
+    #[inline]
     pub fn data_valid(&self) -> bool {
         self.flags() & FLAG_DATA_VALID != 0
     }
 
     /// The segmentation type, without the ECN bit.
+    #[inline]
     pub fn gso_type(&self) -> GsoType {
         GsoType::from(self.buffer.as_ref()[field::GSO_TYPE] & !GSO_ECN)
     }
 
     /// The ECN bit of `gso_type`.
+    #[inline]
     pub fn ecn(&self) -> bool {
         self.buffer.as_ref()[field::GSO_TYPE] & GSO_ECN != 0
     }
 
     /// Length of the headers to copy onto every segment (a hint; the kernel may
     /// report its linear length instead).
+    #[inline]
     pub fn hdr_len(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::HDR_LEN)
     }
 
     /// Payload bytes per segment (the MSS for TCP).
+    #[inline]
     pub fn gso_size(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::GSO_SIZE)
     }
 
     /// Offset in the packet where checksumming starts (the transport header).
+    #[inline]
     pub fn csum_start(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::CSUM_START)
     }
 
     /// Offset of the checksum field from `csum_start` (16 for TCP, 6 for UDP).
+    #[inline]
     pub fn csum_offset(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::CSUM_OFFSET)
     }
 
     /// The packet after the header.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[field::PAYLOAD..]
     }
@@ -177,56 +193,66 @@ impl<T: AsRef<[u8]>> Header<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Header<T> {
     /// Sets the flags byte.
+    #[inline]
     pub fn set_flags(&mut self, flags: u8) {
         self.buffer.as_mut()[field::FLAGS] = flags;
     }
 
     /// Sets the segmentation type, keeping the ECN bit; only the low seven bits of
     /// an [`GsoType::Unknown`] value are stored.
+    #[inline]
     pub fn set_gso_type(&mut self, gso_type: GsoType) {
         let b = &mut self.buffer.as_mut()[field::GSO_TYPE];
         *b = (*b & GSO_ECN) | (u8::from(gso_type) & !GSO_ECN);
     }
 
     /// Sets or clears the ECN bit of `gso_type`.
+    #[inline]
     pub fn set_ecn(&mut self, ecn: bool) {
         let b = &mut self.buffer.as_mut()[field::GSO_TYPE];
         *b = if ecn { *b | GSO_ECN } else { *b & !GSO_ECN };
     }
 
     /// Sets `hdr_len`.
+    #[inline]
     pub fn set_hdr_len(&mut self, len: u16) {
         write_u16(self.buffer.as_mut(), field::HDR_LEN, len);
     }
 
     /// Sets `gso_size`.
+    #[inline]
     pub fn set_gso_size(&mut self, size: u16) {
         write_u16(self.buffer.as_mut(), field::GSO_SIZE, size);
     }
 
     /// Sets `csum_start`.
+    #[inline]
     pub fn set_csum_start(&mut self, start: u16) {
         write_u16(self.buffer.as_mut(), field::CSUM_START, start);
     }
 
     /// Sets `csum_offset`.
+    #[inline]
     pub fn set_csum_offset(&mut self, offset: u16) {
         write_u16(self.buffer.as_mut(), field::CSUM_OFFSET, offset);
     }
 
     /// The packet after the header, mutable.
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         &mut self.buffer.as_mut()[field::PAYLOAD..]
     }
 }
 
 impl<T: AsRef<[u8]>> AsRef<[u8]> for Header<T> {
+    #[inline]
     fn as_ref(&self) -> &[u8] {
         self.buffer.as_ref()
     }
 }
 
 /// Reads a little-endian `u16` from a two-byte `field` range.
+#[inline]
 fn read_u16(d: &[u8], r: core::ops::Range<usize>) -> u16 {
     let mut b = [0u8; 2];
     b.copy_from_slice(&d[r]);
@@ -234,6 +260,7 @@ fn read_u16(d: &[u8], r: core::ops::Range<usize>) -> u16 {
 }
 
 /// Writes a little-endian `u16` into a two-byte `field` range.
+#[inline]
 fn write_u16(d: &mut [u8], r: core::ops::Range<usize>, v: u16) {
     d[r].copy_from_slice(&v.to_le_bytes());
 }
@@ -260,6 +287,7 @@ pub struct Repr {
 impl Repr {
     /// Reads a checked header. Never fails: every value is representable, and
     /// [`validate`](Self::validate) judges them.
+    #[inline]
     pub fn parse<T: AsRef<[u8]>>(header: &Header<T>) -> Result<Repr> {
         Ok(Repr {
             flags: header.flags(),
@@ -274,6 +302,7 @@ impl Repr {
 
     /// Writes all ten bytes into `header`, which must be at least [`HEADER_LEN`]
     /// bytes long.
+    #[inline]
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, header: &mut Header<T>) {
         header.set_flags(self.flags);
         header.set_gso_type(self.gso_type);
@@ -285,6 +314,7 @@ impl Repr {
     }
 
     /// True when [`FLAG_NEEDS_CSUM`] is set.
+    #[inline]
     pub const fn needs_csum(&self) -> bool {
         self.flags & FLAG_NEEDS_CSUM != 0
     }
@@ -297,6 +327,7 @@ impl Repr {
     ///   must lie inside the packet, else [`Error::HeaderLen`];
     /// - with segmentation, `gso_size` must be non-zero ([`Error::Malformed`]) and
     ///   `hdr_len` at most the packet length ([`Error::HeaderLen`]).
+    #[inline]
     pub fn validate(&self, packet_len: usize) -> Result<()> {
         if let GsoType::Unknown(_) = self.gso_type {
             return Err(Error::Malformed);

@@ -37,11 +37,13 @@ pub struct Packet<T: AsRef<[u8]>> {
 impl<T: AsRef<[u8]>> Packet<T> {
     /// Wraps a buffer without checking its length; accessors may panic if it is
     /// shorter than [`HEADER_LEN`].
+    #[inline]
     pub const fn new_unchecked(buffer: T) -> Packet<T> {
         Packet { buffer }
     }
 
     /// Wraps a buffer after [`check_len`](Self::check_len).
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Packet<T>> {
         let packet = Self::new_unchecked(buffer);
         packet.check_len()?;
@@ -49,6 +51,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Ensures the buffer holds the whole header: [`Error::Truncated`] otherwise.
+    #[inline]
     pub fn check_len(&self) -> Result<()> {
         if self.buffer.as_ref().len() < HEADER_LEN {
             Err(Error::Truncated)
@@ -58,31 +61,37 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Returns the underlying buffer.
+    #[inline]
     pub fn into_inner(self) -> T {
         self.buffer
     }
 
     /// The flags byte ([`FLAG_I`] and seven reserved bits).
+    #[inline]
     pub fn flags(&self) -> u8 {
         self.buffer.as_ref()[field::FLAGS]
     }
 
     /// The 24 reserved bits after the flags.
+    #[inline]
     pub fn reserved1(&self) -> u32 {
         read_u24(&self.buffer.as_ref()[field::RESERVED1])
     }
 
     /// The VXLAN network identifier (24 bits).
+    #[inline]
     pub fn vni(&self) -> u32 {
         read_u24(&self.buffer.as_ref()[field::VNI])
     }
 
     /// The reserved byte after the VNI.
+    #[inline]
     pub fn reserved2(&self) -> u8 {
         self.buffer.as_ref()[field::RESERVED2]
     }
 
     /// The inner Ethernet frame.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[field::PAYLOAD..]
     }
@@ -90,39 +99,46 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets the flags byte.
+    #[inline]
     pub fn set_flags(&mut self, flags: u8) {
         self.buffer.as_mut()[field::FLAGS] = flags;
     }
 
     /// Sets the 24 reserved bits after the flags; higher bits are dropped.
+    #[inline]
     pub fn set_reserved1(&mut self, value: u32) {
         write_u24(&mut self.buffer.as_mut()[field::RESERVED1], value);
     }
 
     /// Sets the VNI; bits above [`VNI_MAX`] are dropped, and the reserved byte that
     /// shares its 32-bit word is left alone.
+    #[inline]
     pub fn set_vni(&mut self, vni: u32) {
         write_u24(&mut self.buffer.as_mut()[field::VNI], vni);
     }
 
     /// Sets the reserved byte after the VNI.
+    #[inline]
     pub fn set_reserved2(&mut self, value: u8) {
         self.buffer.as_mut()[field::RESERVED2] = value;
     }
 
     /// The inner Ethernet frame, mutable.
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         &mut self.buffer.as_mut()[field::PAYLOAD..]
     }
 }
 
 impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
+    #[inline]
     fn as_ref(&self) -> &[u8] {
         self.buffer.as_ref()
     }
 }
 
 /// Reads a big-endian 24-bit value from a three-byte `field` range.
+#[inline]
 fn read_u24(b: &[u8]) -> u32 {
     let mut word = [0u8; 4];
     word[1..].copy_from_slice(b);
@@ -130,6 +146,7 @@ fn read_u24(b: &[u8]) -> u32 {
 }
 
 /// Writes the low 24 bits of `v`, big-endian, into a three-byte `field` range.
+#[inline]
 fn write_u24(b: &mut [u8], v: u32) {
     b.copy_from_slice(&v.to_be_bytes()[1..]);
 }
@@ -145,6 +162,7 @@ impl Repr {
     /// Reads a checked header. [`Error::Malformed`] without the I flag, whose VNI
     /// RFC 7348 does not define; the reserved bits are ignored as the RFC requires
     /// of receivers.
+    #[inline]
     pub fn parse<T: AsRef<[u8]>>(packet: &Packet<T>) -> Result<Repr> {
         if packet.flags() & FLAG_I == 0 {
             return Err(Error::Malformed);
@@ -154,6 +172,7 @@ impl Repr {
 
     /// Writes the header into `packet`, which must be at least [`HEADER_LEN`] bytes
     /// long: flags [`FLAG_I`], the VNI (masked to 24 bits), reserved bits zero.
+    #[inline]
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut Packet<T>) {
         packet.set_flags(FLAG_I);
         packet.set_reserved1(0);
