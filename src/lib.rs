@@ -14,8 +14,11 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod control;
+pub mod dataplane;
 pub mod encap;
 pub mod error;
+pub mod sys;
 pub mod table;
 pub mod wire;
 

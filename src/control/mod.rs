@@ -1,0 +1,1 @@
+//! The control plane: leases, the table writer, subnet.env (in progress).

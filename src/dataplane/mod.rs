@@ -1,0 +1,1 @@
+//! The forwarding engine: one worker per TUN queue (in progress).

@@ -1,0 +1,5 @@
+//! The only module allowed `unsafe`: thin, documented wrappers over the Linux
+//! interfaces the data path needs (TUN, interface ioctls, sockets, io_uring, CPU
+//! affinity, capabilities). Everything returns `io::Result`; file descriptors are
+//! `OwnedFd`s, closed by `Drop`, never by hand.
+#![allow(unsafe_code)]
