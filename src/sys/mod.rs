@@ -3,3 +3,5 @@
 //! affinity, capabilities). Everything returns `io::Result`; file descriptors are
 //! `OwnedFd`s, closed by `Drop`, never by hand.
 #![allow(unsafe_code)]
+
+pub mod uring;

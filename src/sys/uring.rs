@@ -1,0 +1,452 @@
+//! io_uring for the data path: a ring together with the memory its operations use.
+//!
+//! # Why the ring owns the buffers
+//!
+//! An io_uring operation names a buffer by address; the kernel writes into it (or
+//! reads from it) at some later time, until the operation's completion is reaped.
+//! Freeing or touching that memory in between is undefined behaviour. [`Ring`]
+//! makes that impossible to get wrong from safe code:
+//!
+//! * the packet memory is one heap allocation of `slots × slot_size` bytes owned by
+//!   the ring, never moved or resized, together with one `msghdr` / `iovec` /
+//!   `sockaddr_in` per slot for the socket operations;
+//! * every operation takes a slot index and marks the slot busy; [`Ring::buf`] and
+//!   [`Ring::buf_mut`] refuse (panic, a program bug) to hand out a busy slot, and
+//!   a second operation on a busy slot is refused with [`SlotBusy`];
+//! * a slot becomes idle only when [`Ring::reap`] returns its completion;
+//! * on drop the ring cancels everything in flight and waits for the
+//!   cancellations' completions before the memory is freed; should that ever
+//!   fail, the memory is leaked rather than freed under the kernel.
+//!
+//! Submissions are batched: operations queue in the submission ring and reach the
+//! kernel with one `io_uring_enter` per [`Ring::submit_and_wait`] (or when the
+//! submission ring is full).
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::ops::Range;
+use std::os::fd::RawFd;
+
+use io_uring::{opcode, squeue, types, IoUring, Probe};
+
+/// Index of a buffer slot of a [`Ring`].
+pub type Slot = u32;
+
+/// What the kernel supports, probed once when a worker starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Features {
+    /// `IORING_OP_READ` (5.6).
+    pub read: bool,
+    /// `IORING_OP_SENDMSG` / `IORING_OP_RECVMSG` (5.3).
+    pub msg: bool,
+    /// Cancelling every operation at once (`IORING_ASYNC_CANCEL_ANY`, 5.19).
+    pub cancel_any: bool,
+}
+
+impl Features {
+    /// Probes the running kernel with a throwaway ring.
+    pub fn probe() -> io::Result<Features> {
+        let ring = IoUring::new(2)?;
+        let mut probe = Probe::new();
+        ring.submitter().register_probe(&mut probe)?;
+        Ok(Features {
+            read: probe.is_supported(opcode::Read::CODE),
+            msg: probe.is_supported(opcode::SendMsg::CODE)
+                && probe.is_supported(opcode::RecvMsg::CODE),
+            cancel_any: probe.is_supported(opcode::AsyncCancel2::CODE),
+        })
+    }
+}
+
+/// An operation was asked of a slot that already has one in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("io_uring slot {0} already has an operation in flight")]
+pub struct SlotBusy(pub Slot);
+
+/// The outcome of one operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Completion {
+    /// The slot the operation used (now idle again).
+    pub slot: Slot,
+    /// The caller's tag for the operation kind.
+    pub tag: u16,
+    /// Bytes transferred, or a negated errno.
+    pub result: i32,
+}
+
+/// Per-slot socket metadata, kept at a stable address for `sendmsg`/`recvmsg`.
+#[repr(C)]
+struct Meta {
+    hdr: libc::msghdr,
+    iov: libc::iovec,
+    addr: libc::sockaddr_in,
+}
+
+/// One io_uring and the packet memory its operations use.
+pub struct Ring {
+    // Field order matters: the ring is dropped (closed) before the memory, and
+    // `Drop for Ring` drains every operation before either.
+    ring: IoUring,
+    mem: Box<[u8]>,
+    meta: Box<[Meta]>,
+    busy: Vec<bool>,
+    slot_size: usize,
+    inflight: usize,
+}
+
+fn encode(slot: Slot, tag: u16) -> u64 {
+    (u64::from(tag) << 32) | u64::from(slot)
+}
+
+fn decode(user_data: u64) -> (Slot, u16) {
+    (user_data as u32, (user_data >> 32) as u16)
+}
+
+/// The user data of internal operations (cancellations) that name no slot.
+const INTERNAL: u64 = u64::MAX;
+
+impl Ring {
+    /// A ring of `entries` submission entries with `slots` buffers of `slot_size`
+    /// bytes each.
+    pub fn new(entries: u32, slots: u32, slot_size: usize) -> io::Result<Ring> {
+        let ring = IoUring::builder().build(entries)?;
+        let total = (slots as usize).checked_mul(slot_size).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "io_uring buffer pool too large",
+            )
+        })?;
+        let meta = (0..slots)
+            // SAFETY: all-zero is a valid value of these plain C structs (null
+            // pointers, zero lengths); each is filled in before the kernel sees it.
+            .map(|_| unsafe { std::mem::zeroed::<Meta>() })
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
+        Ok(Ring {
+            ring,
+            mem: vec![0u8; total].into_boxed_slice(),
+            meta,
+            busy: vec![false; slots as usize],
+            slot_size,
+            inflight: 0,
+        })
+    }
+
+    /// Bytes per slot.
+    pub fn slot_size(&self) -> usize {
+        self.slot_size
+    }
+
+    /// Number of slots.
+    pub fn slots(&self) -> u32 {
+        self.busy.len() as u32
+    }
+
+    /// Operations submitted or queued whose completion has not been reaped.
+    pub fn inflight(&self) -> usize {
+        self.inflight
+    }
+
+    fn range(&self, slot: Slot) -> Range<usize> {
+        let start = slot as usize * self.slot_size;
+        start..start + self.slot_size
+    }
+
+    /// The memory of an idle slot.
+    ///
+    /// # Panics
+    ///
+    /// If the slot has an operation in flight (a bug in the caller's bookkeeping).
+    pub fn buf(&self, slot: Slot) -> &[u8] {
+        assert!(!self.busy[slot as usize], "slot {slot} is busy");
+        &self.mem[self.range(slot)]
+    }
+
+    /// The memory of an idle slot, mutable.
+    ///
+    /// # Panics
+    ///
+    /// If the slot has an operation in flight (a bug in the caller's bookkeeping).
+    pub fn buf_mut(&mut self, slot: Slot) -> &mut [u8] {
+        assert!(!self.busy[slot as usize], "slot {slot} is busy");
+        let r = self.range(slot);
+        &mut self.mem[r]
+    }
+
+    /// The source address of the datagram last received into `slot` by
+    /// [`Ring::recv_from`].
+    pub fn source(&self, slot: Slot) -> SocketAddrV4 {
+        let a = &self.meta[slot as usize].addr;
+        SocketAddrV4::new(
+            Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+            u16::from_be(a.sin_port),
+        )
+    }
+
+    /// Claims an idle slot and returns the address range of `sub` inside it.
+    fn claim(&mut self, slot: Slot, sub: Range<usize>) -> Result<(*mut u8, u32), SlotBusy> {
+        let busy = self.busy.get_mut(slot as usize).ok_or(SlotBusy(slot))?;
+        if *busy {
+            return Err(SlotBusy(slot));
+        }
+        assert!(
+            sub.start <= sub.end && sub.end <= self.slot_size,
+            "range {sub:?} outside a {}-byte slot",
+            self.slot_size
+        );
+        *busy = true;
+        let base = slot as usize * self.slot_size + sub.start;
+        // The pointer is into `mem`, which lives (unmoved) as long as the ring and
+        // is freed only after every operation completed (see `Drop`).
+        let ptr = self.mem[base..].as_mut_ptr();
+        Ok((ptr, (sub.end - sub.start) as u32))
+    }
+
+    /// Queues an entry, submitting first if the submission ring is full.
+    ///
+    /// # Safety
+    ///
+    /// Every buffer and `msghdr` the entry points to must stay valid until its
+    /// completion is reaped: callers pass only pointers into `self.mem` and
+    /// `self.meta` of a slot they just claimed.
+    unsafe fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
+        loop {
+            // SAFETY: the caller guarantees the entry's pointers outlive the operation.
+            if unsafe { self.ring.submission().push(entry) }.is_ok() {
+                self.inflight += 1;
+                return Ok(());
+            }
+            self.ring.submit()?;
+        }
+    }
+
+    /// Reads from `fd` into `slot` at `offset` (to the slot's end).
+    pub fn read(&mut self, fd: RawFd, slot: Slot, offset: usize, tag: u16) -> io::Result<()> {
+        let (ptr, len) = self.claim(slot, offset..self.slot_size).map_err(busy_err)?;
+        let e = opcode::Read::new(types::Fd(fd), ptr, len)
+            .build()
+            .user_data(encode(slot, tag));
+        // SAFETY: `ptr` points into the claimed slot of `self.mem`.
+        unsafe { self.push(&e) }
+    }
+
+    /// Writes `range` of `slot` to `fd`.
+    pub fn write(
+        &mut self,
+        fd: RawFd,
+        slot: Slot,
+        range: Range<usize>,
+        tag: u16,
+    ) -> io::Result<()> {
+        let (ptr, len) = self.claim(slot, range).map_err(busy_err)?;
+        let e = opcode::Write::new(types::Fd(fd), ptr, len)
+            .build()
+            .user_data(encode(slot, tag));
+        // SAFETY: `ptr` points into the claimed slot of `self.mem`.
+        unsafe { self.push(&e) }
+    }
+
+    /// Sends `range` of `slot` as one datagram to `dest` on socket `fd`.
+    pub fn send_to(
+        &mut self,
+        fd: RawFd,
+        slot: Slot,
+        range: Range<usize>,
+        dest: SocketAddrV4,
+        tag: u16,
+    ) -> io::Result<()> {
+        let (ptr, len) = self.claim(slot, range).map_err(busy_err)?;
+        let m = &mut self.meta[slot as usize];
+        m.addr = sockaddr(dest);
+        m.iov = libc::iovec {
+            iov_base: ptr.cast(),
+            iov_len: len as usize,
+        };
+        m.hdr.msg_name = (&raw mut m.addr).cast();
+        m.hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        m.hdr.msg_iov = &raw mut m.iov;
+        m.hdr.msg_iovlen = 1;
+        m.hdr.msg_control = std::ptr::null_mut();
+        m.hdr.msg_controllen = 0;
+        let e = opcode::SendMsg::new(types::Fd(fd), &raw const m.hdr)
+            .build()
+            .user_data(encode(slot, tag));
+        // SAFETY: the msghdr, iovec and address live in `self.meta[slot]` and the
+        // payload in the claimed slot of `self.mem`; both outlive the operation.
+        unsafe { self.push(&e) }
+    }
+
+    /// Receives one datagram on socket `fd` into `slot` at `offset`; its source is
+    /// then available from [`Ring::source`].
+    pub fn recv_from(&mut self, fd: RawFd, slot: Slot, offset: usize, tag: u16) -> io::Result<()> {
+        let (ptr, len) = self.claim(slot, offset..self.slot_size).map_err(busy_err)?;
+        let m = &mut self.meta[slot as usize];
+        m.iov = libc::iovec {
+            iov_base: ptr.cast(),
+            iov_len: len as usize,
+        };
+        m.hdr.msg_name = (&raw mut m.addr).cast();
+        m.hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        m.hdr.msg_iov = &raw mut m.iov;
+        m.hdr.msg_iovlen = 1;
+        m.hdr.msg_control = std::ptr::null_mut();
+        m.hdr.msg_controllen = 0;
+        m.hdr.msg_flags = 0;
+        let e = opcode::RecvMsg::new(types::Fd(fd), &raw mut m.hdr)
+            .build()
+            .user_data(encode(slot, tag));
+        // SAFETY: as for `send_to`: everything the kernel touches lives in
+        // `self.meta[slot]` and the claimed slot of `self.mem`.
+        unsafe { self.push(&e) }
+    }
+
+    /// Submits everything queued and waits until at least `want` completions are
+    /// ready (`EINTR` from a signal counts as a spurious wake-up, not an error).
+    pub fn submit_and_wait(&mut self, want: usize) -> io::Result<()> {
+        match self.ring.submit_and_wait(want) {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Moves every ready completion into `out` (appending), marking their slots idle.
+    pub fn reap(&mut self, out: &mut Vec<Completion>) {
+        let mut cq = self.ring.completion();
+        cq.sync();
+        for cqe in &mut cq {
+            self.inflight = self.inflight.saturating_sub(1);
+            if cqe.user_data() == INTERNAL {
+                continue;
+            }
+            let (slot, tag) = decode(cqe.user_data());
+            if let Some(b) = self.busy.get_mut(slot as usize) {
+                *b = false;
+            }
+            out.push(Completion {
+                slot,
+                tag,
+                result: cqe.result(),
+            });
+        }
+    }
+
+    /// Cancels every operation in flight and waits for all of them to complete.
+    /// Returns false if they did not drain (the memory must then not be freed).
+    fn drain(&mut self) -> bool {
+        if self.inflight == 0 {
+            return true;
+        }
+        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+            .build()
+            .user_data(INTERNAL);
+        // SAFETY: a cancellation references no memory.
+        if unsafe { self.push(&cancel) }.is_err() {
+            return false;
+        }
+        let mut sink = Vec::new();
+        for _ in 0..1000 {
+            if self.submit_and_wait(1).is_err() {
+                return false;
+            }
+            self.reap(&mut sink);
+            sink.clear();
+            if self.inflight == 0 {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        if !self.drain() {
+            // The kernel may still write into the slots: never free them.
+            std::mem::forget(std::mem::take(&mut self.mem));
+            std::mem::forget(std::mem::take(&mut self.meta));
+        }
+    }
+}
+
+fn busy_err(e: SlotBusy) -> io::Error {
+    io::Error::other(e)
+}
+
+fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*a.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixDatagram;
+
+    #[test]
+    fn user_data_round_trips() {
+        assert_eq!(decode(encode(7, 3)), (7, 3));
+        assert_eq!(
+            decode(encode(u32::MAX - 1, u16::MAX)),
+            (u32::MAX - 1, u16::MAX)
+        );
+        assert_ne!(encode(u32::MAX, u16::MAX), INTERNAL);
+    }
+
+    /// Unix datagram pairs: real sockets with no network traffic at all.
+    #[test]
+    fn send_and_receive_datagrams() {
+        let features = Features::probe().expect("io_uring available");
+        assert!(features.msg && features.read);
+        let (tx, rx) = UnixDatagram::pair().expect("socketpair");
+        let mut ring = Ring::new(16, 4, 2048).expect("ring");
+        ring.recv_from(rx.as_raw_fd(), 0, 16, 1).expect("recv");
+        let again = ring.recv_from(rx.as_raw_fd(), 0, 16, 1);
+        assert!(again.is_err(), "a busy slot is refused");
+        ring.buf_mut(1)[100..105].copy_from_slice(b"hello");
+        // The destination is ignored by a connected unix socket.
+        let dest = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 2), 8472);
+        ring.send_to(tx.as_raw_fd(), 1, 100..105, dest, 2)
+            .expect("send");
+        let mut done = Vec::new();
+        while done.len() < 2 {
+            ring.submit_and_wait(1).expect("wait");
+            ring.reap(&mut done);
+        }
+        let recv = done.iter().find(|c| c.tag == 1).expect("recv completion");
+        assert_eq!(recv.result, 5);
+        assert_eq!(&ring.buf(0)[16..21], b"hello");
+        assert_eq!(ring.inflight(), 0);
+
+        // Plain read and write on the same pair.
+        ring.buf_mut(2)[..3].copy_from_slice(b"abc");
+        ring.write(tx.as_raw_fd(), 2, 0..3, 3).expect("write");
+        ring.read(rx.as_raw_fd(), 3, 8, 4).expect("read");
+        done.clear();
+        while done.len() < 2 {
+            ring.submit_and_wait(1).expect("wait");
+            ring.reap(&mut done);
+        }
+        assert!(done.iter().all(|c| c.result == 3), "{done:?}");
+        assert_eq!(&ring.buf(3)[8..11], b"abc");
+    }
+
+    #[test]
+    fn drop_with_operations_in_flight_cancels_them() {
+        let (_tx, rx) = UnixDatagram::pair().expect("socketpair");
+        let mut ring = Ring::new(8, 2, 256).expect("ring");
+        ring.recv_from(rx.as_raw_fd(), 0, 0, 1).expect("recv");
+        ring.recv_from(rx.as_raw_fd(), 1, 0, 1).expect("recv");
+        ring.submit_and_wait(0).expect("submit");
+        assert_eq!(ring.inflight(), 2);
+        drop(ring); // must return: both receives are cancelled and reaped
+    }
+}
