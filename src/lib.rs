@@ -10,7 +10,7 @@
 //! | [`table`] | subnet → peer lookup, published as immutable snapshots | readers never block, allocate, or see a torn entry |
 //! | [`config`]| flannel's network config, lease values and subnet keys | byte-compatible with flanneld's JSON in etcd |
 //!
-//! `unsafe` is denied crate-wide; only the (later) `sys` module may allow it.
+//! `unsafe` is denied crate-wide; only [`sys`] allows it.
 #![deny(unsafe_code)]
 
 pub mod config;

@@ -4,4 +4,12 @@
 //! `OwnedFd`s, closed by `Drop`, never by hand.
 #![allow(unsafe_code)]
 
+pub mod caps;
+pub mod cpu;
+pub mod error;
+pub mod eventfd;
+mod ifreq;
+pub mod netdev;
+pub mod socket;
+pub mod tun;
 pub mod uring;

@@ -1,0 +1,283 @@
+//! The tunnel's UDP sockets: creation with the options the data path relies on,
+//! CPU steering of a `SO_REUSEPORT` group, and UDP GSO/GRO switches and probes.
+//!
+//! Sockets are blocking and close-on-exec: io_uring arms a poll on a blocking
+//! socket itself and would complete with `EAGAIN` on a non-blocking one.
+
+use std::io;
+use std::mem::size_of;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+use super::error::{context, cvt, invalid_input};
+
+/// Sets an `int` socket option.
+fn set_int_opt(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: the option value is one int, read by the kernel through the pointer,
+    // which points to `value`, live for the whole call; the length says so.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&raw const value).cast::<libc::c_void>(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// Creates a UDP socket bound to `bind`, for one worker's side of the tunnel.
+///
+/// - blocking, close-on-exec, `SO_REUSEADDR`, and `SO_REUSEPORT` if `reuseport`
+///   (one socket per worker on the same port, see
+///   [`attach_reuseport_cpu_steering`]). On Linux, UDP `SO_REUSEADDR` lets any
+///   other socket that also sets it bind the same address and port; it keeps out
+///   sockets that set neither option, but is no lock against a second ringlay;
+/// - receive and send buffers of `buf_bytes` (0 keeps the defaults): with
+///   `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE` as root, past `net.core.rmem_max`/`wmem_max`,
+///   else `SO_RCVBUF`/`SO_SNDBUF`, capped by those sysctls. The kernel doubles the
+///   value for its bookkeeping;
+/// - IPv6: `IPV6_V6ONLY`, so an IPv4 and an IPv6 socket can share the port;
+/// - IPv4: `IP_MTU_DISCOVER = IP_PMTUDISC_DONT`: outer packets leave with DF
+///   clear and the socket ignores path-MTU feedback.
+///
+/// Why DF clear: it is what flannel's peers do. The kernel's vxlan device sends
+/// its outer IPv4 header with DF clear unless configured otherwise (`df unset`,
+/// drivers/net/vxlan), so a ringlay node and a kernel node treat the underlay
+/// alike. The overlay MTU (underlay MTU less the tunnel overhead) already keeps
+/// every outer packet within the underlay MTU, so in a correct setup nothing is
+/// fragmented either way; with a smaller hop somewhere, or a misconfigured MTU,
+/// a router fragments the packet instead of dropping it and reporting to an
+/// ICMP that firewalls often eat, and a forged "fragmentation needed" cannot
+/// shrink the path MTU of every tunnel packet. Fragmentation, if it happens, is
+/// of the outer packet and reassembled by the peer's kernel: the inner TCP's own
+/// PMTU discovery still sees the overlay MTU. IPv6 has no DF bit and routers do not
+/// fragment, so IPv6 sockets keep the default (`IPV6_PMTUDISC_WANT`), which
+/// fragments at the source to the learned path MTU.
+pub fn udp_socket(bind: SocketAddr, reuseport: bool, buf_bytes: usize) -> io::Result<UdpSocket> {
+    let udp = |e, what: &str| context(e, format!("udp socket {bind}: {what}"));
+    // socket2 creates sockets with SOCK_CLOEXEC, and blocking.
+    let sock = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP))
+        .map_err(|e| udp(e, "socket"))?;
+    sock.set_reuse_address(true)
+        .map_err(|e| udp(e, "SO_REUSEADDR"))?;
+    if reuseport {
+        sock.set_reuse_port(true)
+            .map_err(|e| udp(e, "SO_REUSEPORT"))?;
+    }
+    match bind {
+        SocketAddr::V4(_) => set_int_opt(
+            sock.as_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DONT,
+        )
+        .map_err(|e| udp(e, "IP_MTU_DISCOVER"))?,
+        SocketAddr::V6(_) => sock.set_only_v6(true).map_err(|e| udp(e, "IPV6_V6ONLY"))?,
+    }
+    if buf_bytes > 0 {
+        set_buffers(sock.as_fd(), buf_bytes).map_err(|e| udp(e, "buffer sizes"))?;
+    }
+    sock.bind(&bind.into()).map_err(|e| udp(e, "bind"))?;
+    Ok(sock.into())
+}
+
+/// Sets both buffer sizes, forced past the sysctl limits when privileged.
+fn set_buffers(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
+    // The kernel doubles the value; beyond INT_MAX / 2 it saturates anyway.
+    let value = libc::c_int::try_from(bytes)
+        .unwrap_or(libc::c_int::MAX / 2)
+        .min(libc::c_int::MAX / 2);
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        match set_int_opt(fd, libc::SOL_SOCKET, force, value) {
+            Ok(()) => {}
+            // Without CAP_NET_ADMIN: the plain option, capped at rmem_max/wmem_max.
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                set_int_opt(fd, libc::SOL_SOCKET, plain, value)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The classic BPF program of [`attach_reuseport_cpu_steering`]:
+/// `A = cpu; A = A % groups; return A`.
+pub fn cpu_steering_program(groups: u32) -> [libc::sock_filter; 3] {
+    let insn = |code: u32, k: u32| libc::sock_filter {
+        // Opcodes are 16 bits (include/uapi/linux/filter.h); these are all < 0x100.
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    [
+        // Ancillary load: the number of the CPU running the program.
+        insn(
+            libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+            (libc::SKF_AD_OFF + libc::SKF_AD_CPU) as u32,
+        ),
+        insn(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, groups),
+        insn(libc::BPF_RET | libc::BPF_A, 0),
+    ]
+}
+
+/// Steers each datagram of a `SO_REUSEPORT` group to the socket whose index is the
+/// receiving CPU's number modulo `groups` (`SO_ATTACH_REUSEPORT_CBPF`).
+///
+/// The program belongs to the whole group: attach it once, on any socket of it.
+/// Sockets are indexed in the order they were bound, so the `k`-th bound socket
+/// gets the datagrams processed on CPUs `k`, `k + groups`, …; `groups` should be
+/// the number of sockets (an index past the last socket falls back to the
+/// kernel's hash).
+///
+/// Why: worker `k` is pinned to CPU `k` and owns the `k`-th socket. A datagram
+/// whose receive softirq runs on CPU `k` is then queued to the socket of the worker
+/// on that same CPU: no cross-CPU wakeup, and the packet's cache lines stay where
+/// they were touched. With a NIC, RSS/RPS picks that CPU per flow; with a veth,
+/// the receive softirq runs on the CPU of the sending thread (`veth_xmit` queues
+/// to the local backlog), so a flow stays on one core end to end. The kernel's
+/// default 4-tuple hash would instead spread flows over workers regardless of
+/// where they arrive.
+pub fn attach_reuseport_cpu_steering(sock: &UdpSocket, groups: u32) -> io::Result<()> {
+    if groups == 0 {
+        return Err(invalid_input(
+            "reuseport cpu steering: groups must be at least 1",
+        ));
+    }
+    let mut program = cpu_steering_program(groups);
+    let prog = libc::sock_fprog {
+        len: program.len() as libc::c_ushort,
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: the option value is a `sock_fprog` whose `filter` points to `len`
+    // instructions in `program`; both live for the whole call, and the kernel
+    // copies the program before returning (net/core/filter.c `sk_reuseport_attach_filter`).
+    let ret = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            (&raw const prog).cast::<libc::c_void>(),
+            size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    cvt(ret).map(drop).map_err(|e| {
+        context(
+            e,
+            format!("SO_ATTACH_REUSEPORT_CBPF (cpu % {groups}); the socket needs SO_REUSEPORT"),
+        )
+    })
+}
+
+/// Turns UDP GRO on or off (`UDP_GRO`, Linux 5.0): the kernel may then deliver
+/// several datagrams of one flow as one buffer, with their size in a
+/// `UDP_GRO` control message.
+pub fn set_udp_gro(sock: impl AsFd, on: bool) -> io::Result<()> {
+    set_int_opt(
+        sock.as_fd(),
+        libc::SOL_UDP,
+        libc::UDP_GRO,
+        libc::c_int::from(on),
+    )
+    .map_err(|e| context(e, "UDP_GRO"))
+}
+
+/// Sets the default UDP GSO segment size (`UDP_SEGMENT`, Linux 4.18): a send
+/// longer than `segment` is split by the kernel into datagrams of that size. 0
+/// turns it off.
+pub fn set_udp_segment(sock: impl AsFd, segment: u16) -> io::Result<()> {
+    set_int_opt(
+        sock.as_fd(),
+        libc::SOL_UDP,
+        libc::UDP_SEGMENT,
+        libc::c_int::from(segment),
+    )
+    .map_err(|e| context(e, format!("UDP_SEGMENT {segment}")))
+}
+
+/// Whether `option` of level `SOL_UDP` is known to this kernel, set to 0 on a
+/// scratch socket: `ENOPROTOOPT` means no.
+fn udp_option_supported(option: libc::c_int) -> io::Result<bool> {
+    let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    match set_int_opt(sock.as_fd(), libc::SOL_UDP, option, 0) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether the kernel can segment UDP sends (`UDP_SEGMENT`, GSO).
+pub fn udp_segment_supported() -> io::Result<bool> {
+    udp_option_supported(libc::UDP_SEGMENT).map_err(|e| context(e, "probe UDP_SEGMENT"))
+}
+
+/// Whether the kernel can coalesce UDP receives (`UDP_GRO`).
+pub fn udp_gro_supported() -> io::Result<bool> {
+    udp_option_supported(libc::UDP_GRO).map_err(|e| context(e, "probe UDP_GRO"))
+}
+
+/// The socket's receive buffer size as the kernel accounts it (double the value
+/// set), e.g. to log whether a forced size took effect.
+pub fn recv_buffer_size(sock: &UdpSocket) -> io::Result<usize> {
+    SockRef::from(sock).recv_buffer_size()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, SocketAddrV4};
+
+    #[test]
+    fn steering_program_is_cpu_mod_groups() {
+        let p = cpu_steering_program(4);
+        // ld [SKF_AD_OFF + SKF_AD_CPU]: BPF_LD|BPF_W|BPF_ABS = 0x20, k = 0xfffff024.
+        assert_eq!((p[0].code, p[0].k), (0x20, 0xffff_f024));
+        // mod #4: BPF_ALU|BPF_MOD|BPF_K = 0x94.
+        assert_eq!((p[1].code, p[1].k), (0x94, 4));
+        // ret a: BPF_RET|BPF_A = 0x16.
+        assert_eq!((p[2].code, p[2].k), (0x16, 0));
+        assert!(p.iter().all(|i| i.jt == 0 && i.jf == 0));
+    }
+
+    #[test]
+    fn loopback_socket_without_privileges() {
+        let bind = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0));
+        let a = udp_socket(bind, true, 256 * 1024).expect("udp socket on 127.0.0.1");
+        let b = udp_socket(bind, false, 0).expect("udp socket on 127.0.0.1");
+        assert!(recv_buffer_size(&a).expect("SO_RCVBUF") > 0);
+        b.send_to(b"ping", a.local_addr().expect("bound"))
+            .expect("send");
+        let mut buf = [0u8; 16];
+        let (n, from) = a.recv_from(&mut buf).expect("receive");
+        assert_eq!(
+            (&buf[..n], from),
+            (&b"ping"[..], b.local_addr().expect("bound"))
+        );
+        attach_reuseport_cpu_steering(&a, 1).expect("steering on a reuseport socket");
+        assert_eq!(
+            attach_reuseport_cpu_steering(&a, 0)
+                .expect_err("zero groups")
+                .kind(),
+            io::ErrorKind::InvalidInput
+        );
+    }
+
+    #[test]
+    fn gso_gro_probes_answer() {
+        // Linux 6.x has both; the point is that the probes do not error.
+        udp_segment_supported().expect("probe UDP_SEGMENT");
+        udp_gro_supported().expect("probe UDP_GRO");
+    }
+}
