@@ -45,6 +45,26 @@ pub enum Error {
         #[source]
         source: std::str::Utf8Error,
     },
+    /// A file could not be read, written, renamed or inspected.
+    #[error("{}: cannot {action}: {source}", path.display())]
+    Io {
+        /// The file (or directory) the operation was on.
+        path: std::path::PathBuf,
+        /// What was attempted, as a verb phrase (e.g. `read the static leases file`).
+        action: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file was read but its contents were refused; `source` names the field.
+    #[error("{}: {source}", path.display())]
+    InFile {
+        /// The file whose contents were refused.
+        path: std::path::PathBuf,
+        /// Why, naming the offending field.
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 impl Error {

@@ -9,6 +9,7 @@
 //! | [`encap`] | adding / stripping the udp and vxlan tunnel headers    | every refused packet has one typed [`encap::Drop`] reason |
 //! | [`table`] | subnet → peer lookup, published as immutable snapshots | readers never block, allocate, or see a torn entry |
 //! | [`config`]| flannel's network config, lease values and subnet keys | byte-compatible with flanneld's JSON in etcd |
+//! | [`control`]| static leases, this host's lease, the table it builds, `subnet.env`, the MTU | a refused lease file never reaches the table; our own lease is never a peer |
 //!
 //! `unsafe` is denied crate-wide; only [`sys`] allows it.
 #![deny(unsafe_code)]

@@ -1,1 +1,63 @@
-//! The control plane: leases, the table writer, subnet.env (in progress).
+//! The control plane: where leases come from, which one is ours, the table built
+//! from the others, and what this host tells the container runtime.
+//!
+//! These pieces are pure or touch only the files they are named for, so the daemon's
+//! main loop (which owns the tokio tasks, the signals and the [`Table`]) stays thin:
+//!
+//! | module            | owns                                                        | I/O |
+//! |-------------------|-------------------------------------------------------------|-----|
+//! | [`static_leases`] | the static leases file: flannel's etcd prefix in one JSON file, validated as a whole | reads the file |
+//! | [`local`]         | picking this host's lease by its public IP; the VTEP MAC    | none |
+//! | [`snapshot`]      | leases → table [`Snapshot`]; lease diffs for logging        | none |
+//! | [`mtu`]           | the overlay MTU by flannel's per-backend rules              | none |
+//! | [`subnet_env`]    | `subnet.env` as flanneld writes it; atomic replacement      | writes the file |
+//! | [`watch`]         | noticing that a file was edited or replaced                 | `stat` |
+//!
+//! Invariants:
+//!
+//! * a [`StaticLeases`] that parsing returns is one flannel could have produced:
+//!   every lease inside the network and of its subnet length, one lease per subnet
+//!   and per public address, the config's backend and VNI throughout. A bad edit is
+//!   refused whole, so the daemon keeps publishing the table it had;
+//! * [`build_snapshot`] never puts this host's own lease in the table, so the data
+//!   path never tunnels to itself;
+//! * the VTEP MAC of a lease without `VtepMAC` is a pure function of its public IP
+//!   ([`derive_vtep_mac`]), so this host and every peer agree on it without talking.
+//!
+//! [`Table`]: crate::table::Table
+//! [`Snapshot`]: crate::table::Snapshot
+
+pub mod local;
+pub mod mtu;
+pub mod snapshot;
+pub mod static_leases;
+pub mod subnet_env;
+pub mod watch;
+
+pub use local::{derive_vtep_mac, find_local, LocalLease};
+pub use mtu::tunnel_mtu;
+pub use snapshot::{build_snapshot, diff, LeaseDiff};
+pub use static_leases::{Lease, StaticLeases};
+pub use watch::FileStamp;
+
+/// A fresh directory under the system temp dir, unique to the process and the
+/// test's tag, removed on drop.
+#[cfg(test)]
+pub(crate) struct TempDir(pub(crate) std::path::PathBuf);
+
+#[cfg(test)]
+impl TempDir {
+    pub(crate) fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("ringlay-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+}
+
+#[cfg(test)]
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
