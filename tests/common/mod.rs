@@ -7,5 +7,6 @@
 // part of it; the rest would warn as dead code in every test that does not.
 #![allow(dead_code)]
 
+pub mod netns;
 pub mod pcap;
 pub mod tshark;

@@ -1,0 +1,376 @@
+#!/usr/bin/env bash
+# bench-overlay.sh: container-to-container throughput and latency through each
+# overlay, on the two-host namespace testbed, all in one run.
+#
+#   scripts/bench-overlay.sh [--rounds N] [--configs a,b,...] [--time S] [--quick]
+#
+# Configs (default: all, in this order):
+#   underlay       no tunnel: each host routes the other's lease to its underlay
+#                  address (100.96.2.0/24 via 192.0.2.2): the ceiling
+#   kernel-vxlan   flannel's vxlan backend, i.e. the kernel's vxlan device on both
+#                  hosts: the reference every ratio is taken against
+#   naive-udp      flannel's udp backend as users run it today: the naive TUN <->
+#                  UDP forwarder (one read/sendto per packet), compiled from
+#                  $RINGLAY_BASELINE_FWD_C (default ../shared/baseline/fwd.c
+#                  relative to the repository); skipped if that file is missing
+#   ringlay-udp    `ringlay run`, udp backend (port 8285)
+#   ringlay-vxlan  `ringlay run`, vxlan backend (port 8472)
+#
+# Rounds are interleaved (round 1: every config, round 2: every config, ...), the
+# testbed is rebuilt from nothing for every config, and the table holds each
+# metric's median over the rounds with its ratio to kernel-vxlan:
+#   TCP 1 stream   iperf3 -t S, Gbit/s received
+#   TCP 4 streams  iperf3 -P 4 -t S, Gbit/s received
+#   UDP 64 B       4 iperf3 clients (-u -l 64 -b 0 -t S) to 4 servers; the
+#                  packets the servers received per second, summed (kpps)
+#   ping           ping -c 20 -i 0.05, average RTT in ms (idle path)
+# Container veth MTUs are what flannel's CNI would give: 1500 underlay, 1450
+# vxlan, 1472 udp; for ringlay, FLANNEL_MTU from the subnet file it writes.
+#
+# Options:
+#   --rounds N     rounds (default 3)
+#   --configs LIST comma-separated subset of the configs above
+#   --time S       seconds per iperf3 test (default 5, at most 10)
+#   --quick        smoke run: 1 round, 2 s tests
+# Environment:
+#   RINGLAY_BIN             ringlay binary (default: cargo build --release --locked,
+#                           then <target dir>/release/ringlay)
+#   RINGLAY_ARGS            extra arguments for `ringlay run` (e.g. "--queues 2")
+#   RINGLAY_BASELINE_FWD_C  the baseline forwarder's source
+#
+# Needs root, iproute2, iperf3, ping, ss, awk (and gcc for naive-udp). A ringlay
+# config that does not come up within 10 s is skipped, with its output, for the
+# rest of the run. Every namespace is named rlbench-$$-*; the EXIT trap ends
+# exactly the processes started here (by PID) and deletes exactly those
+# namespaces, also on failure. Every load is bounded by its duration and a timeout.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/lib/testbed.sh
+source "$ROOT/scripts/lib/testbed.sh"
+
+TB_NAME=bench-overlay
+TB_PFX=rlbench-$$
+TB_TMP=
+
+ALL_CONFIGS=(underlay kernel-vxlan naive-udp ringlay-udp ringlay-vxlan)
+METRICS=(tcp1 tcp4 udp64 ping)
+# Idle-path latency first, then the loads.
+METRICS_ORDER=(ping tcp1 tcp4 udp64)
+declare -A METRIC_TITLE=(
+    [tcp1]="TCP 1 stream (Gbit/s)"
+    [tcp4]="TCP 4 streams (Gbit/s)"
+    [udp64]="UDP 64 B (kpps rx)"
+    [ping]="ping avg (ms)"
+)
+REFERENCE=kernel-vxlan
+
+usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
+
+rounds=3
+secs=5
+configs_arg=
+while (($#)); do
+    case $1 in
+    --rounds) rounds=${2:?--rounds needs a number}; shift 2 ;;
+    --configs) configs_arg=${2:?--configs needs a list}; shift 2 ;;
+    --time) secs=${2:?--time needs seconds}; shift 2 ;;
+    --quick) rounds=1 secs=2; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; exit 2 ;;
+    esac
+done
+[[ $rounds =~ ^[1-9][0-9]*$ ]] || tb_die "--rounds: not a positive number: $rounds"
+if ! [[ $secs =~ ^[0-9]+$ ]] || ((secs < 1 || secs > 10)); then
+    tb_die "--time: 1..10 seconds"
+fi
+
+configs=()
+if [[ -n $configs_arg ]]; then
+    IFS=, read -r -a configs <<<"$configs_arg"
+    for c in "${configs[@]}"; do
+        [[ " ${ALL_CONFIGS[*]} " == *" $c "* ]] || tb_die "unknown config '$c' (known: ${ALL_CONFIGS[*]})"
+    done
+else
+    configs=("${ALL_CONFIGS[@]}")
+fi
+
+[[ $(id -u) == 0 ]] || tb_die "must run as root (network namespaces)"
+for tool in ip bridge iperf3 ping ss awk timeout; do
+    command -v "$tool" >/dev/null || tb_die "$tool is required"
+done
+
+TB_TMP=$(mktemp -d)
+trap tb_cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+declare -A skip=()   # config -> reason
+declare -A results=() # "config|metric" -> space-separated values, one per round
+
+wants() { [[ " ${configs[*]} " == *" $1 "* ]]; }
+
+# --- preparation: the baseline and the ringlay binary -------------------------------
+
+fwd_c=${RINGLAY_BASELINE_FWD_C:-$ROOT/../shared/baseline/fwd.c}
+if wants naive-udp; then
+    if [[ ! -f $fwd_c ]]; then
+        skip[naive-udp]="baseline source $fwd_c not found (set RINGLAY_BASELINE_FWD_C)"
+    elif ! command -v gcc >/dev/null; then
+        skip[naive-udp]="gcc not found"
+    elif ! gcc -O2 -Wall -pthread -o "$TB_TMP/fwd" "$fwd_c" 2>"$TB_TMP/gcc.log"; then
+        skip[naive-udp]="baseline does not compile: $(head -n 3 "$TB_TMP/gcc.log")"
+    fi
+fi
+
+ringlay_bin=${RINGLAY_BIN:-}
+read -r -a ringlay_args <<<"${RINGLAY_ARGS:-}"
+if wants ringlay-udp || wants ringlay-vxlan; then
+    if [[ -z $ringlay_bin ]]; then
+        tb_log "building ringlay (cargo build --release --locked)"
+        if (cd "$ROOT" && cargo build --release --locked >&2); then
+            ringlay_bin=${CARGO_TARGET_DIR:-$ROOT/target}/release/ringlay
+            [[ $ringlay_bin == /* ]] || ringlay_bin=$ROOT/$ringlay_bin
+        else
+            skip[ringlay-udp]="cargo build failed"
+            skip[ringlay-vxlan]="cargo build failed"
+        fi
+    fi
+    if [[ -n $ringlay_bin && ! -x $ringlay_bin ]]; then
+        skip[ringlay-udp]="$ringlay_bin is not executable"
+        skip[ringlay-vxlan]="$ringlay_bin is not executable"
+    fi
+fi
+
+for c in "${!skip[@]}"; do
+    tb_log "skipping $c: ${skip[$c]}"
+done
+
+# --- configs ---------------------------------------------------------------------
+
+# setup_<config>: builds the two-host testbed and makes it carry 100.96.0.0/16.
+# Returns non-zero (after logging why) if the config cannot run.
+setup_underlay() {
+    tb_build 2 1500
+    tb_underlay_routes 1 2
+    tb_underlay_routes 2 1
+}
+
+setup_kernel-vxlan() {
+    tb_build 2 1450
+    tb_kernel_vxlan_node 1 2
+    tb_kernel_vxlan_node 2 2
+}
+
+# flannel's udp backend per the baseline's README: TUN flannel0, MTU 1472, the
+# lease's .0 address with the network's prefix, and the forwarder on port 8285.
+setup_naive-udp() {
+    tb_build 2 1472
+    local i peer h
+    for i in 1 2; do
+        peer=$((3 - i)) h=$(tb_host "$i")
+        ip -n "$h" tuntap add dev flannel0 mode tun
+        ip -n "$h" link set flannel0 mtu 1472 up
+        ip -n "$h" addr add "100.96.$i.0/16" dev flannel0
+        tb_spawn "$h" "$TB_TMP/fwd-$i.log" "$TB_TMP/fwd" -t flannel0 -l "192.0.2.$i" \
+            -p "$TB_UDP_PORT" -r "100.96.$peer.0/24=192.0.2.$peer"
+        if ! tb_wait_for "$TB_TMP/fwd-$i.log" ready 10 "$TB_LAST_PID"; then
+            tb_log "naive forwarder on host $i did not come up: $(tail -n 3 "$TB_TMP/fwd-$i.log")"
+            return 1
+        fi
+    done
+}
+
+setup_ringlay() {
+    local backend=$1 default_mtu=$2 i
+    tb_build 2 "$default_mtu"
+    tb_leases_json 2 "$backend" >"$TB_TMP/leases-$backend.json"
+    for i in 1 2; do
+        tb_ringlay "$i" "$TB_TMP/leases-$backend.json" "$ringlay_bin" "${ringlay_args[@]}" || return 1
+        tb_set_ctr_mtu "$i" "$(tb_flannel_mtu "$i" "$default_mtu")"
+    done
+}
+setup_ringlay-udp() { setup_ringlay udp 1472; }
+setup_ringlay-vxlan() { setup_ringlay vxlan 1450; }
+
+# --- measurements ----------------------------------------------------------------
+
+C1=$(tb_ctr 1)
+C2=$(tb_ctr 2)
+DST=100.96.2.2
+
+# json_sum FILE OBJECT KEY: the first value of KEY inside OBJECT ("sum_received"
+# or "sum_sent", which only iperf3 -J's "end" holds) in FILE.
+json_sum() {
+    awk -F: -v obj="\"$2\"" -v key="\"$3\"" '
+        $1 ~ obj { inside = 1 }
+        inside && $1 ~ key { gsub(/[ \t,]/, "", $2); print $2; exit }
+    ' "$1"
+}
+
+# Each measure_* leaves its value in MEASURED (empty on failure). They run in the
+# main shell, not in command substitutions, so that every process they start is
+# in tb_pids when a signal or a failure runs the cleanup.
+MEASURED=
+
+# iperf3 TCP with P streams from c1 to c2: Gbit/s received.
+measure_tcp() {
+    local streams=$1 out=$TB_TMP/tcp-$1.json srv bps
+    MEASURED=
+    tb_spawn "$C2" "$TB_TMP/iperf-server.log" timeout $((secs + 15)) iperf3 -s -1 -p 5201
+    srv=$TB_LAST_PID
+    tb_wait_listening "$C2" 5201 || { tb_stop "$srv"; return 0; }
+    ip netns exec "$C1" timeout $((secs + 10)) iperf3 -c "$DST" -p 5201 -t "$secs" \
+        -P "$streams" -J >"$out" 2>&1 || true
+    tb_wait_pid "$srv" 5 || tb_stop "$srv"
+    bps=$(json_sum "$out" sum_received bits_per_second)
+    if [[ -n $bps ]]; then
+        MEASURED=$(awk -v b="$bps" 'BEGIN { printf "%.2f", b / 1e9 }')
+    fi
+}
+
+# 4 UDP flows of 64-byte datagrams, unpaced; packets received per second by the
+# servers (bytes received / 64 / receiver seconds), summed, in kpps. What the
+# clients sent goes to UDP_SENT (kpps), to tell a slow path from a slow generator.
+UDP_SENT=
+measure_udp64() {
+    local p srvs=() clients=() total=0 sent=0 bytes rsecs
+    MEASURED='' UDP_SENT=''
+    for p in 5301 5302 5303 5304; do
+        tb_spawn "$C2" "$TB_TMP/udp-server-$p.log" timeout $((secs + 15)) iperf3 -s -1 -p "$p"
+        srvs+=("$TB_LAST_PID")
+    done
+    for p in 5301 5302 5303 5304; do
+        tb_wait_listening "$C2" "$p" || true
+    done
+    for p in 5301 5302 5303 5304; do
+        tb_spawn "$C1" "$TB_TMP/udp-$p.json" timeout $((secs + 10)) \
+            iperf3 -c "$DST" -p "$p" -u -l 64 -b 0 -t "$secs" -J
+        clients+=("$TB_LAST_PID")
+    done
+    for p in "${clients[@]}"; do tb_wait_pid "$p" $((secs + 12)) || tb_stop "$p"; done
+    for p in "${srvs[@]}"; do tb_wait_pid "$p" 5 || tb_stop "$p"; done
+    for p in 5301 5302 5303 5304; do
+        bytes=$(json_sum "$TB_TMP/udp-$p.json" sum_received bytes)
+        rsecs=$(json_sum "$TB_TMP/udp-$p.json" sum_received seconds)
+        [[ -n $bytes && -n $rsecs ]] || return 0
+        total=$(awk -v t="$total" -v b="$bytes" -v s="$rsecs" 'BEGIN { printf "%.3f", t + (s > 0 ? b / 64 / s : 0) }')
+        bytes=$(json_sum "$TB_TMP/udp-$p.json" sum_sent bytes)
+        rsecs=$(json_sum "$TB_TMP/udp-$p.json" sum_sent seconds)
+        sent=$(awk -v t="$sent" -v b="${bytes:-0}" -v s="${rsecs:-0}" 'BEGIN { printf "%.3f", t + (s > 0 ? b / 64 / s : 0) }')
+    done
+    MEASURED=$(awk -v t="$total" 'BEGIN { printf "%.1f", t / 1000 }')
+    UDP_SENT=$(awk -v t="$sent" 'BEGIN { printf "%.1f", t / 1000 }')
+}
+
+# Average RTT over 20 pings at 50 ms on the idle path, in ms.
+measure_ping() {
+    MEASURED=$(ip netns exec "$C1" timeout 10 ping -n -q -c 20 -i 0.05 -W 1 "$DST" 2>/dev/null |
+        awk -F'[/ ]+' '/^rtt|^round-trip/ { for (i = 1; i <= NF; i++) if ($i == "=") { print $(i + 2); exit } }' || true)
+}
+
+# record CONFIG METRIC: runs measure_METRIC and keeps its value for this round.
+record() {
+    local cfg=$1 metric=$2 value
+    case $metric in
+    tcp1) measure_tcp 1 ;;
+    tcp4) measure_tcp 4 ;;
+    *) "measure_$metric" ;;
+    esac
+    value=$MEASURED
+    results[$cfg|$metric]+="${value:-NA} "
+    local note=
+    [[ $metric == udp64 && -n $value ]] && note=" (clients sent $UDP_SENT kpps)"
+    printf '  %-14s %-24s %s%s\n' "$cfg" "${METRIC_TITLE[$metric]}" "${value:-failed}" "$note" >&2
+}
+
+run_config() {
+    local cfg=$1
+    if ! "setup_$cfg"; then
+        if [[ $cfg == ringlay-* ]]; then
+            skip[$cfg]="\`ringlay run\` did not print \`ready\` within 10 s (see its output above)"
+        else
+            skip[$cfg]="setup failed (see above)"
+        fi
+        tb_log "skipping $cfg: ${skip[$cfg]}"
+        tb_teardown
+        return 0
+    fi
+    if ! ip netns exec "$C1" timeout 10 ping -n -q -c 3 -i 0.2 -W 1 "$DST" >/dev/null; then
+        tb_log "$cfg: container 1 cannot reach container 2; no measurements this round"
+        tb_teardown
+        return 0
+    fi
+    local m
+    for m in "${METRICS_ORDER[@]}"; do
+        record "$cfg" "$m"
+    done
+    tb_teardown
+}
+
+for ((round = 1; round <= rounds; round++)); do
+    for cfg in "${configs[@]}"; do
+        [[ -n ${skip[$cfg]:-} ]] && continue
+        tb_log "round $round/$rounds: $cfg"
+        run_config "$cfg"
+    done
+done
+
+# --- report ----------------------------------------------------------------------
+
+# median DECIMALS VALUES...: the median of the numeric values (NA ignored), or nothing.
+median() {
+    local decimals=$1
+    shift
+    printf '%s\n' "$@" | { grep -E '^[0-9.]+$' || true; } | sort -g |
+        awk -v d="$decimals" '{ v[NR] = $1 } END { if (NR) printf "%.*f", d, NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+declare -A DECIMALS=([tcp1]=2 [tcp4]=2 [udp64]=1 [ping]=3)
+
+declare -A med=()
+for cfg in "${configs[@]}"; do
+    for m in "${METRICS[@]}"; do
+        # shellcheck disable=SC2086 # one word per round
+        med[$cfg|$m]=$(median "${DECIMALS[$m]}" ${results[$cfg|$m]:-})
+    done
+done
+
+cell() {
+    local v=${med[$1|$2]:-} ref=${med[$REFERENCE|$2]:-}
+    if [[ -z $v ]]; then
+        printf 'n/a'
+    elif [[ -n $ref ]] && awk -v r="$ref" 'BEGIN { exit !(r > 0) }'; then
+        awk -v v="$v" -v r="$ref" 'BEGIN { printf "%s (%.2f×)", v, v / r }'
+    else
+        printf '%s' "$v"
+    fi
+}
+
+cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+echo
+echo "## Overlay benchmark"
+echo
+echo "- kernel: $(uname -r), CPUs: $(nproc) (${cpu_model:-unknown model})"
+echo "- $(iperf3 --version | head -n 1 | cut -d' ' -f1-2); rounds: $rounds (medians), ${secs} s per iperf3 test, interleaved"
+echo "- ringlay: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)${RINGLAY_ARGS:+, args: $RINGLAY_ARGS}"
+echo "- ratios are to $REFERENCE; for ping lower is better"
+echo
+printf '| config |'
+for m in "${METRICS[@]}"; do printf ' %s |' "${METRIC_TITLE[$m]}"; done
+printf '\n|---|'
+for m in "${METRICS[@]}"; do printf -- '---:|'; done
+printf '\n'
+for cfg in "${configs[@]}"; do
+    printf '| %s |' "$cfg"
+    if [[ -n ${skip[$cfg]:-} && -z ${results[$cfg|${METRICS[0]}]:-} ]]; then
+        for m in "${METRICS[@]}"; do printf ' skipped |'; done
+    else
+        for m in "${METRICS[@]}"; do printf ' %s |' "$(cell "$cfg" "$m")"; done
+    fi
+    printf '\n'
+done
+for cfg in "${configs[@]}"; do
+    if [[ -n ${skip[$cfg]:-} ]]; then
+        printf '\n%s skipped (from then on): %s\n' "$cfg" "${skip[$cfg]}"
+    fi
+done

@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# demo.sh: ringlay forwarding between three hosts, on this machine, in network
+# namespaces.
+#
+#   scripts/demo.sh [--backend vxlan|udp]      (as root; default vxlan)
+#
+# Builds the release binary, then a three-host cluster: hosts h1..h3 on a switch
+# (a bridge, underlay 192.0.2.0/24), each with one container (c1..c3 at
+# 100.96.i.2) behind it; writes a static leases file for the three hosts, runs
+# ringlay on every host, and shows ping between every pair of containers, a
+# 3-second iperf3 from container 1 to container 2, and each ringlay's counters
+# (SIGUSR1). Then it stops everything it started and deletes the namespaces.
+#
+# Environment: RINGLAY_BIN to use that binary instead of building one;
+# RINGLAY_ARGS for extra `ringlay run` arguments (e.g. "--queues 2").
+#
+# Needs iproute2, iperf3, ping and ss. Every namespace is named rldemo-$$-*; the
+# EXIT trap (also on Ctrl-C and on failure) ends exactly the processes started
+# here, by PID, and deletes exactly those namespaces.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/lib/testbed.sh
+source "$ROOT/scripts/lib/testbed.sh"
+
+TB_NAME=demo
+TB_PFX=rldemo-$$
+TB_TMP=
+HOSTS=3
+
+usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
+
+backend=vxlan
+while (($#)); do
+    case $1 in
+    --backend) backend=${2:?--backend needs vxlan or udp}; shift 2 ;;
+    --backend=*) backend=${1#--backend=}; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; exit 2 ;;
+    esac
+done
+[[ $backend == vxlan || $backend == udp ]] || tb_die "--backend: vxlan or udp, not '$backend'"
+
+[[ $(id -u) == 0 ]] || tb_die "must run as root (network namespaces)"
+for tool in ip bridge iperf3 ping ss timeout; do
+    command -v "$tool" >/dev/null || tb_die "$tool is required"
+done
+
+step_no=0
+bold='' plain=''
+if [[ -t 1 ]]; then bold=$'\033[1m' plain=$'\033[0m'; fi
+step() {
+    step_no=$((step_no + 1))
+    printf '\n%s[%d] %s%s\n' "$bold" "$step_no" "$*" "$plain"
+}
+say() { printf '    %s\n' "$@"; }
+indent() { sed 's/^/    /'; }
+
+# --- 1. the binary -----------------------------------------------------------------
+step "Building ringlay (release)"
+if [[ -n ${RINGLAY_BIN:-} ]]; then
+    bin=$RINGLAY_BIN
+    say "using RINGLAY_BIN=$bin"
+else
+    (cd "$ROOT" && cargo build --release --locked)
+    bin=${CARGO_TARGET_DIR:-$ROOT/target}/release/ringlay
+    [[ $bin == /* ]] || bin=$ROOT/$bin
+fi
+[[ -x $bin ]] || tb_die "$bin is not an executable"
+read -r -a ringlay_args <<<"${RINGLAY_ARGS:-}"
+
+TB_TMP=$(mktemp -d)
+trap tb_cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- 2. the cluster ------------------------------------------------------------------
+step "Creating $HOSTS hosts and their containers (network namespaces $TB_PFX-*)"
+if [[ $backend == vxlan ]]; then mtu=1450; else mtu=1472; fi
+tb_build "$HOSTS" "$mtu"
+say "switch  $(tb_switch): bridge br0, one port per host"
+for ((i = 1; i <= HOSTS; i++)); do
+    say "host $i  $(tb_host "$i"): eth0 192.0.2.$i/24   container $i  $(tb_ctr "$i"): 100.96.$i.2/24 via 100.96.$i.1"
+done
+
+# --- 3. the leases -----------------------------------------------------------------
+step "Writing the static leases file ($backend backend)"
+leases=$TB_TMP/leases.json
+tb_leases_json "$HOSTS" "$backend" >"$leases"
+indent <"$leases"
+
+# --- 4. ringlay on every host --------------------------------------------------------
+step "Starting ringlay on each host"
+declare -A ringlay_pid=()
+for ((i = 1; i <= HOSTS; i++)); do
+    say "host $i: $bin run --static-leases leases.json --public-ip 192.0.2.$i${RINGLAY_ARGS:+ $RINGLAY_ARGS}"
+    tb_ringlay "$i" "$leases" "$bin" "${ringlay_args[@]}" ||
+        tb_die "ringlay did not start on host $i (its output is above)"
+    ringlay_pid[$i]=$TB_LAST_PID
+    tb_set_ctr_mtu "$i" "$(tb_flannel_mtu "$i" "$mtu")"
+    say "        ready (pid ${ringlay_pid[$i]})"
+done
+say "" "host 1's subnet file:"
+indent <"$TB_TMP/subnet-1.env" || true
+say "" "host 1's routes:"
+ip -n "$(tb_host 1)" route show | indent
+
+# --- 5. ping ---------------------------------------------------------------------------
+step "Ping between every pair of containers"
+failures=0
+for ((from = 1; from <= HOSTS; from++)); do
+    for ((to = 1; to <= HOSTS; to++)); do
+        ((from == to)) && continue
+        if out=$(ip netns exec "$(tb_ctr "$from")" timeout 10 \
+            ping -n -q -c 3 -i 0.2 -W 1 "100.96.$to.2" 2>&1); then
+            say "container $from -> container $to: ok,  $(grep -o 'rtt.*' <<<"$out")"
+        else
+            say "container $from -> container $to: FAILED"
+            grep -E 'packet loss|error' <<<"$out" | indent || true
+            failures=$((failures + 1))
+        fi
+    done
+done
+
+# --- 6. iperf3 -------------------------------------------------------------------------
+step "iperf3, 3 s TCP from container 1 to container 2"
+tb_spawn "$(tb_ctr 2)" "$TB_TMP/iperf3-server.log" timeout 20 iperf3 -s -1 -p 5201
+server=$TB_LAST_PID
+if tb_wait_listening "$(tb_ctr 2)" 5201; then
+    if ! ip netns exec "$(tb_ctr 1)" timeout 15 iperf3 -c 100.96.2.2 -p 5201 -t 3 -f g 2>&1 |
+        grep -E 'sender|receiver|error' | indent; then
+        failures=$((failures + 1))
+    fi
+else
+    say "iperf3 server did not start"
+    failures=$((failures + 1))
+fi
+tb_wait_pid "$server" 5 || tb_stop "$server"
+
+# --- 7. counters -----------------------------------------------------------------------
+step "ringlay's counters (SIGUSR1 to each)"
+for ((i = 1; i <= HOSTS; i++)); do
+    log=$TB_TMP/ringlay-$i.log
+    before=$(stat -c %s "$log")
+    say "host $i (pid ${ringlay_pid[$i]}):"
+    if ! kill -USR1 "${ringlay_pid[$i]}" 2>/dev/null; then
+        say "    not running any more; its output:"
+        indent <"$log"
+        failures=$((failures + 1))
+        continue
+    fi
+    for _ in $(seq 1 40); do
+        (($(stat -c %s "$log") > before)) && break
+        sleep 0.05
+    done
+    sleep 0.1 # let a multi-line report finish
+    if (($(stat -c %s "$log") > before)); then
+        tail -c "+$((before + 1))" "$log" | indent | indent
+    else
+        say "    (printed nothing within 2 s)"
+    fi
+done
+
+# --- 8. cleanup ------------------------------------------------------------------------
+step "Stopping ringlay and deleting the namespaces"
+for ((i = 1; i <= HOSTS; i++)); do
+    tb_stop "${ringlay_pid[$i]}"
+done
+tb_teardown
+say "done"
+if ((failures)); then
+    printf '\n%d check(s) failed\n' "$failures" >&2
+    exit 1
+fi

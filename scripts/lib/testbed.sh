@@ -1,0 +1,282 @@
+# shellcheck shell=bash
+# testbed.sh: multi-host overlay testbeds in network namespaces, for the scripts
+# beside it (sourced, not run). The same topology as tests/common/netns.rs:
+#
+#   host i (1-based)   $TB_PFX-h<i>   eth0 192.0.2.i/24 (underlay), ip_forward=1
+#   container i        $TB_PFX-c<i>   eth0 100.96.i.2/24, fd00:100:96:i::2/64,
+#                                     default routes via the host's veth-c
+#                                     (100.96.i.1, fd00:100:96:i::1)
+#   switch (n >= 3)    $TB_PFX-sw     bridge br0 with one veth per host; two hosts
+#                                     share a single veth pair instead
+#
+# The caller sets TB_PFX (unique per run: include $$) and TB_TMP (a directory it
+# made), and installs the cleanup:  trap tb_cleanup EXIT; trap 'exit 130' INT;
+# trap 'exit 143' TERM. tb_cleanup ends exactly the processes started with
+# tb_spawn (by PID) and deletes exactly the namespaces made with tb_add_ns.
+
+# flannel's ports (vxlan, udp); the scripts sourcing this file use them too.
+# shellcheck disable=SC2034
+TB_VXLAN_PORT=8472
+# shellcheck disable=SC2034
+TB_UDP_PORT=8285
+
+tb_created_ns=()
+tb_pids=()
+TB_LAST_PID=
+
+tb_log() { printf '%s: %s\n' "${TB_NAME:-testbed}" "$*" >&2; }
+tb_die() {
+    tb_log "error: $*"
+    exit 1
+}
+
+# Names.
+tb_host() { printf '%s-h%s' "$TB_PFX" "$1"; }
+tb_ctr() { printf '%s-c%s' "$TB_PFX" "$1"; }
+tb_switch() { printf '%s-sw' "$TB_PFX"; }
+tb_vtep_mac() { printf '0e:00:00:00:%02x:00' "$1"; }
+tb_underlay_mac() { printf '02:00:c0:00:02:%02x' "$1"; }
+
+tb_add_ns() {
+    ip netns add "$1"
+    tb_created_ns+=("$1")
+    ip -n "$1" link set lo up
+    # No DAD: a tentative address would hold NDP back for ~2 s.
+    ip netns exec "$1" sysctl -qw net.ipv6.conf.all.accept_dad=0
+    ip netns exec "$1" sysctl -qw net.ipv6.conf.default.accept_dad=0
+}
+
+# tb_spawn NS LOGFILE CMD...: runs CMD in NS in the background, stdout and stderr
+# to LOGFILE, and records its PID (also in TB_LAST_PID). `ip netns exec` execs the
+# command, so the PID is the command's own.
+tb_spawn() {
+    local ns=$1 logfile=$2
+    shift 2
+    ip netns exec "$ns" "$@" >"$logfile" 2>&1 </dev/null &
+    TB_LAST_PID=$!
+    tb_pids+=("$TB_LAST_PID")
+}
+
+# tb_wait_pid PID SECONDS: waits (bounded) for a spawned process to exit; returns
+# its exit status, or 124 if it is still running after SECONDS.
+tb_wait_pid() {
+    local pid=$1 secs=$2 i
+    for ((i = 0; i < secs * 20; i++)); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            break
+        fi
+        sleep 0.05
+    done
+    kill -0 "$pid" 2>/dev/null && return 124
+    local rc=0
+    wait "$pid" 2>/dev/null || rc=$?
+    tb_forget "$pid"
+    return "$rc"
+}
+
+tb_forget() {
+    local p keep=()
+    for p in "${tb_pids[@]}"; do
+        [[ $p == "$1" ]] || keep+=("$p")
+    done
+    tb_pids=("${keep[@]}")
+}
+
+# tb_stop PID [SIG]: SIG (default TERM), SIGKILL if still running after 2 s, reap.
+tb_stop() {
+    local pid=$1 sig=${2:-TERM} i
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -s "$sig" "$pid" 2>/dev/null || true
+        for ((i = 0; i < 40; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.05
+        done
+        kill -s KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+    tb_forget "$pid"
+}
+
+# tb_wait_for FILE PATTERN SECONDS [PID]: waits until FILE has a line matching
+# PATTERN; fails after SECONDS, or as soon as PID (if given) has exited.
+tb_wait_for() {
+    local file=$1 pattern=$2 secs=$3 pid=${4:-} i
+    for ((i = 0; i < secs * 20; i++)); do
+        if grep -q -- "$pattern" "$file" 2>/dev/null; then
+            return 0
+        fi
+        if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+            grep -q -- "$pattern" "$file" 2>/dev/null
+            return
+        fi
+        sleep 0.05
+    done
+    return 1
+}
+
+# tb_wait_listening NS PORT: waits (5 s at most) for a TCP listener on PORT in NS.
+tb_wait_listening() {
+    local i
+    for ((i = 0; i < 100; i++)); do
+        if [[ -n $(ip netns exec "$1" ss -Hltn "sport = :$2") ]]; then
+            return 0
+        fi
+        sleep 0.05
+    done
+    return 1
+}
+
+# Ends every recorded process and deletes every created namespace (the testbed
+# only; TB_TMP stays).
+tb_teardown() {
+    local pid ns
+    for pid in "${tb_pids[@]}"; do
+        kill -s TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${tb_pids[@]}"; do tb_stop "$pid"; done
+    for ns in "${tb_created_ns[@]}"; do
+        ip netns delete "$ns" 2>/dev/null || tb_log "could not delete namespace $ns"
+    done
+    tb_created_ns=()
+}
+
+# The EXIT trap: tb_teardown, then TB_TMP removed; keeps the exit status.
+tb_cleanup() {
+    local rc=$?
+    trap - EXIT
+    tb_teardown
+    if [[ -n ${TB_TMP:-} && -d $TB_TMP ]]; then
+        rm -rf -- "$TB_TMP"
+    fi
+    exit "$rc"
+}
+
+# tb_build N MTU: N hosts with a container each (container veths at MTU).
+tb_build() {
+    local n=$1 mtu=$2 i h c
+    for ((i = 1; i <= n; i++)); do
+        h=$(tb_host "$i")
+        tb_add_ns "$h"
+        ip netns exec "$h" sysctl -qw net.ipv4.ip_forward=1
+        ip netns exec "$h" sysctl -qw net.ipv6.conf.all.forwarding=1
+        tb_add_ns "$(tb_ctr "$i")"
+    done
+
+    # underlay
+    if ((n == 2)); then
+        ip -n "$(tb_host 1)" link add eth0 address "$(tb_underlay_mac 1)" type veth \
+            peer name eth0 address "$(tb_underlay_mac 2)" netns "$(tb_host 2)"
+    else
+        local sw
+        sw=$(tb_switch)
+        tb_add_ns "$sw"
+        ip -n "$sw" link add br0 type bridge stp_state 0 forward_delay 0
+        ip -n "$sw" link set br0 up
+        for ((i = 1; i <= n; i++)); do
+            ip -n "$sw" link add "p$i" type veth peer name eth0 \
+                address "$(tb_underlay_mac "$i")" netns "$(tb_host "$i")"
+            ip -n "$sw" link set "p$i" master br0 up
+        done
+    fi
+    for ((i = 1; i <= n; i++)); do
+        h=$(tb_host "$i")
+        ip -n "$h" addr add "192.0.2.$i/24" dev eth0
+        ip -n "$h" link set eth0 up
+    done
+
+    # containers: host side veth-c 100.96.i.1, container side eth0 100.96.i.2
+    for ((i = 1; i <= n; i++)); do
+        h=$(tb_host "$i") c=$(tb_ctr "$i")
+        ip -n "$h" link add veth-c mtu "$mtu" type veth peer name eth0 netns "$c"
+        ip -n "$c" link set eth0 mtu "$mtu"
+        ip -n "$h" addr add "100.96.$i.1/24" dev veth-c
+        ip -n "$c" addr add "100.96.$i.2/24" dev eth0
+        ip -n "$h" addr add "fd00:100:96:$i::1/64" dev veth-c nodad
+        ip -n "$c" addr add "fd00:100:96:$i::2/64" dev eth0 nodad
+        ip -n "$h" link set veth-c up
+        ip -n "$c" link set eth0 up
+        ip -n "$c" route add default via "100.96.$i.1"
+        ip -n "$c" -6 route add default via "fd00:100:96:$i::1"
+    done
+}
+
+# tb_set_ctr_mtu I MTU: both ends of container I's veth.
+tb_set_ctr_mtu() {
+    ip -n "$(tb_host "$1")" link set veth-c mtu "$2"
+    ip -n "$(tb_ctr "$1")" link set eth0 mtu "$2"
+}
+
+# tb_kernel_vxlan_node I N: host I as a flannel vxlan node made of the kernel's
+# vxlan device (flannel.1, VNI 1, port 8472, nolearning, MTU 1450, VtepMAC
+# 0e:00:00:00:0I:00), with a route, a permanent neighbour and an fdb entry for
+# every other host's lease.
+tb_kernel_vxlan_node() {
+    local i=$1 n=$2 j h mac
+    h=$(tb_host "$i")
+    ip -n "$h" link add flannel.1 address "$(tb_vtep_mac "$i")" type vxlan id 1 \
+        local "192.0.2.$i" dev eth0 dstport "$TB_VXLAN_PORT" nolearning
+    ip -n "$h" link set flannel.1 addrgenmode none
+    ip -n "$h" link set flannel.1 mtu 1450 up
+    ip -n "$h" addr add "100.96.$i.0/32" dev flannel.1
+    for ((j = 1; j <= n; j++)); do
+        ((j == i)) && continue
+        mac=$(tb_vtep_mac "$j")
+        ip -n "$h" route add "100.96.$j.0/24" via "100.96.$j.0" dev flannel.1 onlink
+        ip -n "$h" neigh add "100.96.$j.0" lladdr "$mac" dev flannel.1 nud permanent
+        bridge -n "$h" fdb append "$mac" dev flannel.1 dst "192.0.2.$j"
+    done
+}
+
+# tb_underlay_routes I N: host I routes every other lease straight to its host.
+tb_underlay_routes() {
+    local i=$1 n=$2 j
+    for ((j = 1; j <= n; j++)); do
+        ((j == i)) && continue
+        ip -n "$(tb_host "$i")" route add "100.96.$j.0/24" via "192.0.2.$j"
+    done
+}
+
+# tb_leases_json N BACKEND: a static leases file (stdout) for hosts 1..N; vxlan
+# leases carry VNI 1 and VtepMAC 0e:00:00:00:0i:00, udp leases are flannel's
+# udp lease values.
+tb_leases_json() {
+    local n=$1 backend=$2 i sep=
+    printf '{"config": {"Network": "100.96.0.0/16", "Backend": {"Type": "%s"}},\n "subnets": {\n' "$backend"
+    for ((i = 1; i <= n; i++)); do
+        printf '%s' "$sep"
+        if [[ $backend == vxlan ]]; then
+            printf '   "100.96.%d.0-24": {"PublicIP": "192.0.2.%d", "BackendType": "vxlan", "BackendData": {"VNI": 1, "VtepMAC": "%s"}}' \
+                "$i" "$i" "$(tb_vtep_mac "$i")"
+        else
+            printf '   "100.96.%d.0-24": {"PublicIP": "192.0.2.%d", "PublicIPv6": null}' "$i" "$i"
+        fi
+        sep=$',\n'
+    done
+    printf '\n }}\n'
+}
+
+# tb_ringlay I LEASES BIN [ARGS...]: starts `BIN run` on host I (log in
+# $TB_TMP/ringlay-I.log, subnet file $TB_TMP/subnet-I.env; PID in TB_LAST_PID)
+# and waits up to 10 s for `ready`. Returns 1, with the log's tail on stderr, if
+# it exits or times out first (the process is stopped then).
+tb_ringlay() {
+    local i=$1 leases=$2 bin=$3
+    shift 3
+    local log=$TB_TMP/ringlay-$i.log
+    tb_spawn "$(tb_host "$i")" "$log" "$bin" run --static-leases "$leases" \
+        --public-ip "192.0.2.$i" --subnet-file "$TB_TMP/subnet-$i.env" "$@"
+    local pid=$TB_LAST_PID
+    if ! tb_wait_for "$log" ready 10 "$pid"; then
+        tb_stop "$pid"
+        tb_log "ringlay on host $i did not come up within 10 s; its output:"
+        tail -n 15 "$log" | sed 's/^/    /' >&2
+        return 1
+    fi
+}
+
+# tb_flannel_mtu I DEFAULT: FLANNEL_MTU from host I's subnet file, or DEFAULT.
+tb_flannel_mtu() {
+    local mtu
+    mtu=$(sed -n 's/^FLANNEL_MTU=\([0-9]*\)$/\1/p' "$TB_TMP/subnet-$1.env" 2>/dev/null || true)
+    printf '%s' "${mtu:-$2}"
+}

@@ -1,0 +1,975 @@
+//! Multi-host test networks in network namespaces, as `/work/shared`'s testbed
+//! rules describe them: every namespace is created here with a unique name
+//! (`<prefix>-<pid>-<n>`), joined to the others only by veth pairs, addressed from
+//! the documentation ranges, and deleted by a guard, also when the test panics.
+//!
+//! - [`Netns`]: one namespace. Runs commands in it ([`Netns::exec`],
+//!   [`Netns::sh`]) and starts background processes ([`Netns::spawn`]) that its
+//!   `Drop` ends by PID (SIGTERM, SIGKILL after 2 s) before deleting the namespace.
+//! - [`Cluster`]: hosts `h1..hn` on the underlay 192.0.2.0/24 (two hosts share a
+//!   veth pair; three or more hang off a bridge in a "switch" namespace), each with a
+//!   container `ci` at 100.96.i.2/24 and fd00:100:96:i::2/64 behind it, as a CNI
+//!   bridge would set it up. [`Cluster::kernel_vxlan_node`] turns a host into a
+//!   flannel vxlan node made of the kernel's vxlan device;
+//!   [`Cluster::ringlay`] runs the daemon on a host and returns a [`Daemon`] guard.
+//! - [`require_root`]: the skip-or-fail check for tests that need namespaces.
+//!
+//! Pure std: processes are signalled with `kill(1)`, and a recorded PID is only
+//! signalled while `/proc/<pid>/stat` still shows the start time it had at spawn,
+//! so a PID reused by an unrelated process is never touched.
+
+use std::env;
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// The cluster network, as in the leases' `config.Network`.
+pub const NETWORK: &str = "100.96.0.0/16";
+/// Default MTU of the container veths: flannel's vxlan MTU (1500 − 50), which
+/// the udp backend's 1472 also carries.
+pub const CONTAINER_MTU: u32 = 1450;
+/// Name of the host side of each container's veth.
+pub const CONTAINER_VETH: &str = "veth-c";
+/// How long [`Cluster::ringlay`] waits for `ready`.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Grace period between SIGTERM and SIGKILL for processes a [`Netns`] ends.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+/// How long [`Daemon::terminate`] waits after SIGTERM.
+const TERMINATE_TIMEOUT: Duration = Duration::from_secs(5);
+/// iperf3's control and data port in the server container.
+const IPERF_PORT: u16 = 5201;
+
+static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+
+/// `<prefix>-<pid>-<n>`: unique per process and per call.
+pub fn unique_name(prefix: &str) -> String {
+    let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{}-{n}", std::process::id())
+}
+
+/// True when running under CI, where a missing privilege is a failure, not a skip.
+pub fn in_ci() -> bool {
+    env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// True when the effective user is root (read from `/proc/self/status`).
+pub fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Whether `test` can run: true as root. Otherwise prints why it skips and
+/// returns false, or panics when `CI=true` (CI runs as root; a skip there would
+/// hide a broken setup).
+pub fn require_root(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    let reason = format!("{test}: needs root (network namespaces)");
+    if in_ci() {
+        panic!("CI=true and {reason}");
+    }
+    eprintln!("skipping {reason}");
+    false
+}
+
+// --- processes ------------------------------------------------------------------
+
+/// A process identified by PID and start time (field 22 of `/proc/<pid>/stat`).
+#[derive(Debug, Clone, Copy)]
+struct Proc {
+    pid: u32,
+    start: u64,
+}
+
+/// State letter and start time of `pid`, if it exists.
+fn proc_stat(pid: u32) -> Option<(char, u64)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // comm may hold spaces and parentheses: the fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((state, start))
+}
+
+impl Proc {
+    fn of(pid: u32) -> Option<Proc> {
+        proc_stat(pid).map(|(_, start)| Proc { pid, start })
+    }
+
+    /// Running (not gone, not a zombie, and not a reused PID).
+    fn alive(&self) -> bool {
+        matches!(proc_stat(self.pid), Some((s, start)) if start == self.start && s != 'Z' && s != 'X')
+    }
+
+    fn signal(&self, sig: &str) {
+        if self.alive() {
+            signal(self.pid, sig);
+        }
+    }
+
+    /// Waits until the process is no longer running; false on timeout.
+    fn wait_gone(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.alive() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
+    /// SIGTERM, then SIGKILL if still running after `grace`.
+    fn stop(&self, grace: Duration) {
+        if !self.alive() {
+            return;
+        }
+        self.signal("TERM");
+        if !self.wait_gone(grace) {
+            self.signal("KILL");
+            self.wait_gone(Duration::from_secs(1));
+        }
+    }
+}
+
+/// Sends `sig` (a name such as `TERM`, `USR1`) to `pid` with `kill(1)`.
+fn signal(pid: u32, sig: &str) -> bool {
+    Command::new("kill")
+        .args(["-s", sig, &pid.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// Runs a command in the current namespace and panics with its output on failure.
+fn run(cmd: &[&str]) -> Output {
+    let out = Command::new(cmd[0])
+        .args(&cmd[1..])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", cmd.join(" ")));
+    assert!(
+        out.status.success(),
+        "{} failed ({}):\nstdout: {}\nstderr: {}",
+        cmd.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+// --- Netns ------------------------------------------------------------------------
+
+/// A network namespace created by this test; `Drop` ends the processes started with
+/// [`Netns::spawn`] (by PID) and deletes the namespace.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+    procs: Mutex<Vec<Proc>>,
+}
+
+impl Netns {
+    /// Creates `<prefix>-<pid>-<n>` with `lo` up and IPv6 DAD off (a tentative
+    /// address would hold NDP back for ~2 s). Panics if `ip netns add` fails.
+    pub fn new(prefix: &str) -> Netns {
+        let name = unique_name(prefix);
+        run(&["ip", "netns", "add", &name]);
+        let ns = Netns {
+            name,
+            procs: Mutex::new(Vec::new()),
+        };
+        ns.sh("ip link set lo up
+             sysctl -qw net.ipv6.conf.all.accept_dad=0
+             sysctl -qw net.ipv6.conf.default.accept_dad=0");
+        ns
+    }
+
+    /// The namespace's name (as `ip netns list` shows it).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `ip netns exec <name> cmd...`, stdin closed, not yet started. `ip netns exec`
+    /// execs the command, so a started child's PID is the command's own.
+    pub fn command(&self, cmd: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).args(cmd);
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `cmd` in the namespace to completion and returns its output, whatever
+    /// its exit status. Panics only if it cannot be started.
+    pub fn exec(&self, cmd: &[&str]) -> Output {
+        let mut c = self.command(cmd);
+        c.output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", describe(&c)))
+    }
+
+    /// Runs `script` with `sh -ec` in the namespace and returns its stdout; panics
+    /// with stdout and stderr if it fails.
+    pub fn sh(&self, script: &str) -> String {
+        let out = self.exec(&["sh", "-ec", script]);
+        assert!(
+            out.status.success(),
+            "in {}: script failed ({}):\n{script}\nstdout: {}\nstderr: {}",
+            self.name,
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Starts `cmd` in the namespace with stdout and stderr piped (read them, or
+    /// use [`Netns::spawn_command`] with other `Stdio`s for chatty processes). The
+    /// process is ended at drop if still running: SIGTERM, then SIGKILL after 2 s.
+    pub fn spawn(&self, cmd: &[&str]) -> Child {
+        let mut c = self.command(cmd);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        self.spawn_command(c)
+    }
+
+    /// Starts a command built by [`Netns::command`] and registers it like
+    /// [`Netns::spawn`] does.
+    pub fn spawn_command(&self, mut cmd: Command) -> Child {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {}: {e}", describe(&cmd)));
+        // The child is not reaped before the caller waits for it, so its stat is there.
+        if let Some(p) = Proc::of(child.id()) {
+            self.procs.lock().unwrap_or_else(|e| e.into_inner()).push(p);
+        }
+        child
+    }
+
+    /// Ends every registered process that is still running (SIGTERM, then SIGKILL
+    /// after 2 s).
+    pub fn stop_all(&self) {
+        let procs: Vec<Proc> = self
+            .procs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        for p in &procs {
+            p.signal("TERM");
+        }
+        for p in &procs {
+            p.stop(KILL_GRACE);
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        self.stop_all();
+        let out = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .stdin(Stdio::null())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => eprintln!(
+                "ip netns delete {}: {}",
+                self.name,
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => eprintln!("ip netns delete {}: {e}", self.name),
+        }
+    }
+}
+
+// --- Cluster ----------------------------------------------------------------------
+
+/// Hosts and their containers (see the module docs). Dropping it ends every
+/// process started in its namespaces, deletes the namespaces and its temporary
+/// directory.
+#[derive(Debug)]
+pub struct Cluster {
+    // Field order is drop order: containers, hosts, then the switch.
+    containers: Vec<Netns>,
+    hosts: Vec<Netns>,
+    switch: Option<Netns>,
+    dir: PathBuf,
+}
+
+/// `0e:00:00:00:0i:00`, host i's VtepMAC (locally administered, fixed).
+pub fn vtep_mac(i: usize) -> String {
+    format!("0e:00:00:00:{i:02x}:00")
+}
+
+/// `02:00:c0:00:02:0i`, host i's underlay `eth0` MAC (fixed for readable captures).
+pub fn underlay_mac(i: usize) -> String {
+    format!("02:00:c0:00:02:{i:02x}")
+}
+
+impl Cluster {
+    /// Two hosts whose `eth0`s are the two ends of one veth pair.
+    pub fn two_hosts(prefix: &str) -> Cluster {
+        Cluster::hosts(prefix, 2)
+    }
+
+    /// `n` hosts (2 ≤ n ≤ 250). With n ≥ 3 every host's `eth0` is a veth into a
+    /// bridge `br0` in a switch namespace `<prefix>-sw-<pid>-<k>`. Host i is
+    /// `<prefix>-h<i>-<pid>-<k>` and its container `<prefix>-c<i>-<pid>-<k>`.
+    pub fn hosts(prefix: &str, n: usize) -> Cluster {
+        assert!((2..=250).contains(&n), "Cluster::hosts: n = {n}");
+        let dir = env::temp_dir().join(unique_name(&format!("ringlay-{prefix}")));
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        // Built in place so that a failure halfway drops what exists so far.
+        let mut c = Cluster {
+            containers: Vec::new(),
+            hosts: Vec::new(),
+            switch: None,
+            dir,
+        };
+        for i in 1..=n {
+            let h = Netns::new(&format!("{prefix}-h{i}"));
+            h.sh("sysctl -qw net.ipv4.ip_forward=1
+                 sysctl -qw net.ipv6.conf.all.forwarding=1");
+            c.hosts.push(h);
+            c.containers.push(Netns::new(&format!("{prefix}-c{i}")));
+        }
+
+        // underlay
+        if n == 2 {
+            c.hosts[0].sh(&format!(
+                "ip link add eth0 address {} type veth peer name eth0 address {} netns {}",
+                underlay_mac(1),
+                underlay_mac(2),
+                c.hosts[1].name()
+            ));
+        } else {
+            let sw = Netns::new(&format!("{prefix}-sw"));
+            sw.sh("ip link add br0 type bridge stp_state 0 forward_delay 0\nip link set br0 up");
+            c.switch = Some(sw);
+            for i in 1..=n {
+                c.switch().sh(&format!(
+                    "ip link add p{i} type veth peer name eth0 address {} netns {}
+                     ip link set p{i} master br0 up",
+                    underlay_mac(i),
+                    c.hosts[i - 1].name()
+                ));
+            }
+        }
+        for i in 1..=n {
+            c.host(i).sh(&format!(
+                "ip addr add {}/24 dev eth0\nip link set eth0 up",
+                c.underlay_ip(i)
+            ));
+        }
+
+        // containers: host side veth-c 100.96.i.1, container side eth0 100.96.i.2
+        for i in 1..=n {
+            c.host(i).sh(&format!(
+                "ip link add {v} mtu {m} type veth peer name eth0 netns {cn}
+                 ip addr add 100.96.{i}.1/24 dev {v}
+                 ip addr add fd00:100:96:{i}::1/64 dev {v} nodad
+                 ip link set {v} up",
+                v = CONTAINER_VETH,
+                m = CONTAINER_MTU,
+                cn = c.container(i).name()
+            ));
+            c.container(i).sh(&format!(
+                "ip link set eth0 mtu {m}
+                 ip addr add {ip}/24 dev eth0
+                 ip addr add {ip6}/64 dev eth0 nodad
+                 ip link set eth0 up
+                 ip route add default via 100.96.{i}.1
+                 ip -6 route add default via fd00:100:96:{i}::1",
+                m = CONTAINER_MTU,
+                ip = c.container_ip(i),
+                ip6 = c.container_ip6(i)
+            ));
+        }
+        c
+    }
+
+    /// Number of hosts.
+    pub fn len(&self) -> usize {
+        self.hosts.len()
+    }
+
+    /// Always false: a cluster has at least two hosts.
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty()
+    }
+
+    /// Host i (1-based).
+    pub fn host(&self, i: usize) -> &Netns {
+        assert!((1..=self.len()).contains(&i), "no host {i}");
+        &self.hosts[i - 1]
+    }
+
+    /// Container i (1-based), behind host i.
+    pub fn container(&self, i: usize) -> &Netns {
+        assert!((1..=self.len()).contains(&i), "no container {i}");
+        &self.containers[i - 1]
+    }
+
+    /// The switch namespace (clusters of three or more hosts).
+    pub fn switch(&self) -> &Netns {
+        self.switch
+            .as_ref()
+            .expect("a two-host cluster has no switch")
+    }
+
+    /// Every namespace of the cluster, by name.
+    pub fn namespace_names(&self) -> Vec<String> {
+        self.hosts
+            .iter()
+            .chain(&self.containers)
+            .chain(&self.switch)
+            .map(|n| n.name().to_owned())
+            .collect()
+    }
+
+    /// The cluster's temporary directory (leases and subnet files); removed at drop.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// 192.0.2.i, host i's `eth0` (its lease's PublicIP).
+    pub fn underlay_ip(&self, i: usize) -> Ipv4Addr {
+        underlay_ip(i)
+    }
+
+    /// 100.96.i.2, container i's address.
+    pub fn container_ip(&self, i: usize) -> Ipv4Addr {
+        container_ip(i)
+    }
+
+    /// fd00:100:96:i::2, container i's IPv6 address.
+    pub fn container_ip6(&self, i: usize) -> Ipv6Addr {
+        container_ip6(i)
+    }
+
+    /// Sets the MTU of container i's veth pair (both ends), e.g. to the
+    /// `FLANNEL_MTU` the daemon wrote.
+    pub fn set_container_mtu(&self, i: usize, mtu: u32) {
+        self.host(i)
+            .sh(&format!("ip link set {CONTAINER_VETH} mtu {mtu}"));
+        self.container(i).sh(&format!("ip link set eth0 mtu {mtu}"));
+    }
+
+    /// [`static_leases_json`] for this cluster's hosts.
+    pub fn static_leases_json(&self, backend: &str, vteps: bool) -> String {
+        static_leases_json(self.len(), backend, vteps)
+    }
+
+    /// Makes host i a flannel vxlan node out of the kernel's vxlan device, as
+    /// flannel's vxlan backend configures it: `flannel.1` (VNI 1, port 8472,
+    /// nolearning, MTU 1450, VtepMAC `0e:00:00:00:0i:00`) with 100.96.i.0/32, and
+    /// for every other host j a route `100.96.j.0/24 via 100.96.j.0 onlink`, a
+    /// permanent neighbour 100.96.j.0 → j's VtepMAC and an fdb entry sending that
+    /// MAC to 192.0.2.j. IPv6 rides the same device (fd00:100:96:i::/128, routes to
+    /// fd00:100:96:j::/64), as in `scripts/capture-frames.sh`.
+    pub fn kernel_vxlan_node(&self, i: usize) {
+        let mut s = format!(
+            "ip link add flannel.1 address {mac} type vxlan id 1 local {ip} dev eth0 dstport 8472 nolearning
+             ip link set flannel.1 addrgenmode none
+             ip link set flannel.1 mtu 1450 up
+             ip addr add 100.96.{i}.0/32 dev flannel.1
+             ip addr add fd00:100:96:{i}::/128 dev flannel.1 nodad\n",
+            mac = vtep_mac(i),
+            ip = self.underlay_ip(i)
+        );
+        for j in (1..=self.len()).filter(|&j| j != i) {
+            s += &format!(
+                "ip route add 100.96.{j}.0/24 via 100.96.{j}.0 dev flannel.1 onlink
+                 ip neigh add 100.96.{j}.0 lladdr {mac} dev flannel.1 nud permanent
+                 ip -6 route add fd00:100:96:{j}::/64 via fd00:100:96:{j}:: dev flannel.1 onlink
+                 ip -6 neigh add fd00:100:96:{j}:: lladdr {mac} dev flannel.1 nud permanent
+                 bridge fdb append {mac} dev flannel.1 dst {peer}\n",
+                mac = vtep_mac(j),
+                peer = self.underlay_ip(j)
+            );
+        }
+        self.host(i).sh(&s);
+    }
+
+    /// Routes every other host's container subnet over the underlay
+    /// (`100.96.j.0/24 via 192.0.2.j`): no tunnel, the throughput ceiling.
+    pub fn underlay_routes(&self, i: usize) {
+        let s: String = (1..=self.len())
+            .filter(|&j| j != i)
+            .map(|j| format!("ip route add 100.96.{j}.0/24 via {}\n", self.underlay_ip(j)))
+            .collect();
+        self.host(i).sh(&s);
+    }
+
+    /// Writes `leases_json` to `<dir>/leases-<i>.json` and runs ringlay on host i:
+    /// `ringlay run --static-leases FILE --public-ip 192.0.2.i --subnet-file
+    /// <dir>/subnet-<i>.env EXTRA...`, then waits up to 10 s for a line holding
+    /// `ready` on its stderr. The binary is `$RINGLAY_BIN` if set, else the one
+    /// cargo built for this test. Panics with the daemon's log if it exits or
+    /// times out first.
+    pub fn ringlay(&self, i: usize, leases_json: &str, extra_args: &[&str]) -> Daemon {
+        self.try_ringlay(i, leases_json, extra_args)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Cluster::ringlay`], returning the failure (with the log) instead.
+    pub fn try_ringlay(
+        &self,
+        i: usize,
+        leases_json: &str,
+        extra_args: &[&str],
+    ) -> Result<Daemon, String> {
+        let leases = self.dir.join(format!("leases-{i}.json"));
+        fs::write(&leases, leases_json)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", leases.display()));
+        let subnet_file = self.dir.join(format!("subnet-{i}.env"));
+        let bin = ringlay_bin();
+        let public_ip = self.underlay_ip(i).to_string();
+        let leases_s = leases.display().to_string();
+        let subnet_s = subnet_file.display().to_string();
+        let mut argv: Vec<&str> = vec![
+            &bin,
+            "run",
+            "--static-leases",
+            &leases_s,
+            "--public-ip",
+            &public_ip,
+            "--subnet-file",
+            &subnet_s,
+        ];
+        argv.extend_from_slice(extra_args);
+        let mut cmd = self.host(i).command(&argv);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = self.host(i).spawn_command(cmd);
+        let proc = Proc::of(child.id());
+
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut readers = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            readers.push(pump(out, Arc::clone(&log)));
+        }
+        if let Some(err) = child.stderr.take() {
+            readers.push(pump(err, Arc::clone(&log)));
+        }
+        let mut daemon = Daemon {
+            host: i,
+            child,
+            proc,
+            log,
+            readers,
+            status: None,
+            subnet_file,
+        };
+
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if daemon.log().lines().any(|l| l.contains("ready")) {
+                return Ok(daemon);
+            }
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                daemon.status = Some(status);
+                daemon.join_readers();
+                return Err(format!(
+                    "ringlay on host {i} exited ({status}) before `ready`:\n{}",
+                    daemon.log()
+                ));
+            }
+            if Instant::now() >= deadline {
+                daemon.stop_quietly();
+                return Err(format!(
+                    "ringlay on host {i}: no `ready` within {READY_TIMEOUT:?}:\n{}",
+                    daemon.log()
+                ));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Pings `to` from container `from_container`: `ping -c count -W 1 -i 0.2`
+    /// (under `timeout`); true if any reply came back.
+    pub fn ping(&self, from_container: usize, to: IpAddr, count: u32) -> bool {
+        let count_s = count.max(1).to_string();
+        let bound = (count.max(1) / 5 + 5).to_string();
+        let to_s = to.to_string();
+        let family = if to.is_ipv6() { "-6" } else { "-4" };
+        let out = self.container(from_container).exec(&[
+            "timeout", &bound, "ping", family, "-n", "-q", "-c", &count_s, "-W", "1", "-i", "0.2",
+            &to_s,
+        ]);
+        out.status.success()
+    }
+
+    /// iperf3 TCP from container `client_container` to container
+    /// `server_container` for `secs` (≤ 10) seconds with `streams` parallel streams;
+    /// the receiver's throughput (`end.sum_received.bits_per_second`) in Gbit/s.
+    /// Both ends run under `timeout`; panics with iperf3's output if it fails.
+    pub fn iperf3(
+        &self,
+        server_container: usize,
+        client_container: usize,
+        secs: u32,
+        streams: u32,
+    ) -> f64 {
+        assert!(
+            (1..=10).contains(&secs),
+            "iperf3: secs = {secs}, bound is 10"
+        );
+        let port = IPERF_PORT.to_string();
+        let server = self.container(server_container);
+        let mut cmd = server.command(&[
+            "timeout",
+            &(secs + 15).to_string(),
+            "iperf3",
+            "-s",
+            "-1",
+            "-p",
+            &port,
+        ]);
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut srv = server.spawn_command(cmd);
+        wait_listening(server, IPERF_PORT, Duration::from_secs(5));
+
+        let ip = self.container_ip(server_container).to_string();
+        let out = self.container(client_container).exec(&[
+            "timeout",
+            &(secs + 10).to_string(),
+            "iperf3",
+            "-c",
+            &ip,
+            "-p",
+            &port,
+            "-t",
+            &secs.to_string(),
+            "-P",
+            &streams.max(1).to_string(),
+            "-J",
+        ]);
+        let json = String::from_utf8_lossy(&out.stdout);
+        let bps = sum_received_bps(&json);
+        // The server exits after its one test; bounded by its `timeout` anyway.
+        let srv_ok = wait_child(&mut srv, Duration::from_secs(5));
+        match bps {
+            Some(bps) if out.status.success() => bps / 1e9,
+            _ => panic!(
+                "iperf3 {client_container} -> {server_container} failed ({}; server exit {srv_ok:?}):\n{json}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Namespaces (fields) are dropped after this: processes first, then the
+        // directory they might still write to goes last but is harmless either way.
+        for ns in self
+            .containers
+            .iter()
+            .chain(&self.hosts)
+            .chain(&self.switch)
+        {
+            ns.stop_all();
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A static leases file for hosts 1..=n: `config` with Network 100.96.0.0/16 and
+/// `Backend.Type` = `backend`, and one lease `100.96.i.0-24` per host with
+/// PublicIP 192.0.2.i. With `vteps` every lease carries
+/// `"BackendType": "vxlan", "BackendData": {"VNI": 1, "VtepMAC": "0e:00:00:00:0i:00"}`
+/// (flannel's vxlan lease value); without, the udp backend's
+/// `{"PublicIP": "192.0.2.i", "PublicIPv6": null}`.
+pub fn static_leases_json(n: usize, backend: &str, vteps: bool) -> String {
+    let leases: Vec<String> = (1..=n)
+        .map(|i| {
+            let ip = underlay_ip(i);
+            let value = if vteps {
+                format!(
+                    r#"{{"PublicIP": "{ip}", "BackendType": "vxlan", "BackendData": {{"VNI": 1, "VtepMAC": "{}"}}}}"#,
+                    vtep_mac(i)
+                )
+            } else {
+                format!(r#"{{"PublicIP": "{ip}", "PublicIPv6": null}}"#)
+            };
+            format!(r#"    "100.96.{i}.0-24": {value}"#)
+        })
+        .collect();
+    format!(
+        "{{\"config\": {{\"Network\": \"{NETWORK}\", \"Backend\": {{\"Type\": \"{backend}\"}}}},\n \"subnets\": {{\n{}\n }}}}\n",
+        leases.join(",\n")
+    )
+}
+
+/// 192.0.2.i, host i's `eth0` (its lease's PublicIP).
+pub fn underlay_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(192, 0, 2, host_octet(i))
+}
+
+/// 100.96.i.2, container i's address.
+pub fn container_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(100, 96, host_octet(i), 2)
+}
+
+/// fd00:100:96:i::2, container i's IPv6 address.
+pub fn container_ip6(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0x100, 0x96, u16::from(host_octet(i)), 0, 0, 0, 2)
+}
+
+fn host_octet(i: usize) -> u8 {
+    u8::try_from(i)
+        .ok()
+        .filter(|&o| (1..=250).contains(&o))
+        .unwrap_or_else(|| panic!("host index {i} out of range"))
+}
+
+/// The daemon under test: `$RINGLAY_BIN`, else cargo's build of this package.
+pub fn ringlay_bin() -> String {
+    env::var("RINGLAY_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ringlay").to_owned())
+}
+
+/// Reads `r` line by line into `log` until EOF, so the pipe never fills.
+fn pump<R: Read + Send + 'static>(r: R, log: Arc<Mutex<String>>) -> JoinHandle<()> {
+    thread::spawn(move || {
+        let mut r = BufReader::new(r);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match r.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let mut l = log.lock().unwrap_or_else(|e| e.into_inner());
+                    l.push_str(&String::from_utf8_lossy(&line));
+                    if !l.ends_with('\n') {
+                        l.push('\n');
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Waits until something listens on TCP `port` in `ns`; panics after `timeout`.
+fn wait_listening(ns: &Netns, port: u16, timeout: Duration) {
+    let filter = format!("sport = :{port}");
+    let deadline = Instant::now() + timeout;
+    loop {
+        let out = ns.exec(&["ss", "-Hltn", &filter]);
+        if out.status.success() && !out.stdout.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on port {port} in {} after {timeout:?}",
+            ns.name()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits for `child` up to `timeout`; kills it after that.
+fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) => return Some(s),
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+}
+
+/// `end.sum_received.bits_per_second` from iperf3's `-J` output. `sum_received`
+/// appears only in `end`, and its first `bits_per_second` is its own.
+pub fn sum_received_bps(json: &str) -> Option<f64> {
+    let rest = &json[json.find("\"sum_received\"")?..];
+    let rest = &rest[rest.find("\"bits_per_second\"")? + "\"bits_per_second\"".len()..];
+    let rest = rest.trim_start().strip_prefix(':')?.trim_start();
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-')))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+// --- Daemon -----------------------------------------------------------------------
+
+/// A running `ringlay run` (see [`Cluster::ringlay`]). Its stdout and stderr are
+/// collected in the background into [`Daemon::log`]. Dropped while running, it is
+/// sent SIGTERM and, after 5 s, SIGKILL.
+#[derive(Debug)]
+pub struct Daemon {
+    host: usize,
+    child: Child,
+    proc: Option<Proc>,
+    log: Arc<Mutex<String>>,
+    readers: Vec<JoinHandle<()>>,
+    status: Option<ExitStatus>,
+    subnet_file: PathBuf,
+}
+
+impl Daemon {
+    /// The daemon's PID (ringlay itself: `ip netns exec` execs it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The host it runs on (1-based).
+    pub fn host(&self) -> usize {
+        self.host
+    }
+
+    /// Everything it printed so far, stdout and stderr interleaved by line.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The subnet file it was told to write (`--subnet-file`).
+    pub fn subnet_file(&self) -> &Path {
+        &self.subnet_file
+    }
+
+    /// Waits up to `timeout` until the log holds `needle` at or after byte `from`
+    /// (pass `log().len()` taken before a signal to see only what followed it).
+    pub fn wait_log(&self, needle: &str, from: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            if log.get(from..).is_some_and(|s| s.contains(needle)) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGUSR1 (print counters).
+    pub fn sigusr1(&self) {
+        self.send("USR1");
+    }
+
+    /// Sends SIGHUP.
+    pub fn sighup(&self) {
+        self.send("HUP");
+    }
+
+    fn send(&self, sig: &str) {
+        assert!(self.status.is_none(), "ringlay already exited");
+        assert!(
+            self.proc.is_some_and(|p| p.alive()),
+            "ringlay (pid {}) is not running:\n{}",
+            self.pid(),
+            self.log()
+        );
+        assert!(signal(self.pid(), sig), "kill -s {sig} {}", self.pid());
+    }
+
+    /// SIGTERM, then waits up to 5 s for it to exit and for its output to be read;
+    /// returns its exit status. Panics (after SIGKILL) if it does not exit in time.
+    /// Calling it again returns the same status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        if let Some(s) = self.status {
+            return s;
+        }
+        if let Ok(Some(s)) = self.child.try_wait() {
+            return self.finish(s);
+        }
+        signal(self.pid(), "TERM");
+        match wait_child_no_kill(&mut self.child, TERMINATE_TIMEOUT) {
+            Some(s) => self.finish(s),
+            None => {
+                let _ = self.child.kill();
+                let s = self.child.wait().expect("wait for ringlay");
+                self.finish(s);
+                panic!(
+                    "ringlay (pid {}) did not exit within {TERMINATE_TIMEOUT:?} of SIGTERM:\n{}",
+                    self.pid(),
+                    self.log()
+                );
+            }
+        }
+    }
+
+    fn finish(&mut self, s: ExitStatus) -> ExitStatus {
+        self.status = Some(s);
+        self.join_readers();
+        s
+    }
+
+    fn join_readers(&mut self) {
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+    }
+
+    /// Like `terminate` but never panics (for Drop and early failures).
+    fn stop_quietly(&mut self) {
+        if self.status.is_some() {
+            return;
+        }
+        if let Ok(Some(s)) = self.child.try_wait() {
+            self.finish(s);
+            return;
+        }
+        signal(self.pid(), "TERM");
+        let s = match wait_child_no_kill(&mut self.child, TERMINATE_TIMEOUT) {
+            Some(s) => s,
+            None => {
+                let _ = self.child.kill();
+                match self.child.wait() {
+                    Ok(s) => s,
+                    Err(_) => return,
+                }
+            }
+        };
+        self.finish(s);
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop_quietly();
+    }
+}
+
+fn wait_child_no_kill(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) => return Some(s),
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+            _ => return None,
+        }
+    }
+}
