@@ -56,6 +56,18 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Setting up the host failed (a TUN device, an address, a socket, a thread).
+    #[error("{what}: {source}")]
+    Setup {
+        /// What was being set up, naming the device or address.
+        what: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// ringlay lacks a privilege it needs; the message says which and how to grant it.
+    #[error("{0}")]
+    Privilege(String),
     /// A file was read but its contents were refused; `source` names the field.
     #[error("{}: {source}", path.display())]
     InFile {
@@ -78,6 +90,16 @@ impl Error {
             field: field.into(),
             value: value.to_string(),
             expected: expected.into(),
+        }
+    }
+}
+
+impl Error {
+    /// Builds an [`Error::Setup`].
+    pub fn setup(what: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Setup {
+            what: what.into(),
+            source,
         }
     }
 }

@@ -16,6 +16,7 @@
 
 pub mod config;
 pub mod control;
+pub mod daemon;
 pub mod dataplane;
 pub mod encap;
 pub mod error;

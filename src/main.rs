@@ -1,6 +1,7 @@
 //! The `ringlay` command: the only place that uses `anyhow`.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -22,6 +23,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the overlay: create the TUN device, forward between it and the peers, and
+    /// keep the table in step with the leases until SIGTERM.
+    ///
+    /// Signals: SIGHUP re-reads the leases file (it is also re-read when edited),
+    /// SIGUSR1 logs the per-worker counters, SIGTERM or SIGINT stop cleanly.
+    Run(RunArgs),
     /// Validate a flannel network config (the value of <prefix>/config) and print it
     /// with every default resolved.
     CheckConfig {
@@ -39,6 +46,61 @@ enum Command {
     },
 }
 
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// A static leases file: flannel's network config and every lease in one JSON
+    /// document ({"config": {...}, "subnets": {"100.96.1.0-24": {...}, ...}}).
+    #[arg(long, value_name = "FILE")]
+    static_leases: PathBuf,
+    /// The IPv4 address peers reach this host at [default: the first IPv4 address
+    /// of --iface].
+    #[arg(long, value_name = "IP")]
+    public_ip: Option<Ipv4Addr>,
+    /// The underlay interface [default: the interface of the default route].
+    #[arg(long, value_name = "NAME")]
+    iface: Option<String>,
+    /// Name of the TUN device to create.
+    #[arg(long, value_name = "NAME", default_value = "ringlay0")]
+    tun_name: String,
+    /// Worker threads, one TUN queue each [default: the CPUs this process may run on].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    queues: Option<u16>,
+    /// Where to write flannel's subnet.env once forwarding is ready.
+    #[arg(long, value_name = "PATH", default_value = "/run/flannel/subnet.env")]
+    subnet_file: PathBuf,
+    /// Pin worker k to the k-th CPU this process may run on. Best on a dedicated
+    /// host; leave off where several daemons share the CPUs (one-machine testbeds).
+    #[arg(long)]
+    pin_workers: bool,
+    /// Log level: error, warn, info, debug or trace (or a tracing filter).
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    log_level: String,
+}
+
+fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level).with_context(|| {
+        format!(
+            "--log-level {:?}: expected error, warn, info, debug or trace",
+            args.log_level
+        )
+    })?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    ringlay::daemon::run(ringlay::daemon::Options {
+        static_leases: args.static_leases,
+        public_ip: args.public_ip,
+        iface: args.iface,
+        tun_name: args.tun_name,
+        queues: args.queues.map(usize::from),
+        subnet_file: args.subnet_file,
+        pin_workers: args.pin_workers,
+    })?;
+    Ok(())
+}
+
 fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
     if path == Path::new("-") {
         let mut buf = Vec::new();
@@ -53,6 +115,7 @@ fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Run(args) => run_daemon(args)?,
         Command::CheckConfig { file } => {
             let bytes = read_input(&file)?;
             let text = std::str::from_utf8(&bytes)

@@ -181,6 +181,70 @@ pub fn attach_reuseport_cpu_steering(sock: &UdpSocket, groups: u32) -> io::Resul
     })
 }
 
+/// The classic BPF program of [`attach_reuseport_port_steering`]:
+/// `A = outer UDP source port; A = A % groups; return A`.
+///
+/// For a UDP reuseport group the program runs with the packet's data starting
+/// after the UDP header, so the port is read relative to the network header
+/// (`SKF_NET_OFF`), assuming the 20-byte IPv4 header that tunnel peers send; an
+/// IPv4 header with options only makes the choice arbitrary, never invalid.
+pub fn port_steering_program(groups: u32) -> [libc::sock_filter; 3] {
+    let insn = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    [
+        insn(
+            libc::BPF_LD | libc::BPF_H | libc::BPF_ABS,
+            (libc::SKF_NET_OFF + 20) as u32,
+        ),
+        insn(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, groups),
+        insn(libc::BPF_RET | libc::BPF_A, 0),
+    ]
+}
+
+/// Steers each datagram of a `SO_REUSEPORT` group to the socket whose index is its
+/// outer UDP source port modulo `groups` (`SO_ATTACH_REUSEPORT_CBPF`).
+///
+/// Why: every ringlay worker sends from its own source port, and the kernel's
+/// vxlan device picks the source port from the inner flow's hash, so one inner flow
+/// always arrives with one source port: it lands on one receiving worker (no
+/// reordering), while different flows and different sending workers spread over
+/// all of them. Attach once, on any socket of the group.
+pub fn attach_reuseport_port_steering(sock: &UdpSocket, groups: u32) -> io::Result<()> {
+    if groups == 0 {
+        return Err(invalid_input(
+            "reuseport port steering: groups must be at least 1",
+        ));
+    }
+    let mut program = port_steering_program(groups);
+    let prog = libc::sock_fprog {
+        len: program.len() as libc::c_ushort,
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: as in `attach_reuseport_cpu_steering`: `prog` points to `len`
+    // instructions that outlive the call, and the kernel copies them.
+    let ret = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            (&raw const prog).cast::<libc::c_void>(),
+            size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    cvt(ret).map(drop).map_err(|e| {
+        context(
+            e,
+            format!(
+                "SO_ATTACH_REUSEPORT_CBPF (source port % {groups}); the socket needs SO_REUSEPORT"
+            ),
+        )
+    })
+}
+
 /// Turns UDP GRO on or off (`UDP_GRO`, Linux 5.0): the kernel may then deliver
 /// several datagrams of one flow as one buffer, with their size in a
 /// `UDP_GRO` control message.

@@ -8,8 +8,12 @@
 //! - the device was created by this `Tun`, never adopted: a name that already
 //!   exists (another process's TUN, a persistent one, or a different kind of
 //!   device) is refused with `EBUSY`;
-//! - the fds are blocking and close-on-exec. io_uring arms a poll on a blocking fd
-//!   itself; on an `O_NONBLOCK` one its reads would complete with `EAGAIN` instead.
+//! - the fds are created blocking and close-on-exec. The data path makes them
+//!   non-blocking ([`set_nonblocking`]), waits for readability with an io_uring
+//!   poll and reads and writes with plain syscalls ([`read_packet`],
+//!   [`write_packet`]): the TUN file does not advertise `FMODE_NOWAIT`, so io_uring
+//!   would hand each read or write to one of its kernel worker threads, a thread
+//!   hop per packet.
 
 use std::fs::OpenOptions;
 use std::io;
@@ -203,6 +207,40 @@ pub fn supported_flags() -> io::Result<u32> {
     let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNGETFEATURES, &raw mut features) };
     cvt(ret).map_err(|e| context(e, "TUNGETFEATURES"))?;
     Ok(features)
+}
+
+/// Puts a TUN queue into non-blocking mode, for [`read_packet`] to return
+/// `WouldBlock` when the queue is empty.
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: F_GETFL/F_SETFL on a valid descriptor take and return plain integers.
+    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) })
+        .map(drop)
+        .map_err(|e| context(e, "fcntl(O_NONBLOCK) on a TUN queue"))
+}
+
+/// Reads one packet from a TUN queue into `buf` (`WouldBlock` when the queue is
+/// empty and non-blocking).
+pub fn read_packet(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call.
+    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Writes one packet to a TUN queue.
+pub fn write_packet(fd: BorrowedFd<'_>, packet: &[u8]) -> io::Result<usize> {
+    // SAFETY: `packet` is valid for reads of `packet.len()` bytes for the whole call.
+    let n = unsafe { libc::write(fd.as_raw_fd(), packet.as_ptr().cast(), packet.len()) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
 }
 
 #[cfg(test)]

@@ -70,8 +70,10 @@ pub struct Completion {
     pub slot: Slot,
     /// The caller's tag for the operation kind.
     pub tag: u16,
-    /// Bytes transferred, or a negated errno.
+    /// Bytes transferred (or poll events), or a negated errno.
     pub result: i32,
+    /// A multishot operation (a poll) stays armed and will complete again.
+    pub more: bool,
 }
 
 /// Per-slot socket metadata, kept at a stable address for `sendmsg`/`recvmsg`.
@@ -300,6 +302,19 @@ impl Ring {
         unsafe { self.push(&e) }
     }
 
+    /// Arms a multishot poll for readability of `fd`: a completion with `tag` each
+    /// time it becomes readable, until one arrives with `more == false` (then arm
+    /// again). `token` is reported as the completion's slot; it should lie past the
+    /// buffer slots, as a poll uses no memory.
+    pub fn poll_readable(&mut self, fd: RawFd, token: Slot, tag: u16) -> io::Result<()> {
+        let e = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(encode(token, tag));
+        // SAFETY: a poll references no memory.
+        unsafe { self.push(&e) }
+    }
+
     /// Submits everything queued and waits until at least `want` completions are
     /// ready (`EINTR` from a signal counts as a spurious wake-up, not an error).
     pub fn submit_and_wait(&mut self, want: usize) -> io::Result<()> {
@@ -316,18 +331,25 @@ impl Ring {
         let mut cq = self.ring.completion();
         cq.sync();
         for cqe in &mut cq {
-            self.inflight = self.inflight.saturating_sub(1);
+            let more = io_uring::cqueue::more(cqe.flags());
+            if !more {
+                // A multishot operation stays in flight until its last completion.
+                self.inflight = self.inflight.saturating_sub(1);
+            }
             if cqe.user_data() == INTERNAL {
                 continue;
             }
             let (slot, tag) = decode(cqe.user_data());
-            if let Some(b) = self.busy.get_mut(slot as usize) {
-                *b = false;
+            if !more {
+                if let Some(b) = self.busy.get_mut(slot as usize) {
+                    *b = false;
+                }
             }
             out.push(Completion {
                 slot,
                 tag,
                 result: cqe.result(),
+                more,
             });
         }
     }

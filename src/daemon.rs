@@ -1,0 +1,429 @@
+//! `ringlay run`: sets the host up as flanneld does, starts the workers, and runs
+//! the control loop until SIGTERM or SIGINT.
+//!
+//! Start-up, in order (any failure is one clear error and nothing is left behind):
+//!
+//! 1. check CAP_NET_ADMIN; load and validate the static leases file;
+//! 2. pick the public IP and underlay interface (`--public-ip`, `--iface`, else the
+//!    interface of the default route), and this host's lease by that IP;
+//! 3. create the TUN device with one queue per worker, MTU = underlay MTU − the
+//!    backend's overhead (flannel's rules), address = the lease's first address with
+//!    the *network's* prefix, so the kernel routes the whole network through it;
+//! 4. publish the table of every other lease, bind one SO_REUSEPORT socket per
+//!    worker, start the workers;
+//! 5. write subnet.env and log `ready`.
+//!
+//! Then: SIGHUP or an edit of the leases file re-reads it (a bad edit is logged and
+//! the previous table stays in force); SIGUSR1 logs every worker's counters;
+//! SIGTERM/SIGINT stop the workers, close the TUN (the kernel removes the device,
+//! its address and route with it) and log the counters a last time.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::{Backend, NetworkConfig};
+use crate::control::{self, FileStamp, LocalLease, StaticLeases};
+use crate::dataplane::{Dataplane, Report, Settings, Tunnel, WorkerIo};
+use crate::encap::Local;
+use crate::sys::{caps, cpu, netdev, socket, tun};
+use crate::table::Table;
+use crate::{Error, Result};
+
+/// Socket buffer size requested per worker socket.
+const SOCKET_BUFFER: usize = 4 << 20;
+/// How often the leases file is checked for edits.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What `ringlay run` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The static leases file.
+    pub static_leases: PathBuf,
+    /// The public IP peers reach us at, if given.
+    pub public_ip: Option<Ipv4Addr>,
+    /// The underlay interface, if given.
+    pub iface: Option<String>,
+    /// The TUN device's name.
+    pub tun_name: String,
+    /// Worker count; `None`: one per CPU this process may run on.
+    pub queues: Option<usize>,
+    /// Where to write subnet.env.
+    pub subnet_file: PathBuf,
+    /// Pin worker `k` to the `k`-th CPU this process may run on.
+    pub pin_workers: bool,
+}
+
+/// Where this host sits on the underlay.
+#[derive(Debug, Clone)]
+struct Underlay {
+    iface: String,
+    public_ip: Ipv4Addr,
+    mtu: u32,
+}
+
+fn underlay(opts: &Options) -> Result<Underlay> {
+    let iface = match (&opts.iface, opts.public_ip) {
+        (Some(i), _) => i.clone(),
+        (None, Some(ip)) => match netdev::iface_with_ipv4(ip) {
+            Ok(Some(i)) => i,
+            // A public IP not on any interface (behind NAT): use the default route's.
+            _ => default_iface()?,
+        },
+        (None, None) => default_iface()?,
+    };
+    let public_ip = match opts.public_ip {
+        Some(ip) => ip,
+        None => netdev::ipv4_addrs(&iface)
+            .map_err(|e| Error::setup(format!("reading the addresses of {iface}"), e))?
+            .first()
+            .map(|(a, _)| *a)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "--iface",
+                    &iface,
+                    "an interface with an IPv4 address, or give --public-ip",
+                )
+            })?,
+    };
+    let mtu =
+        netdev::mtu(&iface).map_err(|e| Error::setup(format!("reading the MTU of {iface}"), e))?;
+    Ok(Underlay {
+        iface,
+        public_ip,
+        mtu,
+    })
+}
+
+fn default_iface() -> Result<String> {
+    netdev::default_route_iface()
+        .map_err(|e| Error::setup("reading the routing table", e))?
+        .ok_or_else(|| {
+            Error::invalid(
+                "--iface",
+                "(none)",
+                "an underlay interface: there is no default route, so give --iface or --public-ip",
+            )
+        })
+}
+
+/// The tunnel and port of a backend, or an error for backends this mode lacks.
+fn tunnel_of(backend: &Backend) -> Result<(Tunnel, u16, u32)> {
+    match *backend {
+        Backend::Udp { port } => Ok((Tunnel::Udp, port, 0)),
+        Backend::Vxlan { vni, port, .. } => Ok((Tunnel::Vxlan, port, vni)),
+        Backend::HostGw => Err(Error::invalid(
+            "Backend.Type",
+            "host-gw",
+            "udp or vxlan: ringlay's host-gw backend is not built yet",
+        )),
+    }
+}
+
+fn network_v4(config: &NetworkConfig) -> Result<Ipv4Net> {
+    config.ipv4.as_ref().map(|c| c.network).ok_or_else(|| {
+        Error::invalid(
+            "EnableIPv4",
+            "false",
+            "true: ringlay's data path needs an IPv4 network",
+        )
+    })
+}
+
+/// The host's TUN device, configured. Dropping its queues removes it.
+fn setup_tun(
+    opts: &Options,
+    queues: usize,
+    mtu: u32,
+    gateway: Ipv4Addr,
+    network: Ipv4Net,
+    local: &LocalLease,
+    config: &NetworkConfig,
+) -> Result<tun::Tun> {
+    let name = &opts.tun_name;
+    let device = match tun::Tun::create(name, queues, false) {
+        Err(e) if queues > 1 && crate::sys::error::raw_os_error(&e) == Some(libc::EINVAL) => {
+            tracing::warn!("the kernel refused a multi-queue TUN ({e}); running one worker");
+            tun::Tun::create(name, 1, false)
+        }
+        other => other,
+    }
+    .map_err(|e| Error::setup(format!("creating TUN device {name}"), e))?;
+    let name = device.name().to_owned();
+    netdev::set_mtu(&name, mtu)
+        .map_err(|e| Error::setup(format!("setting MTU {mtu} on {name}"), e))?;
+    netdev::set_ipv4(&name, gateway, network.prefix_len()).map_err(|e| {
+        Error::setup(
+            format!("adding {gateway}/{} to {name}", network.prefix_len()),
+            e,
+        )
+    })?;
+    if let (Some(v6), Some(cfg6)) = (local.key.v6, config.ipv6.as_ref()) {
+        netdev::add_ipv6(&name, v6.network(), cfg6.network.prefix_len()).map_err(|e| {
+            Error::setup(
+                format!(
+                    "adding {}/{} to {name}",
+                    v6.network(),
+                    cfg6.network.prefix_len()
+                ),
+                e,
+            )
+        })?;
+    }
+    netdev::set_up(&name).map_err(|e| Error::setup(format!("bringing {name} up"), e))?;
+    Ok(device)
+}
+
+/// Per worker: a socket in the receive group on the backend port, and a sending
+/// socket whose source port is the worker's number modulo `n` — so that the peer's
+/// receive group (steered by source port) gives each of our workers' traffic its
+/// own receiving worker.
+fn bind_sockets(port: u16, n: usize) -> Result<Vec<(UdpSocket, UdpSocket)>> {
+    let group = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
+    let any = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+    let mut out = Vec::with_capacity(n);
+    for k in 0..n {
+        let rx = socket::udp_socket(group, true, SOCKET_BUFFER)
+            .map_err(|e| Error::setup(format!("binding UDP port {port}"), e))?;
+        let mut tx = None;
+        // Ephemeral ports are random: a few tries find one of the right residue.
+        for _ in 0..64 {
+            let s = socket::udp_socket(any, false, SOCKET_BUFFER)
+                .map_err(|e| Error::setup("binding a sending socket", e))?;
+            let p = s.local_addr().map(|a| a.port()).unwrap_or(0);
+            let fits = usize::from(p) % n == k;
+            if fits || tx.is_none() {
+                tx = Some(s);
+            }
+            if fits {
+                break;
+            }
+        }
+        let tx = tx.ok_or_else(|| {
+            Error::setup("binding a sending socket", std::io::Error::other("no port"))
+        })?;
+        out.push((rx, tx));
+    }
+    if n > 1 {
+        socket::attach_reuseport_port_steering(&out[0].0, n as u32)
+            .map_err(|e| Error::setup("attaching the receive steering program", e))?;
+    }
+    Ok(out)
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(opts: Options) -> Result<()> {
+    if !caps::has_cap_net_admin() {
+        return Err(Error::Privilege(
+            "ringlay run needs CAP_NET_ADMIN to create its TUN device: run it as root \
+             (or grant the capability, e.g. AmbientCapabilities=CAP_NET_ADMIN)"
+                .into(),
+        ));
+    }
+    let leases = StaticLeases::load(&opts.static_leases)?;
+    let config = leases.config;
+    if config.backend_defaulted {
+        tracing::info!("the network config names no Backend: using udp, as flannel does");
+    }
+    let (tunnel, port, vni) = tunnel_of(&config.backend)?;
+    let network = network_v4(&config)?;
+    let under = underlay(&opts)?;
+    let local = control::find_local(&leases.leases, under.public_ip)?;
+    let subnet = local.key.v4.ok_or_else(|| {
+        Error::invalid(
+            "subnets",
+            local.key,
+            "a lease with an IPv4 subnet for this host",
+        )
+    })?;
+    if local.vtep_mac_derived && tunnel == Tunnel::Vxlan {
+        tracing::info!(vtep_mac = %local.vtep_mac, "our lease has no VtepMAC: derived one from {}", under.public_ip);
+    }
+    let mtu = control::tunnel_mtu(&config.backend, under.mtu);
+    let cpus =
+        cpu::allowed_cpus().map_err(|e| Error::setup("reading this process's CPU set", e))?;
+    let queues = opts.queues.unwrap_or(cpus.len().max(1));
+    let gateway = subnet.network();
+
+    let device = setup_tun(&opts, queues, mtu, gateway, network, &local, &config)?;
+    let queues = device.queues().len();
+    let table = Table::new();
+    table.publish(control::build_snapshot(&config, &leases.leases, &local.key));
+    let sockets = bind_sockets(port, queues)?;
+    let settings = Settings {
+        tunnel,
+        port,
+        local: Local {
+            subnets: local.key,
+            vni,
+            vtep_mac: local.vtep_mac,
+        },
+        gateway,
+    };
+    let tun_name = device.name().to_owned();
+    let io = device
+        .into_queues()
+        .into_iter()
+        .zip(sockets)
+        .enumerate()
+        .map(|(k, (tun, (rx, tx)))| WorkerIo {
+            tun,
+            rx,
+            tx,
+            cpu: if opts.pin_workers {
+                cpus.get(k).copied()
+            } else {
+                None
+            },
+        })
+        .collect();
+    let dataplane = Dataplane::start(io, settings, &table)
+        .map_err(|e| Error::setup("starting the workers", e))?;
+
+    let env = control::subnet_env::render(&config, &local.key, mtu, false);
+    if let Err(e) = control::subnet_env::write_atomic(&opts.subnet_file, &env) {
+        let _ = dataplane.stop();
+        return Err(e);
+    }
+    tracing::info!(
+        tun = %tun_name, subnet = %subnet, public_ip = %under.public_ip, iface = %under.iface,
+        mtu, backend = config.backend.backend_type().as_str(), port, workers = queues,
+        peers = leases.leases.len().saturating_sub(1),
+        "ready: forwarding"
+    );
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::setup("starting the control runtime", e))?;
+    let result = runtime.block_on(control_loop(&opts, leases, &local, &table, &dataplane));
+
+    let report = Report(dataplane.stats()).to_string();
+    for (i, e) in dataplane.stop() {
+        tracing::error!(worker = i, "worker failed: {e}");
+    }
+    for line in report.lines() {
+        tracing::info!("final counters: {line}");
+    }
+    tracing::info!(tun = %tun_name, "stopped; {tun_name} and its route are removed");
+    result
+}
+
+/// Reloads the leases file; on success publishes the new table and returns the
+/// new leases, on failure logs why and keeps the old.
+fn reload(
+    opts: &Options,
+    current: &StaticLeases,
+    local: &LocalLease,
+    table: &Table,
+    why: &str,
+) -> Option<StaticLeases> {
+    let new = match StaticLeases::load(&opts.static_leases) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!("{why}: the leases file was refused, keeping the previous table: {e}");
+            return None;
+        }
+    };
+    if new.config != current.config {
+        tracing::error!(
+            "{why}: the network config changed; that requires a restart, keeping the previous table"
+        );
+        return None;
+    }
+    match control::find_local(&new.leases, local.public_ip) {
+        Ok(l) if l.key == local.key && l.vtep_mac == local.vtep_mac => {}
+        Ok(l) => {
+            tracing::error!(
+                "{why}: our lease changed ({} → {}); that requires a restart, keeping the previous table",
+                local.key,
+                l.key
+            );
+            return None;
+        }
+        Err(e) => {
+            tracing::error!("{why}: keeping the previous table: {e}");
+            return None;
+        }
+    }
+    let d = control::diff(&current.leases, &new.leases);
+    if d.is_empty() {
+        tracing::info!("{why}: leases unchanged");
+        return Some(new);
+    }
+    for k in &d.added {
+        tracing::info!(lease = %k, "{why}: lease added");
+    }
+    for k in &d.removed {
+        tracing::info!(lease = %k, "{why}: lease removed");
+    }
+    for k in &d.changed {
+        tracing::info!(lease = %k, "{why}: lease changed");
+    }
+    let generation = table.publish(control::build_snapshot(
+        &new.config,
+        &new.leases,
+        &local.key,
+    ));
+    tracing::info!(
+        generation,
+        peers = new.leases.len().saturating_sub(1),
+        "published a new table"
+    );
+    Some(new)
+}
+
+async fn control_loop(
+    opts: &Options,
+    mut leases: StaticLeases,
+    local: &LocalLease,
+    table: &Table,
+    dataplane: &Dataplane,
+) -> Result<()> {
+    let sig = |k: SignalKind| signal(k).map_err(|e| Error::setup("installing signal handlers", e));
+    let (mut hup, mut usr1, mut term, mut int) = (
+        sig(SignalKind::hangup())?,
+        sig(SignalKind::user_defined1())?,
+        sig(SignalKind::terminate())?,
+        sig(SignalKind::interrupt())?,
+    );
+    let mut stamp = FileStamp::of(&opts.static_leases).ok();
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); return Ok(()); }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); return Ok(()); }
+            _ = usr1.recv() => {
+                for line in Report(dataplane.stats()).to_string().lines() {
+                    tracing::info!("counters: {line}");
+                }
+            }
+            _ = hup.recv() => {
+                stamp = FileStamp::of(&opts.static_leases).ok();
+                if let Some(n) = reload(opts, &leases, local, table, "SIGHUP") {
+                    leases = n;
+                }
+            }
+            _ = tick.tick() => {
+                if let Some(i) = dataplane.exited() {
+                    return Err(Error::setup(format!("worker {i}"), std::io::Error::other("exited unexpectedly")));
+                }
+                let now = FileStamp::of(&opts.static_leases).ok();
+                let edited = match (&stamp, &now) {
+                    (Some(a), Some(b)) => a.changed(b),
+                    (None, Some(_)) => true,
+                    _ => false,
+                };
+                if edited {
+                    stamp = now;
+                    if let Some(n) = reload(opts, &leases, local, table, "leases file edited") {
+                        leases = n;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Per-worker counters: packets and bytes per direction, drops per reason, errors.
+//!
+//! Each worker is the only writer of its own [`Stats`], so an increment is a
+//! relaxed load and store (no locked read-modify-write on the hot path); readers
+//! (the SIGUSR1 report, the exit summary) see each counter's latest value.
+
+use std::fmt::{self, Write as _};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::encap::Drop;
+
+/// What a worker counts, besides drops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Counter {
+    /// Packets read from the TUN queue.
+    TunRxPackets,
+    /// Bytes read from the TUN queue.
+    TunRxBytes,
+    /// Datagrams sent to peers.
+    TunnelTxPackets,
+    /// Bytes of those datagrams (UDP payload).
+    TunnelTxBytes,
+    /// Datagrams received from the tunnel socket.
+    TunnelRxPackets,
+    /// Bytes of those datagrams (UDP payload).
+    TunnelRxBytes,
+    /// Packets written to the TUN queue.
+    TunTxPackets,
+    /// Bytes written to the TUN queue.
+    TunTxBytes,
+    /// ICMP destination-unreachable messages written back for packets without a lease.
+    IcmpUnreachable,
+    /// ICMP messages not sent because of the rate limit.
+    IcmpRateLimited,
+    /// Failed sends to a peer (errno from `sendmsg`).
+    SendErrors,
+    /// Failed receives on the tunnel socket.
+    RecvErrors,
+    /// Failed reads from the TUN queue.
+    TunReadErrors,
+    /// Failed writes to the TUN queue.
+    TunWriteErrors,
+}
+
+impl Counter {
+    /// Every counter, in declaration order.
+    pub const ALL: [Counter; 14] = [
+        Counter::TunRxPackets,
+        Counter::TunRxBytes,
+        Counter::TunnelTxPackets,
+        Counter::TunnelTxBytes,
+        Counter::TunnelRxPackets,
+        Counter::TunnelRxBytes,
+        Counter::TunTxPackets,
+        Counter::TunTxBytes,
+        Counter::IcmpUnreachable,
+        Counter::IcmpRateLimited,
+        Counter::SendErrors,
+        Counter::RecvErrors,
+        Counter::TunReadErrors,
+        Counter::TunWriteErrors,
+    ];
+
+    /// A stable `snake_case` name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::TunRxPackets => "tun_rx_packets",
+            Counter::TunRxBytes => "tun_rx_bytes",
+            Counter::TunnelTxPackets => "tunnel_tx_packets",
+            Counter::TunnelTxBytes => "tunnel_tx_bytes",
+            Counter::TunnelRxPackets => "tunnel_rx_packets",
+            Counter::TunnelRxBytes => "tunnel_rx_bytes",
+            Counter::TunTxPackets => "tun_tx_packets",
+            Counter::TunTxBytes => "tun_tx_bytes",
+            Counter::IcmpUnreachable => "icmp_unreachable",
+            Counter::IcmpRateLimited => "icmp_rate_limited",
+            Counter::SendErrors => "send_errors",
+            Counter::RecvErrors => "recv_errors",
+            Counter::TunReadErrors => "tun_read_errors",
+            Counter::TunWriteErrors => "tun_write_errors",
+        }
+    }
+}
+
+/// One worker's counters.
+#[derive(Debug, Default)]
+pub struct Stats {
+    counters: [AtomicU64; Counter::ALL.len()],
+    drops: [AtomicU64; Drop::ALL.len()],
+}
+
+/// Adds `n` to a counter that only the calling thread writes.
+#[inline]
+fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
+impl Stats {
+    /// Adds `n` to `counter` (only the owning worker may call this).
+    #[inline]
+    pub fn add(&self, counter: Counter, n: u64) {
+        bump(&self.counters[counter as usize], n);
+    }
+
+    /// Counts one packet dropped for `reason` (only the owning worker may call this).
+    #[inline]
+    pub fn count_drop(&self, reason: Drop) {
+        bump(&self.drops[reason as usize], 1);
+    }
+
+    /// The current value of `counter`.
+    pub fn get(&self, counter: Counter) -> u64 {
+        self.counters[counter as usize].load(Ordering::Relaxed)
+    }
+
+    /// The packets dropped for `reason` so far.
+    pub fn drops(&self, reason: Drop) -> u64 {
+        self.drops[reason as usize].load(Ordering::Relaxed)
+    }
+
+    /// The total of every drop reason.
+    pub fn total_drops(&self) -> u64 {
+        Drop::ALL.iter().map(|&d| self.drops(d)).sum()
+    }
+}
+
+/// A printable report of several workers' counters: one line per worker with the
+/// traffic counters, then every non-zero drop reason and error.
+pub struct Report<'a>(pub &'a [std::sync::Arc<Stats>]);
+
+impl fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, s) in self.0.iter().enumerate() {
+            let mut line = format!("worker {i}:");
+            for c in Counter::ALL {
+                let v = s.get(c);
+                if v != 0 || (c as usize) < Counter::IcmpUnreachable as usize {
+                    let _ = write!(line, " {}={v}", c.name());
+                }
+            }
+            for d in Drop::ALL {
+                let v = s.drops(d);
+                if v != 0 {
+                    let _ = write!(line, " drop_{}={v}", d.name());
+                }
+            }
+            writeln!(f, "{line}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn counts_and_reports() {
+        let s = Arc::new(Stats::default());
+        s.add(Counter::TunRxPackets, 3);
+        s.add(Counter::TunRxBytes, 300);
+        s.count_drop(Drop::SpoofedSource);
+        s.count_drop(Drop::SpoofedSource);
+        assert_eq!(s.get(Counter::TunRxPackets), 3);
+        assert_eq!(s.drops(Drop::SpoofedSource), 2);
+        assert_eq!(s.total_drops(), 2);
+        let text = Report(&[s.clone(), Arc::new(Stats::default())]).to_string();
+        assert!(
+            text.contains("worker 0: tun_rx_packets=3 tun_rx_bytes=300"),
+            "{text}"
+        );
+        assert!(text.contains("drop_spoofed_source=2"), "{text}");
+        assert!(text.contains("worker 1: tun_rx_packets=0"), "{text}");
+    }
+
+    #[test]
+    fn counter_table_is_in_declaration_order() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+        }
+    }
+}
