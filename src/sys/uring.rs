@@ -423,9 +423,25 @@ mod tests {
         assert_ne!(encode(u32::MAX, u16::MAX), INTERNAL);
     }
 
+    /// Collects `n` completions, failing the test instead of hanging.
+    fn wait_for(ring: &mut Ring, n: usize) -> Vec<Completion> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut done = Vec::new();
+        while done.len() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {done:?} completed"
+            );
+            ring.submit_and_wait(0).expect("submit");
+            ring.reap(&mut done);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        done
+    }
+
     /// Unix datagram pairs: real sockets with no network traffic at all.
     #[test]
-    fn send_and_receive_datagrams() {
+    fn receive_write_read_and_send_complete() {
         let features = Features::probe().expect("io_uring available");
         assert!(features.msg && features.read);
         let (tx, rx) = UnixDatagram::pair().expect("socketpair");
@@ -434,31 +450,38 @@ mod tests {
         let again = ring.recv_from(rx.as_raw_fd(), 0, 16, 1);
         assert!(again.is_err(), "a busy slot is refused");
         ring.buf_mut(1)[100..105].copy_from_slice(b"hello");
-        // The destination is ignored by a connected unix socket.
-        let dest = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 2), 8472);
-        ring.send_to(tx.as_raw_fd(), 1, 100..105, dest, 2)
-            .expect("send");
-        let mut done = Vec::new();
-        while done.len() < 2 {
-            ring.submit_and_wait(1).expect("wait");
-            ring.reap(&mut done);
-        }
-        let recv = done.iter().find(|c| c.tag == 1).expect("recv completion");
-        assert_eq!(recv.result, 5);
+        ring.write(tx.as_raw_fd(), 1, 100..105, 2).expect("write");
+        let done = wait_for(&mut ring, 2);
+        assert!(done.iter().all(|c| c.result == 5 && !c.more), "{done:?}");
         assert_eq!(&ring.buf(0)[16..21], b"hello");
-        assert_eq!(ring.inflight(), 0);
 
-        // Plain read and write on the same pair.
         ring.buf_mut(2)[..3].copy_from_slice(b"abc");
         ring.write(tx.as_raw_fd(), 2, 0..3, 3).expect("write");
         ring.read(rx.as_raw_fd(), 3, 8, 4).expect("read");
-        done.clear();
-        while done.len() < 2 {
-            ring.submit_and_wait(1).expect("wait");
-            ring.reap(&mut done);
-        }
+        let done = wait_for(&mut ring, 2);
         assert!(done.iter().all(|c| c.result == 3), "{done:?}");
         assert_eq!(&ring.buf(3)[8..11], b"abc");
+
+        // sendmsg with an IPv4 destination on a unix socket: the kernel refuses it,
+        // and the refusal arrives as a completion that frees the slot.
+        let dest = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 2), 8472);
+        ring.send_to(tx.as_raw_fd(), 1, 100..105, dest, 5)
+            .expect("send");
+        let done = wait_for(&mut ring, 1);
+        assert_eq!(done[0].result, -libc::EINVAL);
+        assert_eq!(ring.inflight(), 0);
+        let _ = ring.buf(1);
+    }
+
+    #[test]
+    fn multishot_poll_stays_armed() {
+        let (tx, rx) = UnixDatagram::pair().expect("socketpair");
+        let mut ring = Ring::new(8, 1, 64).expect("ring");
+        ring.poll_readable(rx.as_raw_fd(), 100, 7).expect("poll");
+        tx.send(b"x").expect("send");
+        let done = wait_for(&mut ring, 1);
+        assert_eq!((done[0].slot, done[0].tag, done[0].more), (100, 7, true));
+        assert_eq!(ring.inflight(), 1, "a multishot poll stays in flight");
     }
 
     #[test]
