@@ -11,8 +11,8 @@
 #                  hosts: the reference every ratio is taken against
 #   naive-udp      flannel's udp backend as users run it today: the naive TUN <->
 #                  UDP forwarder (one read/sendto per packet), compiled from
-#                  $RINGLAY_BASELINE_FWD_C (default ../shared/baseline/fwd.c
-#                  relative to the repository); skipped if that file is missing
+#                  the C file named by $RINGLAY_BASELINE_FWD_C; skipped if unset
+#                  or missing
 #   ringlay-udp    `ringlay run`, udp backend (port 8285)
 #   ringlay-vxlan  `ringlay run`, vxlan backend (port 8472)
 #
@@ -112,7 +112,7 @@ wants() { [[ " ${configs[*]} " == *" $1 "* ]]; }
 
 # --- preparation: the baseline and the ringlay binary -------------------------------
 
-fwd_c=${RINGLAY_BASELINE_FWD_C:-$ROOT/../shared/baseline/fwd.c}
+fwd_c=${RINGLAY_BASELINE_FWD_C:-}
 if wants naive-udp; then
     if [[ ! -f $fwd_c ]]; then
         skip[naive-udp]="baseline source $fwd_c not found (set RINGLAY_BASELINE_FWD_C)"

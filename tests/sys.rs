@@ -3,7 +3,7 @@
 //!
 //! Everything that changes the network runs inside a network namespace the test
 //! creates for itself (see [`in_netns`]), under documentation and cluster
-//! addresses only (TESTBED.md). Needs root: outside CI a missing capability skips
+//! addresses only. Needs root: outside CI a missing capability skips
 //! with a printed reason, under CI (`CI=true`) it fails.
 
 use std::env;

@@ -1,5 +1,5 @@
-//! Multi-host test networks in network namespaces, as `/work/shared`'s testbed
-//! rules describe them: every namespace is created here with a unique name
+//! Multi-host test networks in network namespaces, following the project's test
+//! traffic rules: every namespace is created here with a unique name
 //! (`<prefix>-<pid>-<n>`), joined to the others only by veth pairs, addressed from
 //! the documentation ranges, and deleted by a guard, also when the test panics.
 //!
