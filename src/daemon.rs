@@ -173,8 +173,24 @@ fn setup_tun(
             )
         })?;
     }
+    // ICMP errors the workers write back come from this device's own address;
+    // without accept_local the kernel drops them as martians.
+    write_sysctl(&format!("net/ipv4/conf/{name}/accept_local"), "1")?;
+    // No IPv6 link-local address: the kernel would otherwise send router and
+    // multicast-listener solicitations into the tunnel.
+    let _ = write_sysctl(&format!("net/ipv6/conf/{name}/addr_gen_mode"), "1");
     netdev::set_up(&name).map_err(|e| Error::setup(format!("bringing {name} up"), e))?;
     Ok(device)
+}
+
+/// Sets `/proc/sys/<key>` (in this network namespace).
+fn write_sysctl(key: &str, value: &str) -> Result<()> {
+    let path = std::path::Path::new("/proc/sys").join(key);
+    std::fs::write(&path, value).map_err(|source| Error::Io {
+        path,
+        action: "set the sysctl",
+        source,
+    })
 }
 
 /// Per worker: a socket in the receive group on the backend port, and a sending
