@@ -151,12 +151,23 @@ pub fn cpu_steering_program(groups: u32) -> [libc::sock_filter; 3] {
 /// default 4-tuple hash would instead spread flows over workers regardless of
 /// where they arrive.
 pub fn attach_reuseport_cpu_steering(sock: &UdpSocket, groups: u32) -> io::Result<()> {
+    attach_reuseport_program(sock, groups, cpu_steering_program, "cpu")
+}
+
+/// Attaches `program(groups)` to the reuseport group of `sock`
+/// (`SO_ATTACH_REUSEPORT_CBPF`); `what` names the steering key in errors.
+fn attach_reuseport_program(
+    sock: &UdpSocket,
+    groups: u32,
+    program: fn(u32) -> [libc::sock_filter; 3],
+    what: &str,
+) -> io::Result<()> {
     if groups == 0 {
         return Err(invalid_input(
-            "reuseport cpu steering: groups must be at least 1",
+            "reuseport steering: groups must be at least 1",
         ));
     }
-    let mut program = cpu_steering_program(groups);
+    let mut program = program(groups);
     let prog = libc::sock_fprog {
         len: program.len() as libc::c_ushort,
         filter: program.as_mut_ptr(),
@@ -176,7 +187,7 @@ pub fn attach_reuseport_cpu_steering(sock: &UdpSocket, groups: u32) -> io::Resul
     cvt(ret).map(drop).map_err(|e| {
         context(
             e,
-            format!("SO_ATTACH_REUSEPORT_CBPF (cpu % {groups}); the socket needs SO_REUSEPORT"),
+            format!("SO_ATTACH_REUSEPORT_CBPF ({what} % {groups}); the socket needs SO_REUSEPORT"),
         )
     })
 }
@@ -214,35 +225,7 @@ pub fn port_steering_program(groups: u32) -> [libc::sock_filter; 3] {
 /// reordering), while different flows and different sending workers spread over
 /// all of them. Attach once, on any socket of the group.
 pub fn attach_reuseport_port_steering(sock: &UdpSocket, groups: u32) -> io::Result<()> {
-    if groups == 0 {
-        return Err(invalid_input(
-            "reuseport port steering: groups must be at least 1",
-        ));
-    }
-    let mut program = port_steering_program(groups);
-    let prog = libc::sock_fprog {
-        len: program.len() as libc::c_ushort,
-        filter: program.as_mut_ptr(),
-    };
-    // SAFETY: as in `attach_reuseport_cpu_steering`: `prog` points to `len`
-    // instructions that outlive the call, and the kernel copies them.
-    let ret = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_REUSEPORT_CBPF,
-            (&raw const prog).cast::<libc::c_void>(),
-            size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    cvt(ret).map(drop).map_err(|e| {
-        context(
-            e,
-            format!(
-                "SO_ATTACH_REUSEPORT_CBPF (source port % {groups}); the socket needs SO_REUSEPORT"
-            ),
-        )
-    })
+    attach_reuseport_program(sock, groups, port_steering_program, "source port")
 }
 
 /// Turns UDP GRO on or off (`UDP_GRO`, Linux 5.0): the kernel may then deliver
