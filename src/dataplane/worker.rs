@@ -237,20 +237,22 @@ impl Worker {
             let read = tun::read_packet(self.tun.as_fd(), &mut self.ring.buf_mut(slot)[HEADROOM..]);
             let n = match read {
                 Ok(n) if n > 0 => n,
+                // An empty read or an error: wait for the next poll wake-up rather
+                // than spin on a queue that is not delivering.
                 Ok(_) => {
                     self.free.push(slot);
-                    continue;
+                    self.readable = false;
+                    return Ok(());
                 }
                 Err(e) => {
                     self.free.push(slot);
-                    if e.kind() == io::ErrorKind::WouldBlock {
-                        self.readable = false;
-                        return Ok(());
-                    }
                     if e.kind() == io::ErrorKind::Interrupted {
                         continue;
                     }
-                    self.stats.add(Counter::TunReadErrors, 1);
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        self.stats.add(Counter::TunReadErrors, 1);
+                    }
+                    self.readable = false;
                     return Ok(());
                 }
             };
