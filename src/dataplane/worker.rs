@@ -59,6 +59,12 @@ const ICMP_PER_SECOND: u32 = 500;
 const TAG_SEND: u16 = 2;
 const TAG_RECV: u16 = 3;
 const TAG_TUN_POLL: u16 = 5;
+const TAG_RECV_MULTI: u16 = 7;
+/// Provided buffers for multishot receives (a power of two).
+const RECV_RING_BUFFERS: u16 = 256;
+/// Bytes per provided buffer: the recvmsg header and source address, then a
+/// datagram of up to 64 KiB.
+const RECV_RING_BUFFER_SIZE: usize = 65_536 + 64;
 const TAG_STOP: u16 = 6;
 
 /// The tunnel format a worker speaks.
@@ -165,8 +171,32 @@ pub fn run(p: WorkerParams) -> io::Result<()> {
         readable: true,
     };
     let mut table = p.table;
-    for s in TX_SLOTS..TX_SLOTS + RX_SLOTS {
-        w.ring.recv_from(w.rx, s, HEADROOM, TAG_RECV)?;
+    // Multishot recvmsg into a provided-buffer ring where the kernel has it
+    // (6.0); otherwise a fixed set of single-shot receives.
+    let multishot = match w
+        .ring
+        .enable_recv_ring(RECV_RING_BUFFERS, RECV_RING_BUFFER_SIZE)
+    {
+        Ok(()) => w.ring.recv_multi(w.rx, TAG_RECV_MULTI).is_ok(),
+        Err(e) => {
+            tracing::debug!(worker = p.index, "no provided-buffer ring: {e}");
+            false
+        }
+    };
+    if p.index == 0 {
+        tracing::info!(
+            "socket receive: {}",
+            if multishot {
+                "multishot recvmsg with a provided buffer ring"
+            } else {
+                "single-shot recvmsg (the kernel lacks buffer rings)"
+            }
+        );
+    }
+    if !multishot {
+        for s in TX_SLOTS..TX_SLOTS + RX_SLOTS {
+            w.ring.recv_from(w.rx, s, HEADROOM, TAG_RECV)?;
+        }
     }
     w.ring
         .read(p.stop.as_fd().as_raw_fd(), stop_slot, 0, TAG_STOP)?;
@@ -188,6 +218,7 @@ pub fn run(p: WorkerParams) -> io::Result<()> {
             match c.tag {
                 TAG_SEND => w.on_send(c),
                 TAG_RECV => w.on_recv(snapshot, c)?,
+                TAG_RECV_MULTI => w.on_recv_multi(snapshot, c)?,
                 TAG_TUN_POLL => {
                     w.readable = true;
                     if !c.more {
@@ -207,6 +238,31 @@ pub fn run(p: WorkerParams) -> io::Result<()> {
         if w.readable {
             w.drain_tun(snapshot, now)?;
         }
+    }
+}
+
+/// Counts a received datagram, decapsulates it and writes the inner packet to the
+/// TUN queue (or counts why not).
+#[inline]
+fn deliver(w: &Worker, snapshot: &Snapshot, source: SocketAddrV4, payload: &[u8]) {
+    w.stats.add(Counter::TunnelRxPackets, 1);
+    w.stats.add(Counter::TunnelRxBytes, payload.len() as u64);
+    let sender = snapshot
+        .by_public_ip(IpAddr::V4(*source.ip()))
+        .map(|p| &p.key);
+    let inner = match w.tunnel {
+        Tunnel::Udp => encap::decap_udp(payload, &w.local, sender),
+        Tunnel::Vxlan => encap::decap_vxlan(payload, &w.local, sender),
+    };
+    match inner {
+        Ok(r) => match tun::write_packet(w.tun.as_fd(), &payload[r]) {
+            Ok(written) => {
+                w.stats.add(Counter::TunTxPackets, 1);
+                w.stats.add(Counter::TunTxBytes, written as u64);
+            }
+            Err(_) => w.stats.add(Counter::TunWriteErrors, 1),
+        },
+        Err(reason) => w.stats.count_drop(reason),
     }
 }
 
@@ -323,33 +379,33 @@ impl Worker {
         self.free.push(c.slot);
     }
 
+    fn on_recv_multi(&mut self, snapshot: &Snapshot, c: &Completion) -> io::Result<()> {
+        if c.result < 0 {
+            // ENOBUFS: every provided buffer was in use; the receive re-arms below.
+            self.stats.add(Counter::RecvErrors, 1);
+        } else if let Some(bid) = c.buffer {
+            match self.ring.received(bid, c.result as usize) {
+                Some((Some(source), payload)) => deliver(self, snapshot, source, payload),
+                Some((None, _)) => self.stats.count_drop(Drop::UnknownSender),
+                None => self.stats.count_drop(Drop::Truncated),
+            }
+            self.ring.recycle(bid);
+        }
+        if !c.more {
+            self.ring.recv_multi(self.rx, TAG_RECV_MULTI)?;
+        }
+        Ok(())
+    }
+
     fn on_recv(&mut self, snapshot: &Snapshot, c: &Completion) -> io::Result<()> {
         if c.result < 0 {
             self.stats.add(Counter::RecvErrors, 1);
             return self.ring.recv_from(self.rx, c.slot, HEADROOM, TAG_RECV);
         }
         let n = c.result as usize;
-        self.stats.add(Counter::TunnelRxPackets, 1);
-        self.stats.add(Counter::TunnelRxBytes, n as u64);
         let source = self.ring.source(c.slot);
-        let sender = snapshot
-            .by_public_ip(IpAddr::V4(*source.ip()))
-            .map(|p| &p.key);
         let payload = &self.ring.buf(c.slot)[HEADROOM..HEADROOM + n];
-        let inner = match self.tunnel {
-            Tunnel::Udp => encap::decap_udp(payload, &self.local, sender),
-            Tunnel::Vxlan => encap::decap_vxlan(payload, &self.local, sender),
-        };
-        match inner {
-            Ok(r) => match tun::write_packet(self.tun.as_fd(), &payload[r]) {
-                Ok(written) => {
-                    self.stats.add(Counter::TunTxPackets, 1);
-                    self.stats.add(Counter::TunTxBytes, written as u64);
-                }
-                Err(_) => self.stats.add(Counter::TunWriteErrors, 1),
-            },
-            Err(reason) => self.stats.count_drop(reason),
-        }
+        deliver(self, snapshot, source, payload);
         self.ring.recv_from(self.rx, c.slot, HEADROOM, TAG_RECV)
     }
 }

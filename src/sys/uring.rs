@@ -74,6 +74,8 @@ pub struct Completion {
     pub result: i32,
     /// A multishot operation (a poll) stays armed and will complete again.
     pub more: bool,
+    /// The provided buffer the kernel picked, for a multishot receive.
+    pub buffer: Option<u16>,
 }
 
 /// Per-slot socket metadata, kept at a stable address for `sendmsg`/`recvmsg`.
@@ -94,6 +96,61 @@ pub struct Ring {
     busy: Vec<bool>,
     slot_size: usize,
     inflight: usize,
+    recv_ring: Option<BufRing>,
+}
+
+/// The buffer group id of the receive ring.
+const RECV_GROUP: u16 = 0;
+/// The slot token reported by multishot receives (they use no slot).
+pub const RECV_MULTI_TOKEN: Slot = u32::MAX - 1;
+
+/// A provided-buffer ring (`IORING_REGISTER_PBUF_RING`, 5.19): buffers the kernel
+/// picks from for multishot receives, each handed back with [`Ring::recycle`].
+struct BufRing {
+    /// The shared ring of `struct io_uring_buf` entries, page-aligned.
+    entries: std::ptr::NonNull<u8>,
+    layout: std::alloc::Layout,
+    /// The buffers themselves.
+    mem: Box<[u8]>,
+    count: u16,
+    size: usize,
+    tail: u16,
+    /// The `msghdr` every multishot recvmsg of this ring uses (only its name and
+    /// control lengths matter): boxed so its address is stable.
+    hdr: Box<libc::msghdr>,
+}
+
+impl BufRing {
+    /// Publishes buffer `bid` to the kernel at the ring's tail.
+    fn push(&mut self, bid: u16) {
+        let idx = usize::from(self.tail & (self.count - 1));
+        let addr = self.mem[usize::from(bid) * self.size..].as_mut_ptr() as u64;
+        // SAFETY: `idx < count`, so the 16-byte entry lies inside the allocation;
+        // the kernel reads entries only below the published tail, and this one is
+        // at the tail, so nothing reads it while it is written.
+        unsafe {
+            let e = self.entries.as_ptr().add(idx * 16);
+            e.cast::<u64>().write_unaligned(addr);
+            e.add(8).cast::<u32>().write_unaligned(self.size as u32);
+            e.add(12).cast::<u16>().write_unaligned(bid);
+        }
+        self.tail = self.tail.wrapping_add(1);
+        // SAFETY: the tail is the u16 at offset 14 of the ring (it overlays the
+        // first entry's `resv`), 2-byte aligned in a page-aligned allocation; the
+        // kernel reads it with acquire semantics, so publish with release.
+        unsafe {
+            std::sync::atomic::AtomicU16::from_ptr(self.entries.as_ptr().add(14).cast())
+                .store(self.tail, std::sync::atomic::Ordering::Release);
+        }
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `Ring::enable_recv_ring` with this layout; the ring
+        // that registered it is closed (or the registration failed) by now.
+        unsafe { std::alloc::dealloc(self.entries.as_ptr(), self.layout) }
+    }
 }
 
 fn encode(slot: Slot, tag: u16) -> u64 {
@@ -142,6 +199,7 @@ impl Ring {
             busy: vec![false; slots as usize],
             slot_size,
             inflight: 0,
+            recv_ring: None,
         })
     }
 
@@ -326,6 +384,106 @@ impl Ring {
         unsafe { self.push(&e) }
     }
 
+    /// Registers a ring of `count` (a power of two) provided buffers of `size`
+    /// bytes for [`Ring::recv_multi`]. Fails on kernels without buffer rings.
+    pub fn enable_recv_ring(&mut self, count: u16, size: usize) -> io::Result<()> {
+        if !count.is_power_of_two() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "buffer count must be a power of two",
+            ));
+        }
+        let layout = std::alloc::Layout::from_size_align(usize::from(count) * 16, 4096)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: the layout has a non-zero size (count ≥ 1).
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        let entries = std::ptr::NonNull::new(ptr)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        // SAFETY: all-zero is a valid msghdr; the lengths are set right below.
+        let mut hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        let mut br = BufRing {
+            entries,
+            layout,
+            mem: vec![0u8; usize::from(count) * size].into_boxed_slice(),
+            count,
+            size,
+            tail: 0,
+            hdr,
+        };
+        // SAFETY: the entries stay allocated, unmoved, until `br` is dropped, which
+        // happens after the io_uring (and with it the registration) is closed:
+        // `recv_ring` is a field of the ring that owns the io_uring, dropped after
+        // `Drop for Ring` drained every operation.
+        unsafe {
+            self.ring.submitter().register_buf_ring_with_flags(
+                entries.as_ptr() as u64,
+                count,
+                RECV_GROUP,
+                0,
+            )?;
+        }
+        for bid in 0..count {
+            br.push(bid);
+        }
+        self.recv_ring = Some(br);
+        Ok(())
+    }
+
+    /// Arms a multishot `recvmsg` on socket `fd` into the provided-buffer ring:
+    /// a completion with `tag` and a [`Completion::buffer`] per datagram.
+    pub fn recv_multi(&mut self, fd: RawFd, tag: u16) -> io::Result<()> {
+        let br = self
+            .recv_ring
+            .as_ref()
+            .ok_or_else(|| io::Error::other("no receive buffer ring"))?;
+        let e = opcode::RecvMsgMulti::new(types::Fd(fd), &raw const *br.hdr, RECV_GROUP)
+            .build()
+            .user_data(encode(RECV_MULTI_TOKEN, tag));
+        // SAFETY: the msghdr is boxed in the buffer ring, which outlives every
+        // operation (see `enable_recv_ring`); the kernel writes only into buffers
+        // of the registered ring.
+        unsafe { self.push(&e) }
+    }
+
+    /// The source (if it is an IPv4 address) and payload of the datagram a
+    /// multishot receive put into provided buffer `bid` (`len` bytes, the
+    /// completion's result); `None` for a truncated datagram or a malformed buffer.
+    pub fn received(&self, bid: u16, len: usize) -> Option<(Option<SocketAddrV4>, &[u8])> {
+        let br = self.recv_ring.as_ref()?;
+        let start = usize::from(bid) * br.size;
+        let buf = br.mem.get(start..start + len.min(br.size))?;
+        let out = types::RecvMsgOut::parse(buf, &br.hdr).ok()?;
+        if out.is_payload_truncated() || out.is_name_data_truncated() {
+            return None;
+        }
+        let name = out.name_data();
+        let source = match name {
+            [f0, f1, p0, p1, a, b, c, d, ..]
+                if u16::from_ne_bytes([*f0, *f1]) == libc::AF_INET as u16 =>
+            {
+                Some(SocketAddrV4::new(
+                    Ipv4Addr::new(*a, *b, *c, *d),
+                    u16::from_be_bytes([*p0, *p1]),
+                ))
+            }
+            _ => None,
+        };
+        let payload = out.payload_data();
+        let offset = payload.as_ptr() as usize - buf.as_ptr() as usize;
+        let len = payload.len();
+        Some((source, buf.get(offset..offset + len)?))
+    }
+
+    /// Hands provided buffer `bid` back to the kernel.
+    pub fn recycle(&mut self, bid: u16) {
+        if let Some(br) = self.recv_ring.as_mut() {
+            if bid < br.count {
+                br.push(bid);
+            }
+        }
+    }
+
     /// Submits everything queued and waits until at least `want` completions are
     /// ready (`EINTR` from a signal counts as a spurious wake-up, not an error).
     pub fn submit_and_wait(&mut self, want: usize) -> io::Result<()> {
@@ -361,6 +519,7 @@ impl Ring {
                 tag,
                 result: cqe.result(),
                 more,
+                buffer: io_uring::cqueue::buffer_select(cqe.flags()),
             });
         }
     }
@@ -482,6 +641,32 @@ mod tests {
         assert_eq!(done[0].result, -libc::EINVAL);
         assert_eq!(ring.inflight(), 0);
         let _ = ring.buf(1);
+    }
+
+    #[test]
+    fn multishot_receive_into_recycled_provided_buffers() {
+        let (tx, rx) = UnixDatagram::pair().expect("socketpair");
+        let mut ring = Ring::new(16, 1, 64).expect("ring");
+        ring.enable_recv_ring(4, 256)
+            .expect("buffer ring (kernel 5.19+)");
+        ring.recv_multi(rx.as_raw_fd(), 9).expect("recv_multi");
+        // Ten datagrams through four buffers: only works if recycling works.
+        for i in 0..10u8 {
+            tx.send(&[i; 5]).expect("send");
+            let done = wait_for(&mut ring, 1);
+            let c = done[0];
+            assert_eq!(
+                (c.tag, c.slot, c.more),
+                (9, RECV_MULTI_TOKEN, true),
+                "{c:?}"
+            );
+            let bid = c.buffer.expect("a provided buffer");
+            let (source, payload) = ring.received(bid, c.result as usize).expect("parsed");
+            assert_eq!(source, None, "a unix socket has no IPv4 source");
+            assert_eq!(payload, &[i; 5]);
+            ring.recycle(bid);
+        }
+        assert!(ring.enable_recv_ring(3, 64).is_err(), "not a power of two");
     }
 
     #[test]
