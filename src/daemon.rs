@@ -29,6 +29,7 @@ use crate::config::{Backend, NetworkConfig};
 use crate::control::{self, FileStamp, LocalLease, StaticLeases};
 use crate::dataplane::{Dataplane, Report, Settings, Tunnel, WorkerIo};
 use crate::encap::Local;
+use crate::sys::uring::Features;
 use crate::sys::{caps, cpu, netdev, socket, tun};
 use crate::table::Table;
 use crate::{Error, Result};
@@ -239,6 +240,23 @@ pub fn run(opts: Options) -> Result<()> {
                 .into(),
         ));
     }
+    let features = Features::probe().map_err(|e| Error::setup("probing io_uring", e))?;
+    if let Some(what) = features.missing() {
+        return Err(Error::setup(
+            "probing io_uring",
+            std::io::Error::other(format!("this kernel lacks {what}")),
+        ));
+    }
+    tracing::info!(
+        buffer_ring = features.buf_ring,
+        cancel_any = features.cancel_any,
+        "io_uring: socket receives by {}",
+        if features.buf_ring {
+            "multishot recvmsg into a provided buffer ring"
+        } else {
+            "single-shot recvmsg (no buffer rings before Linux 5.19)"
+        }
+    );
     let leases = StaticLeases::load(&opts.static_leases)?;
     let config = leases.config;
     if config.backend_defaulted {
@@ -278,6 +296,7 @@ pub fn run(opts: Options) -> Result<()> {
             vtep_mac: local.vtep_mac,
         },
         gateway,
+        multishot: features.buf_ring,
     };
     let tun_name = device.name().to_owned();
     let io = device

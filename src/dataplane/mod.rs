@@ -35,6 +35,8 @@ pub struct Settings {
     pub local: Local,
     /// Our overlay address: the source of ICMP errors.
     pub gateway: Ipv4Addr,
+    /// Receive with multishot recvmsg into a provided-buffer ring.
+    pub multishot: bool,
 }
 
 /// One worker's file descriptors.
@@ -78,6 +80,7 @@ impl Dataplane {
                 table: table.reader(),
                 stats: stats.clone(),
                 stop: stop.clone(),
+                multishot: settings.multishot,
             };
             let handle = std::thread::Builder::new()
                 .name(format!("ringlay-w{index}"))

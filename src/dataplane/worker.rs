@@ -102,6 +102,9 @@ pub struct WorkerParams {
     pub stats: Arc<Stats>,
     /// Signalled to stop the worker.
     pub stop: Arc<EventFd>,
+    /// Receive with multishot recvmsg into a provided-buffer ring (the kernel
+    /// has one, see [`crate::sys::uring::Features`]).
+    pub multishot: bool,
 }
 
 /// A simple per-second budget for ICMP errors.
@@ -150,7 +153,10 @@ pub fn run(p: WorkerParams) -> io::Result<()> {
         }
     }
     tun::set_nonblocking(p.tun.as_fd())?;
-    let stop_slot = TX_SLOTS + RX_SLOTS;
+    // Receive slots only where the kernel lacks buffer rings: multishot recvmsg
+    // receives into the provided-buffer ring instead.
+    let rx_slots = if p.multishot { 0 } else { RX_SLOTS };
+    let stop_slot = TX_SLOTS + rx_slots;
     let poll_token = stop_slot + 1;
     let ring = Ring::new(1024, stop_slot + 1, SLOT_SIZE)?;
     let mut w = Worker {
@@ -171,30 +177,12 @@ pub fn run(p: WorkerParams) -> io::Result<()> {
         readable: true,
     };
     let mut table = p.table;
-    // Multishot recvmsg into a provided-buffer ring where the kernel has it
-    // (6.0); otherwise a fixed set of single-shot receives.
-    let multishot = match w
-        .ring
-        .enable_recv_ring(RECV_RING_BUFFERS, RECV_RING_BUFFER_SIZE)
-    {
-        Ok(()) => w.ring.recv_multi(w.rx, TAG_RECV_MULTI).is_ok(),
-        Err(e) => {
-            tracing::debug!(worker = p.index, "no provided-buffer ring: {e}");
-            false
-        }
-    };
-    if p.index == 0 {
-        tracing::info!(
-            "socket receive: {}",
-            if multishot {
-                "multishot recvmsg with a provided buffer ring"
-            } else {
-                "single-shot recvmsg (the kernel lacks buffer rings)"
-            }
-        );
-    }
-    if !multishot {
-        for s in TX_SLOTS..TX_SLOTS + RX_SLOTS {
+    if p.multishot {
+        w.ring
+            .enable_recv_ring(RECV_RING_BUFFERS, RECV_RING_BUFFER_SIZE)?;
+        w.ring.recv_multi(w.rx, TAG_RECV_MULTI)?;
+    } else {
+        for s in TX_SLOTS..stop_slot {
             w.ring.recv_from(w.rx, s, HEADROOM, TAG_RECV)?;
         }
     }

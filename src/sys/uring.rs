@@ -32,29 +32,51 @@ use io_uring::{opcode, squeue, types, IoUring, Probe};
 /// Index of a buffer slot of a [`Ring`].
 pub type Slot = u32;
 
-/// What the kernel supports, probed once when a worker starts.
+/// What the kernel supports, probed once at start-up and logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Features {
-    /// `IORING_OP_READ` (5.6).
+    /// `IORING_OP_READ` (5.6), used for the workers' stop eventfd.
     pub read: bool,
     /// `IORING_OP_SENDMSG` / `IORING_OP_RECVMSG` (5.3).
     pub msg: bool,
+    /// `IORING_OP_POLL_ADD` (5.1; multishot since 5.13), used for the TUN queue.
+    pub poll: bool,
     /// Cancelling every operation at once (`IORING_ASYNC_CANCEL_ANY`, 5.19).
     pub cancel_any: bool,
+    /// Provided-buffer rings for multishot receives (`IORING_REGISTER_PBUF_RING`,
+    /// 5.19; multishot recvmsg 6.0).
+    pub buf_ring: bool,
 }
 
 impl Features {
-    /// Probes the running kernel with a throwaway ring.
+    /// Probes the running kernel with throwaway rings.
     pub fn probe() -> io::Result<Features> {
         let ring = IoUring::new(2)?;
         let mut probe = Probe::new();
         ring.submitter().register_probe(&mut probe)?;
+        let msg =
+            probe.is_supported(opcode::SendMsg::CODE) && probe.is_supported(opcode::RecvMsg::CODE);
+        let mut scratch = Ring::new(2, 0, 0)?;
         Ok(Features {
             read: probe.is_supported(opcode::Read::CODE),
-            msg: probe.is_supported(opcode::SendMsg::CODE)
-                && probe.is_supported(opcode::RecvMsg::CODE),
+            msg,
+            poll: probe.is_supported(opcode::PollAdd::CODE),
             cancel_any: probe.is_supported(opcode::AsyncCancel2::CODE),
+            buf_ring: msg && scratch.enable_recv_ring(1, 64).is_ok(),
         })
+    }
+
+    /// What the data path cannot do without, if anything is missing.
+    pub fn missing(&self) -> Option<&'static str> {
+        if !self.msg {
+            Some("IORING_OP_SENDMSG/RECVMSG (Linux 5.3)")
+        } else if !self.read {
+            Some("IORING_OP_READ (Linux 5.6)")
+        } else if !self.poll {
+            Some("IORING_OP_POLL_ADD (Linux 5.13 for multishot)")
+        } else {
+            None
+        }
     }
 }
 
@@ -613,7 +635,8 @@ mod tests {
     #[test]
     fn receive_write_read_and_send_complete() {
         let features = Features::probe().expect("io_uring available");
-        assert!(features.msg && features.read);
+        assert!(features.msg && features.read && features.poll);
+        assert_eq!(features.missing(), None);
         let (tx, rx) = UnixDatagram::pair().expect("socketpair");
         let mut ring = Ring::new(16, 4, 2048).expect("ring");
         ring.recv_from(rx.as_raw_fd(), 0, 16, 1).expect("recv");
