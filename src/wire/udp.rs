@@ -21,6 +21,10 @@ mod field {
 /// Length of the UDP header.
 pub const HEADER_LEN: usize = field::CHECKSUM.end;
 
+/// Offset of the checksum field from the start of the header: virtio's
+/// `csum_offset` for UDP.
+pub const CHECKSUM_OFFSET: usize = field::CHECKSUM.start;
+
 /// A view of a UDP datagram over a buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Packet<T: AsRef<[u8]>> {
