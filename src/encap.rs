@@ -97,11 +97,20 @@ pub enum Drop {
     NoVtepMac,
     /// The caller's buffer has no room for the tunnel headers (a data-path bug).
     NoHeadroom,
+    /// The virtio-net header read from the TUN does not fit the packet after it:
+    /// checksum or header offsets beyond it, or not where its headers put them.
+    VirtioHeader,
+    /// The segmentation type is one ringlay does not split (UFO), or it does not
+    /// match the packet (a TCP type on UDP, TCPv4 on IPv6, an IP fragment, IPv6
+    /// extension headers).
+    GsoUnsupported,
+    /// The TCP or UDP header is truncated or its length field is impossible.
+    TransportHeader,
 }
 
 impl Drop {
     /// Every reason, in declaration order: index `r as usize` is `r`'s position.
-    pub const ALL: [Drop; 19] = [
+    pub const ALL: [Drop; 22] = [
         Drop::Truncated,
         Drop::VxlanFlags,
         Drop::WrongVni,
@@ -121,6 +130,9 @@ impl Drop {
         Drop::NoLease,
         Drop::NoVtepMac,
         Drop::NoHeadroom,
+        Drop::VirtioHeader,
+        Drop::GsoUnsupported,
+        Drop::TransportHeader,
     ];
 
     /// A stable `snake_case` name, for counters and metric labels.
@@ -145,11 +157,14 @@ impl Drop {
             Drop::NoLease => "no_lease",
             Drop::NoVtepMac => "no_vtep_mac",
             Drop::NoHeadroom => "no_headroom",
+            Drop::VirtioHeader => "virtio_header",
+            Drop::GsoUnsupported => "gso_unsupported",
+            Drop::TransportHeader => "transport_header",
         }
     }
 
     /// Maps a refusal of the inner IP header parser onto its drop reason.
-    const fn from_ip(e: wire::Error) -> Drop {
+    pub(crate) const fn from_ip(e: wire::Error) -> Drop {
         match e {
             wire::Error::Truncated => Drop::IpTruncated,
             wire::Error::Version => Drop::IpVersion,
