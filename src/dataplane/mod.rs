@@ -8,6 +8,7 @@
 //! [`Table`]: crate::table::Table
 
 pub mod icmp;
+pub mod offload;
 pub mod stats;
 pub mod worker;
 

@@ -1,0 +1,473 @@
+//! [`Coalescer`]: decapsulated TCP segments merged into super-packets for the TUN.
+//! See the [module documentation](super) for the rules.
+
+use crate::wire::virtio::{self, GsoType};
+use crate::wire::{checksum, ipv4, ipv6, tcp, IpProtocol};
+
+use super::pseudo_header;
+
+/// Flows a [`Coalescer`] from [`Coalescer::new`] holds at once.
+pub const DEFAULT_FLOWS: usize = 8;
+
+/// Largest IP packet a merged super-packet may become (IPv4's total length limit,
+/// kept for IPv6 too).
+pub const MAX_PACKET: usize = u16::MAX as usize;
+
+/// Largest IP packet passed through: a full IPv6 payload behind the fixed header.
+/// Anything longer cannot be a valid IP packet and is not emitted.
+const MAX_PASS: usize = ipv6::HEADER_LEN + u16::MAX as usize;
+
+/// Where the IP packet starts in every emitted buffer.
+const VNET: usize = virtio::HEADER_LEN;
+
+/// Flags that stop a segment from merging at all (`tcp_gro_receive` flushes on
+/// them).
+const NEVER_MERGE: u8 = tcp::FLAG_SYN | tcp::FLAG_RST | tcp::FLAG_URG;
+
+/// Flags that may differ between the segments of a train.
+const MAY_DIFFER: u8 = tcp::FLAG_CWR | tcp::FLAG_FIN | tcp::FLAG_PSH;
+
+/// Flags that end a train after the segment carrying them.
+const ENDS_TRAIN: u8 = tcp::FLAG_FIN | tcp::FLAG_PSH;
+
+/// A TCP connection, one direction: addresses and ports as they appear in the
+/// headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Key {
+    v6: bool,
+    /// Source then destination; IPv4 uses the first eight bytes.
+    addrs: [u8; 32],
+    /// Source then destination port.
+    ports: [u8; 4],
+}
+
+impl Key {
+    /// The key of a packet whose IP header of `l3_len` bytes is followed by at
+    /// least the TCP ports.
+    fn new(packet: &[u8], v6: bool, l3_len: usize) -> Key {
+        let mut key = Key {
+            v6,
+            ..Key::default()
+        };
+        let addrs = if v6 {
+            super::IPV6_ADDRS
+        } else {
+            super::IPV4_ADDRS
+        };
+        if let Some(a) = packet.get(addrs) {
+            key.addrs[..a.len()].copy_from_slice(a);
+        }
+        if let Some(p) = packet.get(l3_len..l3_len + 4) {
+            key.ports.copy_from_slice(p);
+        }
+        key
+    }
+}
+
+/// A verified TCP segment that may join or start a train.
+#[derive(Debug, Clone, Copy)]
+struct Segment<'p> {
+    key: Key,
+    /// The IP packet, trimmed to its IP length.
+    packet: &'p [u8],
+    l3_len: usize,
+    /// IP and TCP header length.
+    hdr_len: usize,
+    seq: u32,
+    flags: u8,
+}
+
+impl Segment<'_> {
+    fn payload_len(&self) -> usize {
+        self.packet.len() - self.hdr_len
+    }
+}
+
+/// What [`Coalescer::push`] does with a packet.
+#[derive(Debug, Clone, Copy)]
+enum Class<'p> {
+    /// Not TCP, or not readable as TCP: passed through with a zero header.
+    Other,
+    /// TCP that cannot merge: written alone, after the flow `Key` if it is held,
+    /// with the given virtio flags (`DATA_VALID` once its checksums verified).
+    Alone(Key, &'p [u8], u8),
+    /// TCP that may merge.
+    Candidate(Segment<'p>),
+}
+
+/// Sorts a packet into a [`Class`], verifying the checksums of TCP segments.
+fn classify(packet: &[u8]) -> Class<'_> {
+    match packet.first().map(|b| b >> 4) {
+        Some(4) => classify_v4(packet),
+        Some(6) => classify_v6(packet),
+        _ => Class::Other,
+    }
+}
+
+fn classify_v4(packet: &[u8]) -> Class<'_> {
+    let Ok(ip) = ipv4::Packet::new_checked(packet) else {
+        return Class::Other;
+    };
+    if ip.protocol() != IpProtocol::Tcp || ip.is_fragment() {
+        return Class::Other;
+    }
+    let packet = &packet[..usize::from(ip.total_len())];
+    let l3_len = ip.header_len();
+    if l3_len != ipv4::HEADER_LEN {
+        // inet_gro_receive: options never merge.
+        return tcp_alone(packet, false, l3_len, 0);
+    }
+    if !ip.verify_checksum() {
+        return tcp_alone(packet, false, l3_len, 0);
+    }
+    classify_tcp(packet, false, l3_len)
+}
+
+fn classify_v6(packet: &[u8]) -> Class<'_> {
+    let Ok(ip) = ipv6::Packet::new_checked(packet) else {
+        return Class::Other;
+    };
+    let packet = &packet[..ipv6::HEADER_LEN + usize::from(ip.payload_len())];
+    match ip.transport() {
+        Ok((IpProtocol::Tcp, ipv6::HEADER_LEN)) => classify_tcp(packet, true, ipv6::HEADER_LEN),
+        // Extension headers: kept in order with their flow, never merged.
+        Ok((IpProtocol::Tcp, l3_len)) => tcp_alone(packet, true, l3_len, 0),
+        _ => Class::Other,
+    }
+}
+
+/// A TCP packet written alone, or passed through if it has no TCP header.
+fn tcp_alone(packet: &[u8], v6: bool, l3_len: usize, flags: u8) -> Class<'_> {
+    match packet.get(l3_len..).map(tcp::Packet::new_checked) {
+        Some(Ok(_)) => Class::Alone(Key::new(packet, v6, l3_len), packet, flags),
+        _ => Class::Other,
+    }
+}
+
+/// Checks the TCP header and checksum of a packet whose IP header is fit to merge.
+fn classify_tcp(packet: &[u8], v6: bool, l3_len: usize) -> Class<'_> {
+    let Some(Ok(tcp)) = packet.get(l3_len..).map(tcp::Packet::new_checked) else {
+        return Class::Other;
+    };
+    let key = Key::new(packet, v6, l3_len);
+    let segment = tcp.as_ref();
+    let l4_len = match u16::try_from(segment.len()) {
+        Ok(len) if packet.len() <= MAX_PACKET => len,
+        // Too long for a flow's buffer (an IPv6 payload near 64 KiB).
+        _ => return Class::Alone(key, packet, 0),
+    };
+    let sum = checksum::combine(&[
+        pseudo_header(packet, v6, IpProtocol::Tcp.into(), l4_len),
+        checksum::data(segment),
+    ]);
+    if sum != 0xffff {
+        return Class::Alone(key, packet, 0);
+    }
+    if tcp.flags() & NEVER_MERGE != 0 || tcp.payload().is_empty() {
+        return Class::Alone(key, packet, virtio::FLAG_DATA_VALID);
+    }
+    Class::Candidate(Segment {
+        key,
+        packet,
+        l3_len,
+        hdr_len: l3_len + tcp.header_len(),
+        seq: tcp.seq_number(),
+        flags: tcp.flags(),
+    })
+}
+
+/// One held train: a virtio header and an IP packet in a fixed buffer.
+#[derive(Debug)]
+struct Flow {
+    /// `VNET` bytes of virtio header, then the packet: `VNET + MAX_PACKET` long.
+    buf: Box<[u8]>,
+    /// Bytes of `buf` in use, header included.
+    len: usize,
+    open: bool,
+    key: Key,
+    /// When the train started, in [`Coalescer`] ticks: the oldest is evicted.
+    age: u64,
+    l3_len: usize,
+    hdr_len: usize,
+    gso_size: usize,
+    count: usize,
+    next_seq: u32,
+    /// IPv4 identification of the last segment.
+    last_ident: u16,
+    /// The first segment carried CWR.
+    cwr: bool,
+}
+
+impl Flow {
+    fn new() -> Flow {
+        Flow {
+            buf: vec![0u8; VNET + MAX_PACKET].into_boxed_slice(),
+            len: 0,
+            open: false,
+            key: Key::default(),
+            age: 0,
+            l3_len: 0,
+            hdr_len: 0,
+            gso_size: 0,
+            count: 0,
+            next_seq: 0,
+            last_ident: 0,
+            cwr: false,
+        }
+    }
+
+    /// Starts a train with `seg`.
+    fn start(&mut self, seg: &Segment<'_>, age: u64) {
+        let end = VNET + seg.packet.len();
+        self.buf[VNET..end].copy_from_slice(seg.packet);
+        self.len = end;
+        self.open = true;
+        self.key = seg.key;
+        self.age = age;
+        self.l3_len = seg.l3_len;
+        self.hdr_len = seg.hdr_len;
+        self.gso_size = seg.payload_len();
+        self.count = 1;
+        self.next_seq = seg.seq.wrapping_add(seg.payload_len() as u32);
+        self.last_ident = if seg.key.v6 {
+            0
+        } else {
+            ipv4::Packet::new_unchecked(seg.packet).ident()
+        };
+        self.cwr = seg.flags & tcp::FLAG_CWR != 0;
+    }
+
+    /// The held packet's headers.
+    fn headers(&self) -> &[u8] {
+        &self.buf[VNET..VNET + self.hdr_len]
+    }
+
+    /// Whether `seg` may be appended, by the rules of the module documentation.
+    fn accepts(&self, seg: &Segment<'_>) -> bool {
+        let payload = seg.payload_len();
+        if seg.hdr_len != self.hdr_len
+            || seg.l3_len != self.l3_len
+            || seg.seq != self.next_seq
+            || payload > self.gso_size
+            || self.len - VNET + payload > MAX_PACKET
+        {
+            return false;
+        }
+        let held = self.headers();
+        let new = &seg.packet[..seg.hdr_len];
+        let ip_same = if seg.key.v6 {
+            let (a, b) = (
+                ipv6::Packet::new_unchecked(held),
+                ipv6::Packet::new_unchecked(new),
+            );
+            a.traffic_class() == b.traffic_class()
+                && a.flow_label() == b.flow_label()
+                && a.hop_limit() == b.hop_limit()
+        } else {
+            let (a, b) = (
+                ipv4::Packet::new_unchecked(held),
+                ipv4::Packet::new_unchecked(new),
+            );
+            let ident = b.ident();
+            a.dscp_ecn() == b.dscp_ecn()
+                && a.ttl() == b.ttl()
+                && a.dont_frag() == b.dont_frag()
+                && (ident == self.last_ident.wrapping_add(1)
+                    || b.dont_frag() && ident == self.last_ident)
+        };
+        let a = tcp::Packet::new_unchecked(&held[self.l3_len..]);
+        let b = tcp::Packet::new_unchecked(&new[self.l3_len..]);
+        ip_same
+            && a.ack_number() == b.ack_number()
+            && a.window() == b.window()
+            && (a.flags() ^ b.flags()) & !MAY_DIFFER == 0
+            && b.flags() & tcp::FLAG_CWR == 0
+            && a.options() == b.options()
+    }
+
+    /// Appends `seg`, which [`accepts`](Self::accepts) approved; returns whether the
+    /// train has ended (a short segment, PSH or FIN).
+    fn append(&mut self, seg: &Segment<'_>) -> bool {
+        let payload = &seg.packet[seg.hdr_len..];
+        self.buf[self.len..self.len + payload.len()].copy_from_slice(payload);
+        self.len += payload.len();
+        self.count += 1;
+        self.next_seq = self.next_seq.wrapping_add(payload.len() as u32);
+        if !seg.key.v6 {
+            self.last_ident = ipv4::Packet::new_unchecked(seg.packet).ident();
+        }
+        let ends = seg.flags & ENDS_TRAIN;
+        if ends != 0 {
+            let start = VNET + self.l3_len;
+            let mut held = tcp::Packet::new_unchecked(&mut self.buf[start..start + self.hdr_len]);
+            held.set_flags(held.flags() | ends);
+        }
+        ends != 0 || payload.len() < self.gso_size
+    }
+
+    /// Finishes the held packet (lengths, IPv4 header checksum, the pseudo-header
+    /// sum in the TCP checksum field, the virtio header), hands it to `emit` and
+    /// closes the flow.
+    fn emit(&mut self, emit: &mut impl FnMut(&[u8])) {
+        if !self.open {
+            return;
+        }
+        self.open = false;
+        let (head, packet) = self.buf[..self.len].split_at_mut(VNET);
+        let vnet = if self.count == 1 {
+            // Untouched, and its checksums verified.
+            virtio::Repr {
+                flags: virtio::FLAG_DATA_VALID,
+                ..virtio::Repr::default()
+            }
+        } else {
+            let len = u16::try_from(packet.len()).unwrap_or(u16::MAX);
+            let l3_len = self.l3_len as u16;
+            if self.key.v6 {
+                ipv6::Packet::new_unchecked(&mut *packet).set_payload_len(len - l3_len);
+            } else {
+                let mut ip = ipv4::Packet::new_unchecked(&mut *packet);
+                ip.set_total_len(len);
+                ip.fill_checksum();
+            }
+            let pseudo = pseudo_header(packet, self.key.v6, IpProtocol::Tcp.into(), len - l3_len);
+            tcp::Packet::new_unchecked(&mut packet[self.l3_len..]).set_checksum(pseudo);
+            virtio::Repr {
+                flags: virtio::FLAG_NEEDS_CSUM,
+                gso_type: if self.key.v6 {
+                    GsoType::TcpV6
+                } else {
+                    GsoType::TcpV4
+                },
+                ecn: self.cwr,
+                hdr_len: self.hdr_len as u16,
+                gso_size: self.gso_size as u16,
+                csum_start: l3_len,
+                csum_offset: tcp::CHECKSUM_OFFSET as u16,
+            }
+        };
+        vnet.emit(&mut virtio::Header::new_unchecked(head));
+        emit(&self.buf[..self.len]);
+    }
+}
+
+/// Merges the TCP segments of a receive batch into super-packets for the TUN.
+///
+/// Buffers are allocated once, in the constructor: one packet of [`MAX_PACKET`]
+/// bytes per flow, and one for packets passed through.
+#[derive(Debug)]
+pub struct Coalescer {
+    flows: Vec<Flow>,
+    /// Where packets that pass through get their virtio header.
+    scratch: Box<[u8]>,
+    /// Counts trains started, to find the oldest.
+    tick: u64,
+}
+
+impl Default for Coalescer {
+    fn default() -> Coalescer {
+        Coalescer::new()
+    }
+}
+
+impl Coalescer {
+    /// A coalescer holding up to [`DEFAULT_FLOWS`] flows.
+    pub fn new() -> Coalescer {
+        Coalescer::with_flows(DEFAULT_FLOWS)
+    }
+
+    /// A coalescer holding up to `flows` flows (at least one).
+    pub fn with_flows(flows: usize) -> Coalescer {
+        Coalescer {
+            flows: (0..flows.max(1)).map(|_| Flow::new()).collect(),
+            scratch: vec![0u8; VNET + MAX_PASS].into_boxed_slice(),
+            tick: 0,
+        }
+    }
+
+    /// Offers one inner IP packet (already decapsulated and header-checked by the
+    /// caller). Whatever becomes ready to be written to the TUN is passed to `emit`
+    /// as one buffer: a 10-byte virtio-net header followed by the packet. A packet
+    /// longer than any IP packet can be is not emitted.
+    pub fn push(&mut self, packet: &[u8], emit: &mut impl FnMut(&[u8])) {
+        match classify(packet) {
+            Class::Other => self.pass(packet, 0, emit),
+            Class::Alone(key, packet, flags) => {
+                if let Some(i) = self.find(&key) {
+                    self.flows[i].emit(emit);
+                }
+                self.pass(packet, flags, emit);
+            }
+            Class::Candidate(seg) => self.offer(&seg, emit),
+        }
+    }
+
+    /// Emits every held flow, oldest first (called at the end of every receive
+    /// batch).
+    pub fn flush(&mut self, emit: &mut impl FnMut(&[u8])) {
+        while let Some(i) = self.oldest() {
+            self.flows[i].emit(emit);
+        }
+    }
+
+    /// Merges `seg` into its flow, or starts a train with it.
+    fn offer(&mut self, seg: &Segment<'_>, emit: &mut impl FnMut(&[u8])) {
+        if let Some(i) = self.find(&seg.key) {
+            if self.flows[i].accepts(seg) {
+                if self.flows[i].append(seg) {
+                    self.flows[i].emit(emit);
+                }
+                return;
+            }
+            // Per-flow order: what is held goes first.
+            self.flows[i].emit(emit);
+        }
+        if seg.flags & ENDS_TRAIN != 0 {
+            // A train that would end at its first segment: nothing to hold.
+            self.pass(seg.packet, virtio::FLAG_DATA_VALID, emit);
+            return;
+        }
+        let slot = match self.flows.iter().position(|f| !f.open) {
+            Some(i) => i,
+            None => {
+                let i = self.oldest().unwrap_or(0);
+                self.flows[i].emit(emit);
+                i
+            }
+        };
+        self.tick += 1;
+        self.flows[slot].start(seg, self.tick);
+    }
+
+    /// The open flow of `key`.
+    fn find(&self, key: &Key) -> Option<usize> {
+        self.flows.iter().position(|f| f.open && f.key == *key)
+    }
+
+    /// The open flow that started first.
+    fn oldest(&self) -> Option<usize> {
+        self.flows
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.open)
+            .min_by_key(|(_, f)| f.age)
+            .map(|(i, _)| i)
+    }
+
+    /// Emits `packet` alone behind a virtio header with `flags` and no
+    /// segmentation.
+    fn pass(&mut self, packet: &[u8], flags: u8, emit: &mut impl FnMut(&[u8])) {
+        let end = VNET + packet.len();
+        let Some(buf) = self.scratch.get_mut(..end) else {
+            return;
+        };
+        let (head, body) = buf.split_at_mut(VNET);
+        body.copy_from_slice(packet);
+        virtio::Repr {
+            flags,
+            ..virtio::Repr::default()
+        }
+        .emit(&mut virtio::Header::new_unchecked(head));
+        emit(buf);
+    }
+}

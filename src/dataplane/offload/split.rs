@@ -1,0 +1,319 @@
+//! [`Split`]: one TUN read (virtio-net header and IP packet) cut into the packets
+//! the wire carries. See the [module documentation](super) for the rules.
+
+use crate::encap::Drop;
+use crate::wire::virtio::{self, GsoType};
+use crate::wire::{checksum, ipv4, ipv6, tcp, udp, IpProtocol};
+
+use super::{pseudo_header, store_checksum};
+
+/// What [`Split::write`] does to each segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Copy the packet as it is.
+    Whole,
+    /// Copy the packet and finish its checksum: sum from `start` to the end, store
+    /// the complement at `field`.
+    Checksum { start: usize, field: usize },
+    /// TCP segmentation.
+    Tcp,
+    /// UDP segmentation.
+    Udp,
+}
+
+/// A packet read from the TUN, checked and ready to be written out as
+/// [`count`](Self::count) segments. Borrows the packet; holds no buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Split<'a> {
+    /// The IP packet, trimmed to its IP length unless [`Kind::Whole`].
+    packet: &'a [u8],
+    kind: Kind,
+    /// IPv6 rather than IPv4.
+    v6: bool,
+    /// Length of the IP header: where the TCP/UDP header starts.
+    l3_len: usize,
+    /// Length of the IP and TCP/UDP headers: where the payload starts.
+    hdr_len: usize,
+    /// Payload bytes per segment.
+    gso_size: usize,
+    count: usize,
+}
+
+impl<'a> Split<'a> {
+    /// Validates the virtio header against the IP packet that follows it.
+    ///
+    /// - `GSO_NONE`: one segment, the packet itself; its checksum is completed if
+    ///   the header says `NEEDS_CSUM`. Without `NEEDS_CSUM` the packet is not
+    ///   parsed here (the tunnel's own checks judge it).
+    /// - `GSO_TCPV4`, `GSO_TCPV6`, `GSO_UDP_L4`: segments of `gso_size` payload
+    ///   bytes each (at least one, even without payload).
+    ///
+    /// Errors are drop reasons: [`Drop::VirtioHeader`], [`Drop::GsoUnsupported`],
+    /// [`Drop::TransportHeader`], or the IP header's own reason.
+    pub fn new(vnet: &virtio::Repr, packet: &'a [u8]) -> Result<Split<'a>, Drop> {
+        vnet.validate(packet.len())
+            .map_err(|_| Drop::VirtioHeader)?;
+        let whole = Split {
+            packet,
+            kind: Kind::Whole,
+            v6: false,
+            l3_len: 0,
+            hdr_len: 0,
+            gso_size: packet.len(),
+            count: 1,
+        };
+        match vnet.gso_type {
+            GsoType::None if !vnet.needs_csum() => Ok(whole),
+            GsoType::None => {
+                let (start, field, end) = checksum_range(vnet, packet)?;
+                Ok(Split {
+                    packet: &packet[..end],
+                    kind: Kind::Checksum { start, field },
+                    gso_size: end,
+                    ..whole
+                })
+            }
+            GsoType::TcpV4 | GsoType::TcpV6 | GsoType::UdpL4 => Self::segmented(vnet, packet),
+            GsoType::Udp | GsoType::Unknown(_) => Err(Drop::GsoUnsupported),
+        }
+    }
+
+    /// Checks a super-packet under segmentation.
+    fn segmented(vnet: &virtio::Repr, packet: &'a [u8]) -> Result<Split<'a>, Drop> {
+        let ip = Ip::parse(packet)?;
+        if ip.fragment || ip.v6 && ip.protocol != ip.next_header {
+            return Err(Drop::GsoUnsupported);
+        }
+        let packet = &packet[..ip.end];
+        let transport = &packet[ip.l3_len..];
+        let (kind, l4_len, csum_offset) = match (vnet.gso_type, ip.protocol) {
+            (GsoType::TcpV4, IpProtocol::Tcp) if !ip.v6 => (Kind::Tcp, 0, tcp::CHECKSUM_OFFSET),
+            (GsoType::TcpV6, IpProtocol::Tcp) if ip.v6 => (Kind::Tcp, 0, tcp::CHECKSUM_OFFSET),
+            (GsoType::UdpL4, IpProtocol::Udp) => (Kind::Udp, udp::HEADER_LEN, udp::CHECKSUM_OFFSET),
+            _ => return Err(Drop::GsoUnsupported),
+        };
+        let l4_len = match kind {
+            Kind::Tcp => tcp::Packet::new_checked(transport)
+                .map_err(|_| Drop::TransportHeader)?
+                .header_len(),
+            _ if transport.len() < l4_len => return Err(Drop::TransportHeader),
+            _ => l4_len,
+        };
+        if vnet.needs_csum()
+            && (usize::from(vnet.csum_start) != ip.l3_len
+                || usize::from(vnet.csum_offset) != csum_offset)
+        {
+            return Err(Drop::VirtioHeader);
+        }
+        let hdr_len = ip.l3_len + l4_len;
+        let gso_size = usize::from(vnet.gso_size);
+        let payload = packet.len() - hdr_len;
+        Ok(Split {
+            packet,
+            kind,
+            v6: ip.v6,
+            l3_len: ip.l3_len,
+            hdr_len,
+            gso_size,
+            count: payload.div_ceil(gso_size).max(1),
+        })
+    }
+
+    /// Number of segments (at least 1).
+    #[inline]
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Byte length of segment `i`: all are [`stride`](Self::stride) long but the
+    /// last, which may be shorter; 0 for `i` ≥ [`count`](Self::count).
+    #[inline]
+    pub fn segment_len(&self, i: usize) -> usize {
+        if i >= self.count {
+            return 0;
+        }
+        let payload = self.packet.len() - self.hdr_len;
+        let before = i * self.gso_size;
+        self.hdr_len + (payload - before).min(self.gso_size)
+    }
+
+    /// Length of every segment except possibly the last one.
+    #[inline]
+    pub fn stride(&self) -> usize {
+        self.hdr_len + self.gso_size
+    }
+
+    /// Writes segment `i` into `out[..segment_len(i)]` as a complete, valid IP
+    /// packet and returns its length; returns 0 (and writes nothing) if `i` ≥
+    /// [`count`](Self::count) or `out` is shorter than the segment.
+    pub fn write(&self, i: usize, out: &mut [u8]) -> usize {
+        let len = self.segment_len(i);
+        let Some(out) = out.get_mut(..len) else {
+            return 0;
+        };
+        if len == 0 {
+            return 0;
+        }
+        match self.kind {
+            Kind::Whole => out.copy_from_slice(self.packet),
+            Kind::Checksum { start, field } => {
+                out.copy_from_slice(self.packet);
+                let sum = checksum::data(&out[start..]);
+                store_checksum(&mut out[field..], sum);
+            }
+            Kind::Tcp | Kind::Udp => self.write_segment(i, out),
+        }
+        len
+    }
+
+    /// Builds segment `i` in `out`, which is exactly `segment_len(i)` long.
+    fn write_segment(&self, i: usize, out: &mut [u8]) {
+        let (head, payload) = out.split_at_mut(self.hdr_len);
+        head.copy_from_slice(&self.packet[..self.hdr_len]);
+        let from = self.hdr_len + i * self.gso_size;
+        payload.copy_from_slice(&self.packet[from..from + payload.len()]);
+        let payload_sum = checksum::data(payload);
+
+        let len = out_len(self.hdr_len, payload.len());
+        let (ip, transport) = head.split_at_mut(self.l3_len);
+        if self.v6 {
+            ipv6::Packet::new_unchecked(&mut *ip).set_payload_len(len - self.l3_len as u16);
+        } else {
+            let mut ip = ipv4::Packet::new_unchecked(&mut *ip);
+            ip.set_total_len(len);
+            ip.set_ident(ip.ident().wrapping_add(i as u16));
+            ip.fill_checksum();
+        }
+        let l4_len = len - self.l3_len as u16;
+        let protocol = if self.kind == Kind::Tcp {
+            let mut tcp = tcp::Packet::new_unchecked(&mut *transport);
+            let offset = (i * self.gso_size) as u32;
+            tcp.set_seq_number(tcp.seq_number().wrapping_add(offset));
+            let mut flags = tcp.flags();
+            if i + 1 < self.count {
+                flags &= !(tcp::FLAG_FIN | tcp::FLAG_PSH);
+            }
+            if i > 0 {
+                flags &= !tcp::FLAG_CWR;
+            }
+            tcp.set_flags(flags);
+            tcp.set_checksum(0);
+            IpProtocol::Tcp
+        } else {
+            let mut udp = udp::Packet::new_unchecked(&mut *transport);
+            udp.set_len(l4_len);
+            udp.set_checksum(0);
+            IpProtocol::Udp
+        };
+        let sum = checksum::combine(&[
+            pseudo_header(ip, self.v6, protocol.into(), l4_len),
+            checksum::data(transport),
+            payload_sum,
+        ]);
+        let field = match protocol {
+            IpProtocol::Tcp => tcp::CHECKSUM_OFFSET,
+            _ => udp::CHECKSUM_OFFSET,
+        };
+        store_checksum(&mut transport[field..], sum);
+    }
+}
+
+/// A segment's length as an IP length field: it never exceeds the super-packet's,
+/// which came from one.
+#[inline]
+fn out_len(hdr_len: usize, payload: usize) -> u16 {
+    u16::try_from(hdr_len + payload).unwrap_or(u16::MAX)
+}
+
+/// Completes the checksum of a single packet in place, as [`Split::write`] does for
+/// a `GSO_NONE` packet with `NEEDS_CSUM`: without that flag it does nothing.
+/// Refuses a header with segmentation ([`Drop::GsoUnsupported`]) and one whose
+/// checksum offsets do not fit the IP packet ([`Drop::VirtioHeader`]).
+pub fn complete_checksum(vnet: &virtio::Repr, packet: &mut [u8]) -> Result<(), Drop> {
+    vnet.validate(packet.len())
+        .map_err(|_| Drop::VirtioHeader)?;
+    if vnet.gso_type != GsoType::None {
+        return Err(Drop::GsoUnsupported);
+    }
+    if !vnet.needs_csum() {
+        return Ok(());
+    }
+    let (start, field, end) = checksum_range(vnet, packet)?;
+    let sum = checksum::data(&packet[start..end]);
+    store_checksum(&mut packet[field..end], sum);
+    Ok(())
+}
+
+/// For `NEEDS_CSUM`: where the checksummed bytes start, where the checksum field
+/// is, and where the IP packet ends, all checked against the IP header.
+fn checksum_range(vnet: &virtio::Repr, packet: &[u8]) -> Result<(usize, usize, usize), Drop> {
+    let end = ip_end(packet)?;
+    let start = usize::from(vnet.csum_start);
+    let field = start + usize::from(vnet.csum_offset);
+    if field + 2 > end {
+        return Err(Drop::VirtioHeader);
+    }
+    Ok((start, field, end))
+}
+
+/// Where the IP packet at the start of `packet` ends, by its length field.
+fn ip_end(packet: &[u8]) -> Result<usize, Drop> {
+    match packet.first().map(|b| b >> 4) {
+        Some(4) => ipv4::Packet::new_checked(packet)
+            .map(|ip| usize::from(ip.total_len()))
+            .map_err(Drop::from_ip),
+        Some(6) => ipv6::Packet::new_checked(packet)
+            .map(|ip| ipv6::HEADER_LEN + usize::from(ip.payload_len()))
+            .map_err(Drop::from_ip),
+        Some(_) => Err(Drop::IpVersion),
+        None => Err(Drop::IpTruncated),
+    }
+}
+
+/// What segmentation needs from an IP header.
+#[derive(Debug, Clone, Copy)]
+struct Ip {
+    v6: bool,
+    /// Where the upper-layer header starts.
+    l3_len: usize,
+    /// Where the IP packet ends (its length field).
+    end: usize,
+    /// The upper-layer protocol.
+    protocol: IpProtocol,
+    /// IPv6: the fixed header's next header (IPv4: `protocol`).
+    next_header: IpProtocol,
+    /// IPv4: a fragment (MF or an offset). IPv6: never (see `next_header`).
+    fragment: bool,
+}
+
+impl Ip {
+    fn parse(packet: &[u8]) -> Result<Ip, Drop> {
+        match packet.first().map(|b| b >> 4) {
+            Some(4) => {
+                let ip = ipv4::Packet::new_checked(packet).map_err(Drop::from_ip)?;
+                Ok(Ip {
+                    v6: false,
+                    l3_len: ip.header_len(),
+                    end: usize::from(ip.total_len()),
+                    protocol: ip.protocol(),
+                    next_header: ip.protocol(),
+                    fragment: ip.is_fragment(),
+                })
+            }
+            Some(6) => {
+                let ip = ipv6::Packet::new_checked(packet).map_err(Drop::from_ip)?;
+                let (protocol, l3_len) = ip.transport().map_err(|_| Drop::GsoUnsupported)?;
+                Ok(Ip {
+                    v6: true,
+                    l3_len,
+                    end: ipv6::HEADER_LEN + usize::from(ip.payload_len()),
+                    protocol,
+                    next_header: ip.next_header(),
+                    fragment: false,
+                })
+            }
+            Some(_) => Err(Drop::IpVersion),
+            None => Err(Drop::IpTruncated),
+        }
+    }
+}

@@ -1,0 +1,939 @@
+//! Unit tests of segmentation and coalescing, on packets built with the crate's
+//! emitters, and the property that coalescing gives back what splitting cut.
+
+use core::net::{Ipv4Addr, Ipv6Addr};
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::encap::Drop;
+use crate::wire::virtio::{self, GsoType};
+use crate::wire::{checksum, ipv4, ipv6, tcp, udp, IpProtocol};
+
+const SRC4: Ipv4Addr = Ipv4Addr::new(100, 96, 1, 2);
+const DST4: Ipv4Addr = Ipv4Addr::new(100, 96, 2, 3);
+const SRC6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x96, 1, 0, 0, 0, 0, 2);
+const DST6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x96, 2, 0, 0, 0, 0, 3);
+
+/// NOP, NOP, timestamps (RFC 7323): what Linux puts on every data segment.
+const TIMESTAMPS: [u8; 12] = [1, 1, 8, 10, 0, 0, 0x12, 0x34, 0, 0, 0x56, 0x78];
+
+/// The headers of a test TCP segment.
+#[derive(Debug, Clone, Copy)]
+struct Tcp {
+    v6: bool,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    ident: u16,
+    timestamps: bool,
+}
+
+impl Tcp {
+    fn v4() -> Tcp {
+        Tcp {
+            v6: false,
+            seq: 0x1000_0000,
+            ack: 0x2000_0000,
+            flags: tcp::FLAG_ACK,
+            window: 502,
+            ident: 0x4000,
+            timestamps: true,
+        }
+    }
+
+    fn v6() -> Tcp {
+        Tcp {
+            v6: true,
+            ..Tcp::v4()
+        }
+    }
+
+    fn l3_len(&self) -> usize {
+        if self.v6 {
+            ipv6::HEADER_LEN
+        } else {
+            ipv4::HEADER_LEN
+        }
+    }
+
+    fn hdr_len(&self) -> usize {
+        self.l3_len() + tcp::HEADER_LEN + if self.timestamps { 12 } else { 0 }
+    }
+
+    /// The packet with every checksum complete.
+    fn packet(&self, payload: &[u8]) -> Vec<u8> {
+        let mut p = self.headers(payload);
+        let sum = transport_sum(&p, self.l3_len());
+        let l3 = self.l3_len();
+        tcp::Packet::new_unchecked(&mut p[l3..]).set_checksum(!sum);
+        p
+    }
+
+    /// What the kernel hands the TUN for a TSO send: the pseudo-header sum in the
+    /// TCP checksum field and a header that says so.
+    fn super_packet(&self, payload: &[u8], mss: u16) -> (virtio::Repr, Vec<u8>) {
+        let mut p = self.headers(payload);
+        let l3 = self.l3_len();
+        let pseudo = pseudo(&p, l3);
+        tcp::Packet::new_unchecked(&mut p[l3..]).set_checksum(pseudo);
+        let vnet = virtio::Repr {
+            flags: virtio::FLAG_NEEDS_CSUM,
+            gso_type: if self.v6 {
+                GsoType::TcpV6
+            } else {
+                GsoType::TcpV4
+            },
+            ecn: false,
+            hdr_len: self.hdr_len() as u16,
+            gso_size: mss,
+            csum_start: l3 as u16,
+            csum_offset: 16,
+        };
+        (vnet, p)
+    }
+
+    /// IP and TCP headers (TCP checksum 0) and the payload.
+    fn headers(&self, payload: &[u8]) -> Vec<u8> {
+        let l4_len = self.hdr_len() - self.l3_len() + payload.len();
+        let mut p = ip_header(self.v6, IpProtocol::Tcp, l4_len, self.ident);
+        let l3 = p.len();
+        p.resize(self.hdr_len(), 0);
+        let mut t = tcp::Packet::new_unchecked(&mut p[l3..]);
+        t.set_src_port(40000);
+        t.set_dst_port(5201);
+        t.set_seq_number(self.seq);
+        t.set_ack_number(self.ack);
+        t.set_header_len(self.hdr_len() - l3);
+        t.set_flags(self.flags);
+        t.set_window(self.window);
+        if self.timestamps {
+            t.options_mut().copy_from_slice(&TIMESTAMPS);
+        }
+        p.extend_from_slice(payload);
+        p
+    }
+}
+
+/// An IP header for `l4_len` bytes of `protocol`.
+fn ip_header(v6: bool, protocol: IpProtocol, l4_len: usize, ident: u16) -> Vec<u8> {
+    if v6 {
+        let mut p = vec![0u8; ipv6::HEADER_LEN];
+        ipv6::Repr {
+            src_addr: SRC6,
+            dst_addr: DST6,
+            next_header: protocol,
+            payload_len: l4_len as u16,
+            hop_limit: 63,
+            traffic_class: 0,
+            flow_label: 0x12345,
+        }
+        .emit(&mut ipv6::Packet::new_unchecked(&mut p[..]));
+        p
+    } else {
+        let mut p = vec![0u8; ipv4::HEADER_LEN];
+        ipv4::Repr {
+            src_addr: SRC4,
+            dst_addr: DST4,
+            protocol,
+            payload_len: l4_len,
+            ttl: 63,
+            dscp_ecn: 0,
+            ident,
+            dont_frag: true,
+            more_frags: false,
+            frag_offset: 0,
+        }
+        .emit(&mut ipv4::Packet::new_unchecked(&mut p[..]));
+        p
+    }
+}
+
+/// The pseudo-header sum of the packet's transport part, from the crate's own
+/// pseudo-header functions.
+fn pseudo(p: &[u8], l3: usize) -> u16 {
+    let len = (p.len() - l3) as u16;
+    if p[0] >> 4 == 6 {
+        let ip = ipv6::Packet::new_unchecked(p);
+        checksum::pseudo_header_v6(
+            ip.src_addr(),
+            ip.dst_addr(),
+            ip.next_header().into(),
+            len.into(),
+        )
+    } else {
+        let ip = ipv4::Packet::new_unchecked(p);
+        checksum::pseudo_header_v4(ip.src_addr(), ip.dst_addr(), ip.protocol().into(), len)
+    }
+}
+
+/// The full sum over the pseudo-header and the transport bytes: 0xffff when the
+/// stored checksum verifies.
+fn transport_sum(p: &[u8], l3: usize) -> u16 {
+    checksum::combine(&[pseudo(p, l3), checksum::data(&p[l3..])])
+}
+
+/// A UDP datagram as the kernel hands it for USO.
+fn udp_super(v6: bool, payload: &[u8], mss: u16) -> (virtio::Repr, Vec<u8>) {
+    let l4_len = udp::HEADER_LEN + payload.len();
+    let mut p = ip_header(v6, IpProtocol::Udp, l4_len, 7);
+    let l3 = p.len();
+    p.resize(l3 + udp::HEADER_LEN, 0);
+    udp::Repr {
+        src_port: 4789,
+        dst_port: 8472,
+        payload_len: payload.len(),
+    }
+    .emit(&mut udp::Packet::new_unchecked(&mut p[l3..]));
+    p.extend_from_slice(payload);
+    let sum = pseudo(&p, l3);
+    udp::Packet::new_unchecked(&mut p[l3..]).set_checksum(sum);
+    let vnet = virtio::Repr {
+        flags: virtio::FLAG_NEEDS_CSUM,
+        gso_type: GsoType::UdpL4,
+        ecn: false,
+        hdr_len: (l3 + udp::HEADER_LEN) as u16,
+        gso_size: mss,
+        csum_start: l3 as u16,
+        csum_offset: 6,
+    };
+    (vnet, p)
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+        .collect()
+}
+
+/// Every segment of `split`, each in its own vector.
+fn segments(split: &Split<'_>) -> Vec<Vec<u8>> {
+    (0..split.count())
+        .map(|i| {
+            let mut out = vec![0u8; split.segment_len(i)];
+            assert_eq!(split.write(i, &mut out), out.len(), "segment {i}");
+            out
+        })
+        .collect()
+}
+
+/// Asserts that an IP packet's lengths and checksums are right; returns the
+/// offset of its transport header.
+fn assert_valid(p: &[u8]) -> usize {
+    if p[0] >> 4 == 6 {
+        let ip = ipv6::Packet::new_checked(p).expect("IPv6 header");
+        assert_eq!(ipv6::HEADER_LEN + usize::from(ip.payload_len()), p.len());
+        assert_eq!(
+            transport_sum(p, ipv6::HEADER_LEN),
+            0xffff,
+            "transport checksum"
+        );
+        ipv6::HEADER_LEN
+    } else {
+        let ip = ipv4::Packet::new_checked(p).expect("IPv4 header");
+        assert_eq!(usize::from(ip.total_len()), p.len());
+        assert!(ip.verify_checksum(), "IPv4 header checksum");
+        assert_eq!(
+            transport_sum(p, ip.header_len()),
+            0xffff,
+            "transport checksum"
+        );
+        ip.header_len()
+    }
+}
+
+/// Everything `push` and `flush` emitted, each buffer split into its virtio
+/// header and its packet.
+fn run(co: &mut Coalescer, packets: &[Vec<u8>]) -> Vec<(virtio::Repr, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut keep = |b: &[u8]| {
+        let h = virtio::Header::new_checked(b).expect("virtio header");
+        let repr = virtio::Repr::parse(&h).expect("infallible");
+        assert_eq!(repr.validate(h.payload().len()), Ok(()));
+        out.push((repr, h.payload().to_vec()));
+    };
+    for p in packets {
+        co.push(p, &mut keep);
+    }
+    co.flush(&mut keep);
+    out
+}
+
+/// Completes a coalesced super-packet's checksum, as the kernel would.
+fn completed(vnet: &virtio::Repr, p: &[u8]) -> Vec<u8> {
+    let mut p = p.to_vec();
+    let single = virtio::Repr {
+        gso_type: GsoType::None,
+        ..*vnet
+    };
+    complete_checksum(&single, &mut p).expect("completes");
+    p
+}
+
+// --- split -------------------------------------------------------------------------
+
+#[test]
+fn split_tcpv4_rewrites_every_header() {
+    let payload = pattern(4000, 1);
+    let t = Tcp {
+        flags: tcp::FLAG_ACK | tcp::FLAG_PSH | tcp::FLAG_CWR,
+        ..Tcp::v4()
+    };
+    let (vnet, sp) = t.super_packet(&payload, 1448);
+    let split = Split::new(&vnet, &sp).expect("valid super-packet");
+    assert_eq!(split.count(), 3);
+    assert_eq!(split.stride(), 52 + 1448);
+    assert_eq!(
+        (0..4).map(|i| split.segment_len(i)).collect::<Vec<_>>(),
+        [1500, 1500, 52 + 1104, 0]
+    );
+    let segs = segments(&split);
+    for (i, s) in segs.iter().enumerate() {
+        let l3 = assert_valid(s);
+        let ip = ipv4::Packet::new_checked(&s[..]).expect("IPv4");
+        assert_eq!(ip.ident(), 0x4000 + i as u16);
+        assert!(ip.dont_frag());
+        let tcp = tcp::Packet::new_checked(&s[l3..]).expect("TCP");
+        assert_eq!(tcp.seq_number(), 0x1000_0000 + 1448 * i as u32);
+        assert_eq!(tcp.ack_number(), 0x2000_0000);
+        assert_eq!(tcp.options(), TIMESTAMPS);
+        let want = match i {
+            0 => tcp::FLAG_ACK | tcp::FLAG_CWR,
+            1 => tcp::FLAG_ACK,
+            _ => tcp::FLAG_ACK | tcp::FLAG_PSH,
+        };
+        assert_eq!(tcp.flags(), want, "segment {i}");
+        assert_eq!(
+            tcp.payload(),
+            &payload[1448 * i..(1448 * (i + 1)).min(4000)]
+        );
+    }
+}
+
+#[test]
+fn split_tcpv6_rewrites_every_header() {
+    let payload = pattern(3000, 2);
+    let t = Tcp {
+        flags: tcp::FLAG_ACK | tcp::FLAG_FIN,
+        ..Tcp::v6()
+    };
+    let (vnet, sp) = t.super_packet(&payload, 1000);
+    let split = Split::new(&vnet, &sp).expect("valid super-packet");
+    assert_eq!(split.count(), 3);
+    for (i, s) in segments(&split).iter().enumerate() {
+        assert_eq!(s.len(), 40 + 32 + 1000);
+        assert_valid(s);
+        let tcp = tcp::Packet::new_checked(&s[40..]).expect("TCP");
+        assert_eq!(tcp.seq_number(), 0x1000_0000 + 1000 * i as u32);
+        assert_eq!(tcp.flags() & tcp::FLAG_FIN != 0, i == 2);
+        assert_eq!(tcp.payload(), &payload[1000 * i..1000 * (i + 1)]);
+    }
+}
+
+#[test]
+fn split_udp_l4_v4_and_v6() {
+    for v6 in [false, true] {
+        let payload = pattern(2500, 3);
+        let (vnet, sp) = udp_super(v6, &payload, 1200);
+        let split = Split::new(&vnet, &sp).expect("valid USO packet");
+        assert_eq!(split.count(), 3);
+        let mut joined = Vec::new();
+        for s in segments(&split) {
+            let l3 = assert_valid(&s);
+            let udp = udp::Packet::new_checked(&s[l3..]).expect("UDP");
+            assert_eq!(usize::from(udp.len()), s.len() - l3);
+            assert_ne!(udp.checksum(), 0);
+            joined.extend_from_slice(udp.payload());
+        }
+        assert_eq!(joined, payload);
+    }
+}
+
+#[test]
+fn split_without_gso_completes_the_checksum() {
+    let payload = pattern(700, 4);
+    for t in [Tcp::v4(), Tcp::v6()] {
+        let (mut vnet, sp) = t.super_packet(&payload, 1448);
+        vnet.gso_type = GsoType::None;
+        let split = Split::new(&vnet, &sp).expect("valid");
+        assert_eq!(split.count(), 1);
+        let segs = segments(&split);
+        assert_valid(&segs[0]);
+        assert_eq!(segs[0], t.packet(&payload));
+        let mut in_place = sp.clone();
+        assert_eq!(complete_checksum(&vnet, &mut in_place), Ok(()));
+        assert_eq!(in_place, segs[0]);
+    }
+}
+
+#[test]
+fn split_passes_a_plain_packet_through() {
+    let p = Tcp::v4().packet(b"hello");
+    let split = Split::new(&virtio::Repr::default(), &p).expect("no offload");
+    assert_eq!((split.count(), split.segment_len(0)), (1, p.len()));
+    assert_eq!(segments(&split), std::slice::from_ref(&p));
+    let mut q = p.clone();
+    assert_eq!(complete_checksum(&virtio::Repr::default(), &mut q), Ok(()));
+    assert_eq!(q, p);
+}
+
+#[test]
+fn split_payload_shorter_than_one_segment() {
+    let (vnet, sp) = Tcp::v4().super_packet(&pattern(100, 5), 1448);
+    let split = Split::new(&vnet, &sp).expect("valid");
+    assert_eq!(split.count(), 1);
+    assert_valid(&segments(&split)[0]);
+    let (vnet, sp) = Tcp::v4().super_packet(&[], 1448);
+    let split = Split::new(&vnet, &sp).expect("valid");
+    assert_eq!((split.count(), split.segment_len(0)), (1, 52));
+    assert_valid(&segments(&split)[0]);
+}
+
+#[test]
+fn split_write_refuses_short_buffers_and_bad_indices() {
+    let (vnet, sp) = Tcp::v4().super_packet(&pattern(3000, 6), 1448);
+    let split = Split::new(&vnet, &sp).expect("valid");
+    let mut out = [0u8; 1499];
+    assert_eq!(split.write(0, &mut out), 0);
+    assert!(out.iter().all(|&b| b == 0), "nothing written");
+    let mut out = [0u8; 1500];
+    assert_eq!(split.write(3, &mut out), 0);
+    assert_eq!(split.write(usize::MAX, &mut out), 0);
+    assert_eq!(split.segment_len(usize::MAX), 0);
+    assert_eq!(split.write(2, &mut out), 52 + 104);
+}
+
+#[test]
+fn split_refuses_inconsistent_headers() {
+    let payload = pattern(3000, 7);
+    let (vnet, sp) = Tcp::v4().super_packet(&payload, 1448);
+    let refuse = |vnet: virtio::Repr, p: &[u8]| Split::new(&vnet, p).map(|s| s.count());
+
+    assert_eq!(
+        refuse(
+            virtio::Repr {
+                gso_size: 0,
+                ..vnet
+            },
+            &sp
+        ),
+        Err(Drop::VirtioHeader)
+    );
+    let tv6 = virtio::Repr {
+        gso_type: GsoType::TcpV6,
+        ..vnet
+    };
+    assert_eq!(refuse(tv6, &sp), Err(Drop::GsoUnsupported));
+    let ufo = virtio::Repr {
+        gso_type: GsoType::Udp,
+        ..vnet
+    };
+    assert_eq!(refuse(ufo, &sp), Err(Drop::GsoUnsupported));
+    let uso = virtio::Repr {
+        gso_type: GsoType::UdpL4,
+        ..vnet
+    };
+    assert_eq!(refuse(uso, &sp), Err(Drop::GsoUnsupported));
+    let start = virtio::Repr {
+        csum_start: 22,
+        ..vnet
+    };
+    assert_eq!(refuse(start, &sp), Err(Drop::VirtioHeader));
+    // A checksum field in trailing bytes, past the end of the IP packet.
+    let far = virtio::Repr {
+        gso_type: GsoType::None,
+        csum_start: sp.len() as u16,
+        csum_offset: 16,
+        ..vnet
+    };
+    let padded = [&sp[..], &[0u8; 20]].concat();
+    assert_eq!(refuse(far, &padded), Err(Drop::VirtioHeader));
+    assert_eq!(
+        refuse(far, &padded[..sp.len() + 17]),
+        Err(Drop::VirtioHeader)
+    );
+    // Truncated IP packet: total length beyond the bytes.
+    assert_eq!(refuse(vnet, &sp[..2000]), Err(Drop::IpTotalLen));
+    assert_eq!(refuse(vnet, &sp[..10]), Err(Drop::VirtioHeader));
+    assert_eq!(
+        refuse(
+            virtio::Repr {
+                hdr_len: 0,
+                flags: 0,
+                ..vnet
+            },
+            &sp[..10]
+        ),
+        Err(Drop::IpTruncated)
+    );
+    // A TCP data offset beyond the packet.
+    let mut bad = sp.clone();
+    bad[20 + 12] = 0xf0;
+    bad.truncate(20 + 40);
+    bad[2..4].copy_from_slice(&60u16.to_be_bytes());
+    let fixed = virtio::Repr {
+        hdr_len: 20,
+        ..vnet
+    };
+    assert_eq!(refuse(fixed, &bad), Err(Drop::TransportHeader));
+    // A fragment.
+    let mut frag = sp.clone();
+    ipv4::Packet::new_unchecked(&mut frag[..]).set_more_frags(true);
+    assert_eq!(refuse(vnet, &frag), Err(Drop::GsoUnsupported));
+    // Not IP.
+    let mut v5 = sp.clone();
+    v5[0] = 0x55;
+    assert_eq!(refuse(vnet, &v5), Err(Drop::IpVersion));
+    // Segmentation and complete_checksum do not mix.
+    let mut p = sp.clone();
+    assert_eq!(complete_checksum(&vnet, &mut p), Err(Drop::GsoUnsupported));
+}
+
+// --- coalesce ----------------------------------------------------------------------
+
+/// Cuts `payload` into full packets of `mss` bytes from `t`, identifiers and
+/// sequence numbers advancing.
+fn train(t: Tcp, payload: &[u8], mss: usize) -> Vec<Vec<u8>> {
+    payload
+        .chunks(mss)
+        .enumerate()
+        .map(|(i, c)| {
+            Tcp {
+                seq: t.seq.wrapping_add((i * mss) as u32),
+                ident: t.ident.wrapping_add(i as u16),
+                ..t
+            }
+            .packet(c)
+        })
+        .collect()
+}
+
+/// Asserts that `out` is one super-packet carrying `payload` after `t`'s headers.
+fn assert_super(out: &(virtio::Repr, Vec<u8>), t: Tcp, payload: &[u8], mss: usize) {
+    let (vnet, p) = out;
+    assert_eq!(vnet.flags, virtio::FLAG_NEEDS_CSUM);
+    let (gso_type, l3) = if t.v6 {
+        (GsoType::TcpV6, 40)
+    } else {
+        (GsoType::TcpV4, 20)
+    };
+    assert_eq!(vnet.gso_type, gso_type);
+    assert_eq!(usize::from(vnet.gso_size), mss);
+    assert_eq!(usize::from(vnet.hdr_len), t.hdr_len());
+    assert_eq!((vnet.csum_start, vnet.csum_offset), (l3, 16));
+    let full = completed(vnet, p);
+    assert_eq!(assert_valid(&full), usize::from(l3));
+    let tcp = tcp::Packet::new_checked(&full[usize::from(l3)..]).expect("TCP");
+    assert_eq!(tcp.seq_number(), t.seq);
+    assert_eq!(tcp.payload(), payload);
+}
+
+#[test]
+fn coalesce_merges_a_v4_train() {
+    let payload = pattern(10 * 1448, 8);
+    let segs = train(Tcp::v4(), &payload, 1448);
+    let out = run(&mut Coalescer::new(), &segs);
+    assert_eq!(out.len(), 1);
+    assert_super(&out[0], Tcp::v4(), &payload, 1448);
+    // The kernel would segment it into exactly what arrived.
+    let split = Split::new(&out[0].0, &out[0].1).expect("splits");
+    assert_eq!(segments(&split), segs);
+}
+
+#[test]
+fn coalesce_merges_a_v6_train_ending_short_with_psh() {
+    let payload = pattern(5 * 1428 + 100, 9);
+    let mut segs = train(Tcp::v6(), &payload, 1428);
+    let last = Tcp {
+        seq: Tcp::v6().seq + 5 * 1428,
+        flags: tcp::FLAG_ACK | tcp::FLAG_PSH,
+        ..Tcp::v6()
+    };
+    *segs.last_mut().expect("six") = last.packet(&payload[5 * 1428..]);
+    let mut co = Coalescer::new();
+    let mut seen = Vec::new();
+    for s in &segs {
+        co.push(s, &mut |b: &[u8]| seen.push(b.to_vec()));
+    }
+    assert_eq!(seen.len(), 1, "PSH ends the train without a flush");
+    let h = virtio::Header::new_checked(&seen[0][..]).expect("header");
+    let vnet = virtio::Repr::parse(&h).expect("infallible");
+    assert_super(&(vnet, h.payload().to_vec()), Tcp::v6(), &payload, 1428);
+    let full = completed(&vnet, h.payload());
+    let tcp = tcp::Packet::new_checked(&full[40..]).expect("TCP");
+    assert_eq!(tcp.flags(), tcp::FLAG_ACK | tcp::FLAG_PSH);
+    let split = Split::new(&vnet, h.payload()).expect("splits");
+    assert_eq!(segments(&split), segs);
+}
+
+#[test]
+fn coalesce_short_segment_ends_the_train() {
+    let t = Tcp::v4();
+    let a = train(t, &pattern(3 * 1000 + 10, 10), 1000);
+    let b = train(
+        Tcp {
+            seq: t.seq + 3010,
+            ident: t.ident + 4,
+            ..t
+        },
+        &pattern(2000, 11),
+        1000,
+    );
+    let all: Vec<_> = a.iter().chain(&b).cloned().collect();
+    let out = run(&mut Coalescer::new(), &all);
+    assert_eq!(out.len(), 2);
+    assert_super(&out[0], t, &pattern(3010, 10), 1000);
+    assert_eq!(out[1].0.gso_size, 1000);
+}
+
+#[test]
+fn coalesce_lone_packet_goes_out_as_it_came() {
+    let p = Tcp::v4().packet(&pattern(1448, 12));
+    let out = run(&mut Coalescer::new(), std::slice::from_ref(&p));
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        out[0].0,
+        virtio::Repr {
+            flags: virtio::FLAG_DATA_VALID,
+            ..virtio::Repr::default()
+        }
+    );
+    assert_eq!(out[0].1, p);
+}
+
+#[test]
+fn coalesce_passes_other_protocols_through_at_once() {
+    let (_, mut udp) = udp_super(false, b"dns?", 1000);
+    let sum = transport_sum(&udp, 20);
+    udp::Packet::new_unchecked(&mut udp[20..]).set_checksum(!sum);
+    let mut co = Coalescer::new();
+    let mut seen = Vec::new();
+    co.push(&udp, &mut |b: &[u8]| seen.push(b.to_vec()));
+    co.push(b"\x00not ip", &mut |b: &[u8]| seen.push(b.to_vec()));
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0][..10], [0; 10]);
+    assert_eq!(seen[0][10..], udp[..]);
+    assert_eq!(seen[1][10..], b"\x00not ip"[..]);
+}
+
+#[test]
+fn coalesce_bad_checksum_goes_alone_after_its_flow() {
+    let t = Tcp::v4();
+    let mut segs = train(t, &pattern(4 * 1448, 13), 1448);
+    segs[2][60] ^= 0x01; // one payload bit
+    let out = run(&mut Coalescer::new(), &segs);
+    assert_eq!(out.len(), 3);
+    assert_super(&out[0], t, &pattern(2 * 1448, 13), 1448);
+    assert_eq!(out[1].0, virtio::Repr::default());
+    assert_eq!(out[1].1, segs[2]);
+    // The next one is out of sequence with what was held: it starts a new train.
+    assert_eq!(out[2].0.flags, virtio::FLAG_DATA_VALID);
+    assert_eq!(out[2].1, segs[3]);
+
+    let mut bad_ip = segs[0].clone();
+    bad_ip[8] ^= 1; // TTL, header checksum not updated
+    let out = run(&mut Coalescer::new(), &[bad_ip.clone()]);
+    assert_eq!(out, [(virtio::Repr::default(), bad_ip)]);
+}
+
+#[test]
+fn coalesce_keeps_flow_order_across_a_gap() {
+    let t = Tcp::v4();
+    let segs = train(t, &pattern(6 * 1448, 14), 1448);
+    // The fourth segment is lost: the fifth cannot join.
+    let arrived = [&segs[..3], &segs[4..]].concat();
+    let out = run(&mut Coalescer::new(), &arrived);
+    assert_eq!(out.len(), 2);
+    assert_super(&out[0], t, &pattern(6 * 1448, 14)[..3 * 1448], 1448);
+    assert_super(
+        &out[1],
+        Tcp {
+            seq: t.seq + 4 * 1448,
+            ..t
+        },
+        &pattern(6 * 1448, 14)[4 * 1448..],
+        1448,
+    );
+}
+
+#[test]
+fn coalesce_requires_equal_headers() {
+    let t = Tcp::v4();
+    let a = t.packet(&pattern(1000, 15));
+    let next = Tcp {
+        seq: t.seq + 1000,
+        ident: t.ident + 1,
+        ..t
+    };
+    let cases = [
+        (
+            "ack",
+            Tcp {
+                ack: t.ack + 1,
+                ..next
+            },
+        ),
+        ("window", Tcp { window: 1, ..next }),
+        (
+            "flags",
+            Tcp {
+                flags: tcp::FLAG_ACK | tcp::FLAG_ECE,
+                ..next
+            },
+        ),
+        (
+            "cwr",
+            Tcp {
+                flags: tcp::FLAG_ACK | tcp::FLAG_CWR,
+                ..next
+            },
+        ),
+        (
+            "options",
+            Tcp {
+                timestamps: false,
+                ..next
+            },
+        ),
+        (
+            "ident",
+            Tcp {
+                ident: t.ident + 2,
+                ..next
+            },
+        ),
+        (
+            "seq",
+            Tcp {
+                seq: t.seq + 999,
+                ..next
+            },
+        ),
+    ];
+    for (what, b) in cases {
+        let out = run(
+            &mut Coalescer::new(),
+            &[a.clone(), b.packet(&pattern(1000, 16))],
+        );
+        assert_eq!(out.len(), 2, "{what} differs");
+        assert!(
+            out.iter().all(|(v, _)| v.gso_type == GsoType::None),
+            "{what}"
+        );
+    }
+    // A longer second segment cannot join; a fixed identifier with DF can.
+    let longer = next.packet(&pattern(1001, 16));
+    assert_eq!(run(&mut Coalescer::new(), &[a.clone(), longer]).len(), 2);
+    let fixed = Tcp {
+        ident: t.ident,
+        ..next
+    }
+    .packet(&pattern(1000, 16));
+    assert_eq!(run(&mut Coalescer::new(), &[a, fixed]).len(), 1);
+}
+
+#[test]
+fn coalesce_never_merges_syn_rst_or_empty() {
+    let t = Tcp::v4();
+    for flags in [
+        tcp::FLAG_SYN,
+        tcp::FLAG_RST | tcp::FLAG_ACK,
+        tcp::FLAG_URG | tcp::FLAG_ACK,
+    ] {
+        let segs = train(Tcp { flags, ..t }, &pattern(2000, 17), 1000);
+        let out = run(&mut Coalescer::new(), &segs);
+        assert_eq!(out.len(), 2, "flags {flags:#x}");
+        assert!(out.iter().all(|(v, _)| v.flags == virtio::FLAG_DATA_VALID));
+    }
+    let acks = [t.packet(&[]), t.packet(&[])];
+    assert_eq!(run(&mut Coalescer::new(), &acks).len(), 2);
+}
+
+#[test]
+fn coalesce_cwr_sets_the_ecn_bit() {
+    let t = Tcp {
+        flags: tcp::FLAG_ACK | tcp::FLAG_CWR,
+        ..Tcp::v4()
+    };
+    let mut segs = train(t, &pattern(3000, 18), 1000);
+    for (i, s) in segs.iter_mut().enumerate().skip(1) {
+        *s = Tcp {
+            seq: t.seq + 1000 * i as u32,
+            ident: t.ident + i as u16,
+            ..Tcp::v4()
+        }
+        .packet(&pattern(3000, 18)[1000 * i..1000 * (i + 1)]);
+    }
+    let out = run(&mut Coalescer::new(), &segs);
+    assert_eq!(out.len(), 1);
+    assert!(out[0].0.ecn);
+    let split = Split::new(&out[0].0, &out[0].1).expect("splits");
+    assert_eq!(segments(&split), segs);
+}
+
+#[test]
+fn coalesce_stays_within_64k() {
+    let t = Tcp::v4();
+    let payload = pattern(60 * 1448, 19);
+    let segs = train(t, &payload, 1448);
+    let out = run(&mut Coalescer::new(), &segs);
+    assert_eq!(out.len(), 2);
+    assert!(out.iter().all(|(_, p)| p.len() <= MAX_PACKET));
+    let first = (MAX_PACKET - 52) / 1448;
+    assert_super(&out[0], t, &payload[..first * 1448], 1448);
+}
+
+#[test]
+fn coalesce_evicts_the_oldest_flow() {
+    let mut co = Coalescer::with_flows(2);
+    let flows: Vec<Tcp> = (0..3)
+        .map(|i| Tcp {
+            seq: 1000 * i,
+            ack: 7 + i,
+            ..Tcp::v4()
+        })
+        .collect();
+    // Distinct ports make distinct flows.
+    let packet = |t: &Tcp, port: u16, payload: &[u8]| {
+        let mut p = t.headers(payload);
+        tcp::Packet::new_unchecked(&mut p[20..]).set_src_port(port);
+        let sum = transport_sum(&p, 20);
+        tcp::Packet::new_unchecked(&mut p[20..]).set_checksum(!sum);
+        p
+    };
+    let mut seen = Vec::new();
+    for (i, t) in flows.iter().enumerate() {
+        co.push(&packet(t, 1000 + i as u16, b"first"), &mut |b: &[u8]| {
+            seen.push(b.to_vec())
+        });
+    }
+    assert_eq!(seen.len(), 1, "the third flow evicts the first");
+    let tcp = tcp::Packet::new_checked(&seen[0][30..]).expect("TCP");
+    assert_eq!(tcp.src_port(), 1000);
+    co.flush(&mut |b: &[u8]| seen.push(b.to_vec()));
+    assert_eq!(seen.len(), 3);
+    let ports: Vec<u16> = seen
+        .iter()
+        .map(|b| tcp::Packet::new_unchecked(&b[30..]).src_port())
+        .collect();
+    assert_eq!(ports, [1000, 1001, 1002]);
+}
+
+// --- properties --------------------------------------------------------------------
+
+fn tcp_strategy() -> impl Strategy<Value = (Tcp, u8)> {
+    (
+        any::<bool>(),
+        any::<u32>(),
+        any::<u32>(),
+        any::<u16>(),
+        any::<u16>(),
+        any::<bool>(),
+        prop_oneof![
+            Just(0u8),
+            Just(tcp::FLAG_PSH),
+            Just(tcp::FLAG_FIN | tcp::FLAG_PSH),
+            Just(tcp::FLAG_CWR),
+            Just(tcp::FLAG_ECE),
+        ],
+    )
+        .prop_map(|(v6, seq, ack, window, ident, timestamps, extra)| {
+            (
+                Tcp {
+                    v6,
+                    seq,
+                    ack,
+                    flags: tcp::FLAG_ACK | extra,
+                    window,
+                    ident,
+                    timestamps,
+                },
+                extra,
+            )
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Split a kernel-style super-packet, check every segment, coalesce them back
+    /// and compare with the original.
+    #[test]
+    fn split_then_coalesce_round_trips(
+        (t, _) in tcp_strategy(),
+        mss in 1usize..2000,
+        len in 0usize..20000,
+        seed in any::<u8>(),
+    ) {
+        let payload = pattern(len, seed);
+        let (vnet, sp) = t.super_packet(&payload, mss as u16);
+        let split = Split::new(&vnet, &sp).expect("valid super-packet");
+        prop_assert_eq!(split.count(), len.div_ceil(mss).max(1));
+        let segs = segments(&split);
+        let mut stream = Vec::new();
+        for (i, s) in segs.iter().enumerate() {
+            let l3 = assert_valid(s);
+            let tcp = tcp::Packet::new_checked(&s[l3..]).expect("TCP");
+            prop_assert_eq!(tcp.seq_number(), t.seq.wrapping_add((i * mss) as u32));
+            prop_assert_eq!(tcp.ack_number(), t.ack);
+            stream.extend_from_slice(tcp.payload());
+        }
+        prop_assert_eq!(&stream, &payload);
+
+        let out = run(&mut Coalescer::new(), &segs);
+        if len == 0 {
+            prop_assert_eq!(out.len(), 1);
+            prop_assert_eq!(&out[0].1, &segs[0]);
+            return Ok(());
+        }
+        // Trains end at 64 KiB, or after CWR... which only the first carries.
+        let per_train = (MAX_PACKET - t.hdr_len()) / mss;
+        prop_assert_eq!(out.len(), segs.len().div_ceil(per_train.max(1)));
+        let mut stream = Vec::new();
+        let mut back = Vec::new();
+        for (vnet, p) in &out {
+            let full = completed(vnet, p);
+            let l3 = assert_valid(&full);
+            let tcp = tcp::Packet::new_checked(&full[l3..]).expect("TCP");
+            stream.extend_from_slice(tcp.payload());
+            let split = Split::new(vnet, p).expect("coalesced packets split");
+            back.extend(segments(&split));
+        }
+        prop_assert_eq!(&stream, &payload);
+        prop_assert_eq!(&back, &segs);
+    }
+
+    #[test]
+    fn uso_split_is_valid(v6 in any::<bool>(), mss in 1usize..3000, len in 0usize..20000, seed in any::<u8>()) {
+        let payload = pattern(len, seed);
+        let (vnet, sp) = udp_super(v6, &payload, mss as u16);
+        let split = Split::new(&vnet, &sp).expect("valid USO packet");
+        let mut stream = Vec::new();
+        for s in segments(&split) {
+            let l3 = assert_valid(&s);
+            stream.extend_from_slice(udp::Packet::new_checked(&s[l3..]).expect("UDP").payload());
+        }
+        prop_assert_eq!(stream, payload);
+    }
+
+    #[test]
+    fn arbitrary_input_never_panics(
+        header in any::<[u8; 10]>(),
+        body in proptest::collection::vec(any::<u8>(), 0..300),
+    ) {
+        let h = virtio::Header::new_checked(&header[..]).expect("ten bytes");
+        let vnet = virtio::Repr::parse(&h).expect("infallible");
+        if let Ok(split) = Split::new(&vnet, &body) {
+            let mut out = vec![0u8; split.stride().max(split.segment_len(0))];
+            for i in 0..split.count().min(400) {
+                prop_assert_eq!(split.write(i, &mut out), split.segment_len(i));
+            }
+        }
+        let mut p = body.clone();
+        let _ = complete_checksum(&vnet, &mut p);
+        let mut co = Coalescer::with_flows(2);
+        co.push(&body, &mut |b: &[u8]| assert!(b.len() >= 10));
+        co.flush(&mut |b: &[u8]| assert!(b.len() >= 10));
+    }
+}
