@@ -13,8 +13,17 @@
 #                  UDP forwarder (one read/sendto per packet), compiled from
 #                  the C file named by $RINGLAY_BASELINE_FWD_C; skipped if unset
 #                  or missing
-#   ringlay-udp    `ringlay run`, udp backend (port 8285)
-#   ringlay-vxlan  `ringlay run`, vxlan backend (port 8472)
+#   ringlay-udp-off      `ringlay run --offload off`, udp backend (port 8285):
+#                        one TUN read, send, receive and TUN write per packet
+#   ringlay-udp-tso      ... --offload tso: 64 KiB TUN reads cut in userspace,
+#                        segments sent with one sendmmsg
+#   ringlay-udp-tso-gso  ... --offload tso,gso: the segments leave in one
+#                        UDP_SEGMENT send per peer (up to 64 KiB)
+#   ringlay-udp          ... all offloads (the default): tso, gso and gro
+#                        (UDP_GRO receives, TCP segments coalesced into 64 KiB
+#                        TUN writes)
+#   ringlay-vxlan-off    `ringlay run --offload off`, vxlan backend (port 8472)
+#   ringlay-vxlan        ... all offloads (the default)
 #
 # Rounds are interleaved (round 1: every config, round 2: every config, ...), the
 # testbed is rebuilt from nothing for every config, and the table holds each
@@ -24,6 +33,9 @@
 #   UDP 64 B       4 iperf3 clients (-u -l 64 -b 0 -t S) to 4 servers; the
 #                  packets the servers received per second, summed (kpps)
 #   ping           ping -c 20 -i 0.05, average RTT in ms (idle path)
+#   CPU s/Gbit     during the 1-stream TCP test: CPU time the whole machine
+#                  spent busy (user, system, irq, softirq from /proc/stat: both
+#                  hosts' kernels, iperf3 and the forwarders) per Gbit received
 # Container veth MTUs are what flannel's CNI would give: 1500 underlay, 1450
 # vxlan, 1472 udp; for ringlay, FLANNEL_MTU from the subnet file it writes.
 #
@@ -53,8 +65,9 @@ TB_NAME=bench-overlay
 TB_PFX=rlbench-$$
 TB_TMP=
 
-ALL_CONFIGS=(underlay kernel-vxlan naive-udp ringlay-udp ringlay-vxlan)
-METRICS=(tcp1 tcp4 udp64 ping)
+ALL_CONFIGS=(underlay kernel-vxlan naive-udp ringlay-udp-off ringlay-udp-tso ringlay-udp-tso-gso
+    ringlay-udp ringlay-vxlan-off ringlay-vxlan)
+METRICS=(tcp1 tcp4 udp64 ping cpu)
 # Idle-path latency first, then the loads.
 METRICS_ORDER=(ping tcp1 tcp4 udp64)
 declare -A METRIC_TITLE=(
@@ -62,6 +75,7 @@ declare -A METRIC_TITLE=(
     [tcp4]="TCP 4 streams (Gbit/s)"
     [udp64]="UDP 64 B (kpps rx)"
     [ping]="ping avg (ms)"
+    [cpu]="CPU s/Gbit (TCP 1)"
 )
 REFERENCE=kernel-vxlan
 
@@ -125,20 +139,29 @@ fi
 
 ringlay_bin=${RINGLAY_BIN:-}
 read -r -a ringlay_args <<<"${RINGLAY_ARGS:-}"
-if wants ringlay-udp || wants ringlay-vxlan; then
+wants_ringlay() {
+    local c
+    for c in "${configs[@]}"; do [[ $c == ringlay-* ]] && return 0; done
+    return 1
+}
+ringlay_configs=()
+for c in "${ALL_CONFIGS[@]}"; do [[ $c == ringlay-* ]] && ringlay_configs+=("$c"); done
+skip_ringlay() {
+    local c
+    for c in "${ringlay_configs[@]}"; do skip[$c]=$1; done
+}
+if wants_ringlay; then
     if [[ -z $ringlay_bin ]]; then
         tb_log "building ringlay (cargo build --release --locked)"
         if (cd "$ROOT" && cargo build --release --locked >&2); then
             ringlay_bin=${CARGO_TARGET_DIR:-$ROOT/target}/release/ringlay
             [[ $ringlay_bin == /* ]] || ringlay_bin=$ROOT/$ringlay_bin
         else
-            skip[ringlay-udp]="cargo build failed"
-            skip[ringlay-vxlan]="cargo build failed"
+            skip_ringlay "cargo build failed"
         fi
     fi
     if [[ -n $ringlay_bin && ! -x $ringlay_bin ]]; then
-        skip[ringlay-udp]="$ringlay_bin is not executable"
-        skip[ringlay-vxlan]="$ringlay_bin is not executable"
+        skip_ringlay "$ringlay_bin is not executable"
     fi
 fi
 
@@ -182,16 +205,21 @@ setup_naive-udp() {
 }
 
 setup_ringlay() {
-    local backend=$1 default_mtu=$2 i
+    local backend=$1 default_mtu=$2 offload=$3 i
     tb_build 2 "$default_mtu"
     tb_leases_json 2 "$backend" >"$TB_TMP/leases-$backend.json"
     for i in 1 2; do
-        tb_ringlay "$i" "$TB_TMP/leases-$backend.json" "$ringlay_bin" "${ringlay_args[@]}" || return 1
+        tb_ringlay "$i" "$TB_TMP/leases-$backend.json" "$ringlay_bin" --offload "$offload" \
+            "${ringlay_args[@]}" || return 1
         tb_set_ctr_mtu "$i" "$(tb_flannel_mtu "$i" "$default_mtu")"
     done
 }
-setup_ringlay-udp() { setup_ringlay udp 1472; }
-setup_ringlay-vxlan() { setup_ringlay vxlan 1450; }
+setup_ringlay-udp-off() { setup_ringlay udp 1472 off; }
+setup_ringlay-udp-tso() { setup_ringlay udp 1472 tso; }
+setup_ringlay-udp-tso-gso() { setup_ringlay udp 1472 tso,gso; }
+setup_ringlay-udp() { setup_ringlay udp 1472 all; }
+setup_ringlay-vxlan-off() { setup_ringlay vxlan 1450 off; }
+setup_ringlay-vxlan() { setup_ringlay vxlan 1450 all; }
 
 # --- measurements ----------------------------------------------------------------
 
@@ -212,20 +240,32 @@ json_sum() {
 # main shell, not in command substitutions, so that every process they start is
 # in tb_pids when a signal or a failure runs the cleanup.
 MEASURED=
+CPU_PER_GBIT=
+
+# cpu_busy: jiffies every CPU spent in user, nice, system, irq and softirq.
+cpu_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat; }
+HZ=$(getconf CLK_TCK)
 
 # iperf3 TCP with P streams from c1 to c2: Gbit/s received.
 measure_tcp() {
-    local streams=$1 out=$TB_TMP/tcp-$1.json srv bps
-    MEASURED=
+    local streams=$1 out=$TB_TMP/tcp-$1.json srv bps bytes busy0 busy1
+    MEASURED='' CPU_PER_GBIT=''
     tb_spawn "$C2" "$TB_TMP/iperf-server.log" timeout $((secs + 15)) iperf3 -s -1 -p 5201
     srv=$TB_LAST_PID
     tb_wait_listening "$C2" 5201 || { tb_stop "$srv"; return 0; }
+    busy0=$(cpu_busy)
     ip netns exec "$C1" timeout $((secs + 10)) iperf3 -c "$DST" -p 5201 -t "$secs" \
         -P "$streams" -J >"$out" 2>&1 || true
+    busy1=$(cpu_busy)
     tb_wait_pid "$srv" 5 || tb_stop "$srv"
     bps=$(json_sum "$out" sum_received bits_per_second)
+    bytes=$(json_sum "$out" sum_received bytes)
     if [[ -n $bps ]]; then
         MEASURED=$(awk -v b="$bps" 'BEGIN { printf "%.2f", b / 1e9 }')
+    fi
+    if [[ -n $bytes ]]; then
+        CPU_PER_GBIT=$(awk -v j=$((busy1 - busy0)) -v hz="$HZ" -v b="$bytes" \
+            'BEGIN { if (b > 0) printf "%.3f", (j / hz) / (b * 8 / 1e9) }')
     fi
 }
 
@@ -281,7 +321,11 @@ record() {
     results[$cfg|$metric]+="${value:-NA} "
     local note=
     [[ $metric == udp64 && -n $value ]] && note=" (clients sent $UDP_SENT kpps)"
-    printf '  %-14s %-24s %s%s\n' "$cfg" "${METRIC_TITLE[$metric]}" "${value:-failed}" "$note" >&2
+    [[ $metric == tcp1 && -n $CPU_PER_GBIT ]] && note=" ($CPU_PER_GBIT CPU s/Gbit)"
+    printf '  %-20s %-24s %s%s\n' "$cfg" "${METRIC_TITLE[$metric]}" "${value:-failed}" "$note" >&2
+    if [[ $metric == tcp1 ]]; then
+        results[$cfg|cpu]+="${CPU_PER_GBIT:-NA} "
+    fi
 }
 
 run_config() {
@@ -325,7 +369,7 @@ median() {
     printf '%s\n' "$@" | { grep -E '^[0-9.]+$' || true; } | sort -g |
         awk -v d="$decimals" '{ v[NR] = $1 } END { if (NR) printf "%.*f", d, NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
-declare -A DECIMALS=([tcp1]=2 [tcp4]=2 [udp64]=1 [ping]=3)
+declare -A DECIMALS=([tcp1]=2 [tcp4]=2 [udp64]=1 [ping]=3 [cpu]=3)
 
 declare -A med=()
 for cfg in "${configs[@]}"; do
@@ -353,7 +397,7 @@ echo
 echo "- kernel: $(uname -r), CPUs: $(nproc) (${cpu_model:-unknown model})"
 echo "- $(iperf3 --version | head -n 1 | cut -d' ' -f1-2); rounds: $rounds (medians), ${secs} s per iperf3 test, interleaved"
 echo "- ringlay: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)${RINGLAY_ARGS:+, args: $RINGLAY_ARGS}"
-echo "- ratios are to $REFERENCE; for ping lower is better"
+echo "- ratios are to $REFERENCE; for ping and CPU s/Gbit lower is better"
 echo
 printf '| config |'
 for m in "${METRICS[@]}"; do printf ' %s |' "${METRIC_TITLE[$m]}"; done

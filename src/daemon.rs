@@ -19,6 +19,7 @@
 //! its address and route with it) and log the counters a last time.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{Backend, NetworkConfig};
 use crate::control::{self, FileStamp, LocalLease, StaticLeases};
-use crate::dataplane::{Dataplane, Report, Settings, Tunnel, WorkerIo};
+use crate::dataplane::{Dataplane, Offload, Report, Settings, Tunnel, WorkerIo};
 use crate::encap::Local;
 use crate::sys::uring::Features;
 use crate::sys::{caps, cpu, netdev, socket, tun};
@@ -56,6 +57,8 @@ pub struct Options {
     pub subnet_file: PathBuf,
     /// Pin worker `k` to the `k`-th CPU this process may run on.
     pub pin_workers: bool,
+    /// The offloads to use, where the kernel has them.
+    pub offload: Offload,
 }
 
 /// Where this host sits on the underlay.
@@ -145,10 +148,11 @@ fn setup_tun(
     config: &NetworkConfig,
 ) -> Result<tun::Tun> {
     let name = &opts.tun_name;
-    let device = match tun::Tun::create(name, queues, false) {
+    let vnet = opts.offload.vnet_hdr();
+    let device = match tun::Tun::create(name, queues, vnet) {
         Err(e) if queues > 1 && crate::sys::error::raw_os_error(&e) == Some(libc::EINVAL) => {
             tracing::warn!("the kernel refused a multi-queue TUN ({e}); running one worker");
-            tun::Tun::create(name, 1, false)
+            tun::Tun::create(name, 1, vnet)
         }
         other => other,
     }
@@ -182,6 +186,45 @@ fn setup_tun(
     let _ = write_sysctl(&format!("net/ipv6/conf/{name}/addr_gen_mode"), "1");
     netdev::set_up(&name).map_err(|e| Error::setup(format!("bringing {name} up"), e))?;
     Ok(device)
+}
+
+/// Switches on the offloads the kernel has, of those asked for, and says which
+/// are in use: TUN segmentation offload (with UDP segmentation where the kernel
+/// has it), UDP GSO for sends, UDP GRO on the receive sockets.
+fn setup_offload(asked: Offload, device: &tun::Tun, sockets: &[(UdpSocket, UdpSocket)]) -> Offload {
+    let mut on = asked;
+    if asked.tso {
+        let tcp = tun::TUN_F_CSUM | tun::TUN_F_TSO4 | tun::TUN_F_TSO6;
+        let queue = device.queues()[0].as_fd();
+        let uso = tun::set_offload(queue, tcp | tun::TUN_F_USO4 | tun::TUN_F_USO6);
+        if uso.is_err() {
+            if let Err(e) = tun::set_offload(queue, tcp) {
+                tracing::warn!("the TUN device refuses segmentation offload ({e}): tso off");
+                on.tso = false;
+            } else {
+                tracing::info!(
+                    "TUN offload: TCP segmentation (this kernel has no UDP segmentation for TUN)"
+                );
+            }
+        }
+    }
+    if asked.gso && !matches!(socket::udp_segment_supported(), Ok(true)) {
+        tracing::warn!("this kernel has no UDP_SEGMENT (Linux 4.18): gso off");
+        on.gso = false;
+    }
+    if asked.gro {
+        let set = sockets
+            .iter()
+            .try_for_each(|(rx, _)| socket::set_udp_gro(rx, true));
+        if let Err(e) = set {
+            tracing::warn!("cannot turn on UDP_GRO (Linux 5.0): gro off ({e})");
+            for (rx, _) in sockets {
+                let _ = socket::set_udp_gro(rx, false);
+            }
+            on.gro = false;
+        }
+    }
+    on
 }
 
 /// Sets `/proc/sys/<key>` (in this network namespace).
@@ -287,6 +330,8 @@ pub fn run(opts: Options) -> Result<()> {
     let table = Table::new();
     table.publish(control::build_snapshot(&config, &leases.leases, &local.key));
     let sockets = bind_sockets(port, queues)?;
+    let offload = setup_offload(opts.offload, &device, &sockets);
+    tracing::info!(asked = %opts.offload, in_use = %offload, "offloads");
     let settings = Settings {
         tunnel,
         port,
@@ -297,6 +342,7 @@ pub fn run(opts: Options) -> Result<()> {
         },
         gateway,
         multishot: features.buf_ring,
+        offload,
     };
     let tun_name = device.name().to_owned();
     let io = device

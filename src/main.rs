@@ -72,6 +72,18 @@ struct RunArgs {
     /// host; leave off where several daemons share the CPUs (one-machine testbeds).
     #[arg(long)]
     pin_workers: bool,
+    /// Offloads: `all`, `off`, or a comma-separated list of `tso` (TUN segmentation
+    /// offload: 64 KiB reads, cut into segments in userspace), `gso` (the segments
+    /// for one peer leave in one send, UDP_SEGMENT; needs tso), `gro` (receives of
+    /// coalesced datagrams, UDP_GRO, merged back into 64 KiB TUN writes). What the
+    /// kernel lacks is switched off with a warning.
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "all",
+        env = "RINGLAY_OFFLOAD"
+    )]
+    offload: ringlay::dataplane::Offload,
     /// Log level: error, warn, info, debug or trace (or a tracing filter).
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     log_level: String,
@@ -97,6 +109,7 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
         queues: args.queues.map(usize::from),
         subnet_file: args.subnet_file,
         pin_workers: args.pin_workers,
+        offload: args.offload,
     })?;
     Ok(())
 }

@@ -165,11 +165,21 @@ impl Drop for TempDir {
 
 // --- 1. udp and vxlan between two ringlay hosts ----------------------------------------
 
-fn two_hosts_ping_and_tcp(prefix: &str, backend: &str, mtu: u32) {
+/// The offload counters, which must all move with `--offload all` and stay at
+/// zero with `--offload off`.
+const OFFLOAD_COUNTERS: [&str; 4] = [
+    "tso_super_packets",
+    "gso_sends",
+    "gro_receives",
+    "coalesced_writes",
+];
+
+fn two_hosts_ping_and_tcp(prefix: &str, backend: &str, mtu: u32, offload: &str) {
     let c = Cluster::two_hosts(prefix);
     let leases = c.static_leases_json(backend, backend == "vxlan");
-    let d1 = c.ringlay(1, &leases, &["--queues", QUEUES]);
-    let d2 = c.ringlay(2, &leases, &["--queues", QUEUES]);
+    let args = ["--queues", QUEUES, "--offload", offload];
+    let d1 = c.ringlay(1, &leases, &args);
+    let d2 = c.ringlay(2, &leases, &args);
 
     // subnet.env, and the TUN as flanneld would set up its device.
     let env = fs::read_to_string(d1.subnet_file()).expect("subnet.env of host 1");
@@ -209,6 +219,28 @@ fn two_hosts_ping_and_tcp(prefix: &str, backend: &str, mtu: u32) {
         // Two seconds of TCP each way are far more than this many segments/ACKs.
         assert!(tx > 1000 && rx > 1000, "host {}: {w:?}", d.host());
         assert_eq!(total(&w, "send_errors"), 0, "host {}: {w:?}", d.host());
+        // Each host sent and received a bulk TCP stream: every mechanism was used
+        // (or, switched off, none was).
+        for name in OFFLOAD_COUNTERS {
+            let n = total(&w, name);
+            match offload {
+                "all" => assert!(n > 0, "{backend}: host {}: no {name}: {w:?}", d.host()),
+                _ => assert_eq!(
+                    n,
+                    0,
+                    "{backend}: host {}: {name} with offloads off",
+                    d.host()
+                ),
+            }
+        }
+        eprintln!(
+            "{backend} offload {offload}: host {} super-packets {} gso sends {} gro receives {} coalesced writes {}",
+            d.host(),
+            total(&w, "tso_super_packets"),
+            total(&w, "gso_sends"),
+            total(&w, "gro_receives"),
+            total(&w, "coalesced_writes"),
+        );
         eprintln!(
             "{backend}: host {} per-worker split: tun_rx {} tunnel_tx {} tunnel_rx {} tun_tx {}",
             d.host(),
@@ -225,7 +257,15 @@ fn udp_two_hosts_ping_and_tcp() {
     if !netns::require_root("udp_two_hosts_ping_and_tcp") {
         return;
     }
-    two_hosts_ping_and_tcp("dpudp", "udp", 1472);
+    two_hosts_ping_and_tcp("dpudp", "udp", 1472, "all");
+}
+
+#[test]
+fn udp_two_hosts_without_offloads() {
+    if !netns::require_root("udp_two_hosts_without_offloads") {
+        return;
+    }
+    two_hosts_ping_and_tcp("dpudpoff", "udp", 1472, "off");
 }
 
 #[test]
@@ -233,7 +273,15 @@ fn vxlan_two_hosts_ping_and_tcp() {
     if !netns::require_root("vxlan_two_hosts_ping_and_tcp") {
         return;
     }
-    two_hosts_ping_and_tcp("dpvx", "vxlan", 1450);
+    two_hosts_ping_and_tcp("dpvx", "vxlan", 1450, "all");
+}
+
+#[test]
+fn vxlan_two_hosts_without_offloads() {
+    if !netns::require_root("vxlan_two_hosts_without_offloads") {
+        return;
+    }
+    two_hosts_ping_and_tcp("dpvxoff", "vxlan", 1450, "off");
 }
 
 // --- 2. MTU ---------------------------------------------------------------------------
@@ -314,10 +362,41 @@ fn kernel_vxlan_interop_both_directions() {
         "kernel c2 -> ringlay c1\n{}",
         d1.log()
     );
+    // With offloads on, ringlay hands the kernel 64 KiB UDP_SEGMENT sends. A veth
+    // would carry those whole; with its UDP segmentation off, the kernel cuts
+    // them before the device as a NIC without it would, so the capture shows the
+    // frames a real wire would carry: each standard VXLAN within the 1500 MTU.
+    c.host(1)
+        .sh("ethtool -K eth0 tx-udp-segmentation off >/dev/null");
+    let pcap = c.dir().join("interop-up.pcap");
+    let pcap_arg = pcap.display().to_string();
+    let mut dump = c.host(1).spawn(&[
+        "timeout", "8", "tcpdump", "-n", "-i", "eth0", "-s", "0", "-c", "500", "-w", &pcap_arg,
+        "-Q", "out", "udp", "dst", "port", "8472",
+    ]);
+    thread::sleep(Duration::from_millis(500));
     let up = c.iperf3(2, 1, 2, 1);
+    let _ = dump.wait();
     let down = c.iperf3(1, 2, 2, 1);
     eprintln!(
         "ringlay <-> kernel vxlan, iperf3 2 s: c1 -> c2 {up:.3} Gbit/s, c2 -> c1 {down:.3} Gbit/s"
+    );
+    let frames = common::pcap::read_pcap(&pcap).expect("the capture of host 1's eth0");
+    assert!(frames.len() >= 100, "only {} frames captured", frames.len());
+    for f in &frames {
+        assert!(
+            f.orig_len <= 1514,
+            "a {}-byte frame on a 1500-MTU wire",
+            f.orig_len
+        );
+        let udp = common::pcap::split_outer_udp_v4(f).expect("an IPv4/UDP frame");
+        assert_eq!(udp.dport, 8472);
+        assert_eq!(udp.payload.first(), Some(&0x08), "VXLAN I flag");
+    }
+    let largest = frames.iter().map(|f| f.orig_len).max().unwrap_or(0);
+    eprintln!(
+        "{} vxlan frames captured, largest {largest} bytes",
+        frames.len()
     );
     assert!(up > MIN_GBPS, "c1 -> c2 {up} Gbit/s");
     assert!(down > MIN_GBPS, "c2 -> c1 {down} Gbit/s");
@@ -333,6 +412,7 @@ fn kernel_vxlan_interop_both_directions() {
     assert!(v[0] > 1000 && v[1] > 1000, "flannel.1 tx/rx: {v:?}");
     let w = usr1_counters(&d1, 2);
     assert!(total(&w, "tunnel_rx_packets") > 1000, "{w:?}");
+    assert!(total(&w, "gso_sends") > 0, "no segmented sends: {w:?}");
     eprintln!(
         "ringlay host 1 per-worker split vs kernel: tunnel_tx {} tunnel_rx {}",
         split(&w, "tunnel_tx_packets"),

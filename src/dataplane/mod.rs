@@ -12,9 +12,11 @@ pub mod offload;
 pub mod stats;
 pub mod worker;
 
+use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::os::fd::OwnedFd;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -24,6 +26,81 @@ use crate::table::Table;
 
 pub use stats::{Counter, Report, Stats};
 pub use worker::Tunnel;
+
+/// The offloads the workers use; each can be switched on its own so that its
+/// gain can be measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Offload {
+    /// TUN segmentation offload: the TUN queues are opened with `IFF_VNET_HDR`
+    /// and `TUNSETOFFLOAD`, reads return TCP/UDP super-packets of up to 64 KiB,
+    /// cut into segments in userspace ([`offload::Split`]).
+    pub tso: bool,
+    /// UDP GSO: the segments of one super-packet leave in one `sendmsg` with
+    /// `UDP_SEGMENT` (meaningful with `tso`).
+    pub gso: bool,
+    /// UDP GRO: receives return trains of datagrams (`UDP_GRO`), and the TCP
+    /// segments in them are coalesced into super-packets for the TUN
+    /// ([`offload::Coalescer`]).
+    pub gro: bool,
+}
+
+impl Offload {
+    /// Every offload.
+    pub const ALL: Offload = Offload {
+        tso: true,
+        gso: true,
+        gro: true,
+    };
+    /// None: one packet per read, send, receive and write.
+    pub const OFF: Offload = Offload {
+        tso: false,
+        gso: false,
+        gro: false,
+    };
+
+    /// Whether the TUN queues carry a `virtio_net_hdr` before every packet.
+    pub const fn vnet_hdr(self) -> bool {
+        self.tso || self.gro
+    }
+}
+
+impl fmt::Display for Offload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let on: Vec<&str> = [(self.tso, "tso"), (self.gso, "gso"), (self.gro, "gro")]
+            .into_iter()
+            .filter_map(|(on, name)| on.then_some(name))
+            .collect();
+        if on.is_empty() {
+            f.write_str("off")
+        } else {
+            f.write_str(&on.join(","))
+        }
+    }
+}
+
+impl FromStr for Offload {
+    type Err = String;
+
+    /// `all`, `off`, or a comma-separated list of `tso`, `gso`, `gro`.
+    fn from_str(s: &str) -> Result<Offload, String> {
+        let mut o = Offload::OFF;
+        for part in s.split(',').map(str::trim) {
+            match part {
+                "all" => o = Offload::ALL,
+                "off" | "none" => {}
+                "tso" => o.tso = true,
+                "gso" => o.gso = true,
+                "gro" => o.gro = true,
+                other => {
+                    return Err(format!(
+                        "unknown offload {other:?}: use all, off, or a comma-separated list of tso, gso, gro"
+                    ))
+                }
+            }
+        }
+        Ok(o)
+    }
+}
 
 /// What every worker shares.
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +115,8 @@ pub struct Settings {
     pub gateway: Ipv4Addr,
     /// Receive with multishot recvmsg into a provided-buffer ring.
     pub multishot: bool,
+    /// The offloads in use (the TUN queues must have been opened to match).
+    pub offload: Offload,
 }
 
 /// One worker's file descriptors.
@@ -82,6 +161,7 @@ impl Dataplane {
                 stats: stats.clone(),
                 stop: stop.clone(),
                 multishot: settings.multishot,
+                offload: settings.offload,
             };
             let handle = std::thread::Builder::new()
                 .name(format!("ringlay-w{index}"))
@@ -118,5 +198,34 @@ impl Dataplane {
             }
         }
         errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offload_lists_parse_and_print() {
+        assert_eq!("all".parse(), Ok(Offload::ALL));
+        assert_eq!("off".parse(), Ok(Offload::OFF));
+        let tso_gso: Offload = "tso, gso".parse().expect("valid");
+        assert_eq!(
+            tso_gso,
+            Offload {
+                tso: true,
+                gso: true,
+                gro: false
+            }
+        );
+        assert_eq!(tso_gso.to_string(), "tso,gso");
+        assert_eq!(Offload::OFF.to_string(), "off");
+        assert!(!Offload::OFF.vnet_hdr());
+        assert!("gro".parse::<Offload>().expect("valid").vnet_hdr());
+        let err = "tso,lro".parse::<Offload>().expect_err("unknown");
+        assert!(
+            err.contains("\"lro\"") && err.contains("tso, gso, gro"),
+            "{err}"
+        );
     }
 }

@@ -41,11 +41,23 @@ pub enum Counter {
     TunReadErrors,
     /// Failed writes to the TUN queue.
     TunWriteErrors,
+    /// TUN reads that were segmentation-offload super-packets, cut in userspace.
+    TsoSuperPackets,
+    /// Sends that carried several datagrams (`UDP_SEGMENT`).
+    GsoSends,
+    /// Receives that returned several coalesced datagrams (`UDP_GRO`).
+    GroReceives,
+    /// TUN writes that carried several coalesced TCP segments.
+    CoalescedWrites,
+    /// Segments sent one by one because the kernel refused a segmented send.
+    GsoFallbacks,
+    /// Packets dropped because every send buffer was in flight.
+    NoSendBuffer,
 }
 
 impl Counter {
     /// Every counter, in declaration order.
-    pub const ALL: [Counter; 14] = [
+    pub const ALL: [Counter; 20] = [
         Counter::TunRxPackets,
         Counter::TunRxBytes,
         Counter::TunnelTxPackets,
@@ -60,6 +72,12 @@ impl Counter {
         Counter::RecvErrors,
         Counter::TunReadErrors,
         Counter::TunWriteErrors,
+        Counter::TsoSuperPackets,
+        Counter::GsoSends,
+        Counter::GroReceives,
+        Counter::CoalescedWrites,
+        Counter::GsoFallbacks,
+        Counter::NoSendBuffer,
     ];
 
     /// A stable `snake_case` name.
@@ -79,6 +97,12 @@ impl Counter {
             Counter::RecvErrors => "recv_errors",
             Counter::TunReadErrors => "tun_read_errors",
             Counter::TunWriteErrors => "tun_write_errors",
+            Counter::TsoSuperPackets => "tso_super_packets",
+            Counter::GsoSends => "gso_sends",
+            Counter::GroReceives => "gro_receives",
+            Counter::CoalescedWrites => "coalesced_writes",
+            Counter::GsoFallbacks => "gso_fallbacks",
+            Counter::NoSendBuffer => "no_send_buffer",
         }
     }
 }

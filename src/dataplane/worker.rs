@@ -30,18 +30,21 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::encap::{self, Drop, Local, VxlanHeader};
+use crate::encap::{self, Drop, Local, VxlanHeader, VXLAN_OVERHEAD};
 use crate::sys::eventfd::EventFd;
-use crate::sys::tun;
-use crate::sys::uring::{Completion, Ring, Slot};
+use crate::sys::uring::{Completion, Datagram, Ring, Slot};
+use crate::sys::{socket, tun};
 use crate::table::{Reader, Snapshot};
+use crate::wire::virtio;
 
 use super::icmp;
+use super::offload::{Coalescer, Split};
 use super::stats::{Counter, Stats};
+use super::Offload;
 
 /// Packet slots for the TUN → peer direction (reads awaiting their send).
 pub const TX_SLOTS: u32 = 64;
@@ -49,12 +52,20 @@ pub const TX_SLOTS: u32 = 64;
 pub const RX_SLOTS: u32 = 64;
 /// Bytes per slot: a 64 KiB packet plus headroom.
 pub const SLOT_SIZE: usize = HEADROOM + 65_536;
-/// Free bytes in front of every packet: room for the vxlan headers (and, later,
-/// a `virtio_net_hdr`).
+/// Free bytes in front of every packet read from the TUN: room for its
+/// `virtio_net_hdr` and then the vxlan headers.
 pub const HEADROOM: usize = 64;
 /// ICMP errors each worker may write back per second (the kernel's default
 /// `icmp_ratelimit` allows about a thousand per second per host).
 const ICMP_PER_SECOND: u32 = 500;
+/// Most bytes one segmented send may carry: the UDP payload of a 64 KiB IPv4
+/// datagram.
+const GSO_MAX_BYTES: usize = 65_535 - 20 - 8;
+/// Most datagrams one segmented send may carry (`UDP_MAX_SEGMENTS` of older
+/// kernels; newer ones allow more).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// The `virtio_net_hdr` of a packet that needs nothing done.
+const PLAIN_VNET_HDR: [u8; virtio::HEADER_LEN] = [0; virtio::HEADER_LEN];
 
 const TAG_SEND: u16 = 2;
 const TAG_RECV: u16 = 3;
@@ -62,9 +73,9 @@ const TAG_TUN_POLL: u16 = 5;
 const TAG_RECV_MULTI: u16 = 7;
 /// Provided buffers for multishot receives (a power of two).
 const RECV_RING_BUFFERS: u16 = 256;
-/// Bytes per provided buffer: the recvmsg header and source address, then a
-/// datagram of up to 64 KiB.
-const RECV_RING_BUFFER_SIZE: usize = 65_536 + 64;
+/// Bytes per provided buffer: the recvmsg header, source address and control
+/// message, then a datagram (or a GRO train) of up to 64 KiB.
+const RECV_RING_BUFFER_SIZE: usize = 65_536 + 128;
 const TAG_STOP: u16 = 6;
 
 /// The tunnel format a worker speaks.
@@ -74,6 +85,16 @@ pub enum Tunnel {
     Udp,
     /// VXLAN; the VNI is in [`Local`].
     Vxlan,
+}
+
+impl Tunnel {
+    /// Bytes this format puts in front of the inner packet, inside the UDP payload.
+    pub const fn overhead(self) -> usize {
+        match self {
+            Tunnel::Udp => 0,
+            Tunnel::Vxlan => VXLAN_OVERHEAD,
+        }
+    }
 }
 
 /// Everything one worker owns.
@@ -105,6 +126,9 @@ pub struct WorkerParams {
     /// Receive with multishot recvmsg into a provided-buffer ring (the kernel
     /// has one, see [`crate::sys::uring::Features`]).
     pub multishot: bool,
+    /// The offloads in use; the TUN queue was opened with `IFF_VNET_HDR` exactly
+    /// when [`Offload::vnet_hdr`] says so.
+    pub offload: Offload,
 }
 
 /// A simple per-second budget for ICMP errors.
@@ -127,19 +151,131 @@ impl IcmpBudget {
     }
 }
 
+/// Writing to the TUN queue, with or without a `virtio_net_hdr` in front.
+struct TunOut<'a> {
+    fd: BorrowedFd<'a>,
+    stats: &'a Stats,
+    vnet: bool,
+}
+
+impl TunOut<'_> {
+    /// Writes one plain packet.
+    #[inline]
+    fn write(&self, packet: &[u8]) {
+        let written = if self.vnet {
+            tun::write_with_header(self.fd, &PLAIN_VNET_HDR, packet)
+        } else {
+            tun::write_packet(self.fd, packet)
+        };
+        self.count(written, 1);
+    }
+
+    /// Writes a buffer that starts with its own `virtio_net_hdr` (from the
+    /// coalescer).
+    #[inline]
+    fn write_framed(&self, framed: &[u8]) {
+        let merged = framed.get(1).is_some_and(|&gso| gso & 0x7f != 0);
+        if merged {
+            self.stats.add(Counter::CoalescedWrites, 1);
+        }
+        self.count(tun::write_packet(self.fd, framed), 1);
+    }
+
+    #[inline]
+    fn count(&self, written: io::Result<usize>, packets: u64) {
+        match written {
+            Ok(n) => {
+                self.stats.add(Counter::TunTxPackets, packets);
+                self.stats.add(Counter::TunTxBytes, n as u64);
+            }
+            Err(_) => self.stats.add(Counter::TunWriteErrors, 1),
+        }
+    }
+}
+
+/// The inbound half of a worker: what decapsulation and the TUN write need.
+struct Inbound<'a> {
+    out: TunOut<'a>,
+    tunnel: Tunnel,
+    local: &'a Local,
+    snapshot: &'a Snapshot,
+    coalescer: Option<&'a mut Coalescer>,
+}
+
+impl Inbound<'_> {
+    /// Handles one receive: a datagram, or a GRO train of datagrams of `segment`
+    /// bytes each (the last may be shorter).
+    #[inline]
+    fn receive(&mut self, d: Datagram<'_>) {
+        let Some(source) = d.source else {
+            self.out.stats.count_drop(Drop::UnknownSender);
+            return;
+        };
+        match d.segment {
+            Some(size) if usize::from(size) < d.payload.len() => {
+                self.out.stats.add(Counter::GroReceives, 1);
+                for datagram in d.payload.chunks(usize::from(size)) {
+                    self.deliver(source, datagram);
+                }
+            }
+            _ => self.deliver(source, d.payload),
+        }
+    }
+
+    /// Decapsulates one datagram and writes (or hands the coalescer) the inner
+    /// packet, or counts why not.
+    #[inline]
+    fn deliver(&mut self, source: SocketAddrV4, payload: &[u8]) {
+        let stats = self.out.stats;
+        stats.add(Counter::TunnelRxPackets, 1);
+        stats.add(Counter::TunnelRxBytes, payload.len() as u64);
+        let sender = self
+            .snapshot
+            .by_public_ip(IpAddr::V4(*source.ip()))
+            .map(|p| &p.key);
+        let inner = match self.tunnel {
+            Tunnel::Udp => encap::decap_udp(payload, self.local, sender),
+            Tunnel::Vxlan => encap::decap_vxlan(payload, self.local, sender),
+        };
+        match inner {
+            Ok(r) => match self.coalescer.as_deref_mut() {
+                Some(c) => {
+                    let out = &self.out;
+                    c.push(&payload[r], &mut |framed: &[u8]| out.write_framed(framed));
+                }
+                None => self.out.write(&payload[r]),
+            },
+            Err(reason) => stats.count_drop(reason),
+        }
+    }
+
+    /// Writes out whatever the coalescer holds (at the end of every batch).
+    fn flush(&mut self) {
+        if let Some(c) = self.coalescer.as_deref_mut() {
+            let out = &self.out;
+            c.flush(&mut |framed: &[u8]| out.write_framed(framed));
+        }
+    }
+}
+
 struct Worker {
+    index: usize,
     ring: Ring,
     tun: OwnedFd,
     rx: RawFd,
-    tx: RawFd,
+    tx: UdpSocket,
     tunnel: Tunnel,
     port: u16,
     local: Local,
     gateway: Ipv4Addr,
     stats: Arc<Stats>,
     icmp: IcmpBudget,
+    offload: Offload,
+    coalescer: Option<Coalescer>,
     /// TX slots with no operation in flight.
     free: Vec<Slot>,
+    /// Datagrams each TX slot's send carries.
+    datagrams: Vec<u32>,
     /// The TUN queue may hold packets not read yet.
     readable: bool,
 }
@@ -160,9 +296,10 @@ pub fn run(p: WorkerParams) -> io::Result<()> {
     let poll_token = stop_slot + 1;
     let ring = Ring::new(1024, stop_slot + 1, SLOT_SIZE)?;
     let mut w = Worker {
+        index: p.index,
         ring,
         rx: p.rx.as_raw_fd(),
-        tx: p.tx.as_raw_fd(),
+        tx: p.tx,
         tun: p.tun,
         tunnel: p.tunnel,
         port: p.port,
@@ -173,7 +310,10 @@ pub fn run(p: WorkerParams) -> io::Result<()> {
             window: Instant::now(),
             left: ICMP_PER_SECOND,
         },
+        offload: p.offload,
+        coalescer: p.offload.gro.then(Coalescer::new),
         free: (0..TX_SLOTS).rev().collect(),
+        datagrams: vec![1; TX_SLOTS as usize],
         readable: true,
     };
     let mut table = p.table;
@@ -190,7 +330,7 @@ pub fn run(p: WorkerParams) -> io::Result<()> {
         .read(p.stop.as_fd().as_raw_fd(), stop_slot, 0, TAG_STOP)?;
     w.ring
         .poll_readable(w.tun.as_raw_fd(), poll_token, TAG_TUN_POLL)?;
-    tracing::debug!(worker = p.index, cpu = ?p.cpu, "worker running");
+    tracing::debug!(worker = p.index, cpu = ?p.cpu, offload = %p.offload, "worker running");
 
     let mut done: Vec<Completion> = Vec::with_capacity(1024);
     loop {
@@ -202,11 +342,41 @@ pub fn run(p: WorkerParams) -> io::Result<()> {
         w.ring.reap(&mut done);
         let snapshot = table.snapshot();
         let now = Instant::now();
+        {
+            let Worker {
+                ring,
+                tun,
+                stats,
+                tunnel,
+                local,
+                coalescer,
+                rx,
+                offload,
+                ..
+            } = &mut w;
+            let mut inbound = Inbound {
+                out: TunOut {
+                    fd: tun.as_fd(),
+                    stats,
+                    vnet: offload.vnet_hdr(),
+                },
+                tunnel: *tunnel,
+                local,
+                snapshot,
+                coalescer: coalescer.as_mut(),
+            };
+            for c in &done {
+                match c.tag {
+                    TAG_RECV => on_recv(ring, &mut inbound, *rx, c)?,
+                    TAG_RECV_MULTI => on_recv_multi(ring, &mut inbound, *rx, c)?,
+                    _ => {}
+                }
+            }
+            inbound.flush();
+        }
         for c in &done {
             match c.tag {
                 TAG_SEND => w.on_send(c),
-                TAG_RECV => w.on_recv(snapshot, c)?,
-                TAG_RECV_MULTI => w.on_recv_multi(snapshot, c)?,
                 TAG_TUN_POLL => {
                     w.readable = true;
                     if !c.more {
@@ -229,29 +399,46 @@ pub fn run(p: WorkerParams) -> io::Result<()> {
     }
 }
 
-/// Counts a received datagram, decapsulates it and writes the inner packet to the
-/// TUN queue (or counts why not).
-#[inline]
-fn deliver(w: &Worker, snapshot: &Snapshot, source: SocketAddrV4, payload: &[u8]) {
-    w.stats.add(Counter::TunnelRxPackets, 1);
-    w.stats.add(Counter::TunnelRxBytes, payload.len() as u64);
-    let sender = snapshot
-        .by_public_ip(IpAddr::V4(*source.ip()))
-        .map(|p| &p.key);
-    let inner = match w.tunnel {
-        Tunnel::Udp => encap::decap_udp(payload, &w.local, sender),
-        Tunnel::Vxlan => encap::decap_vxlan(payload, &w.local, sender),
-    };
-    match inner {
-        Ok(r) => match tun::write_packet(w.tun.as_fd(), &payload[r]) {
-            Ok(written) => {
-                w.stats.add(Counter::TunTxPackets, 1);
-                w.stats.add(Counter::TunTxBytes, written as u64);
-            }
-            Err(_) => w.stats.add(Counter::TunWriteErrors, 1),
-        },
-        Err(reason) => w.stats.count_drop(reason),
+fn on_recv_multi(
+    ring: &mut Ring,
+    inbound: &mut Inbound<'_>,
+    rx: RawFd,
+    c: &Completion,
+) -> io::Result<()> {
+    if c.result < 0 {
+        // ENOBUFS: every provided buffer was in use; the receive re-arms below.
+        inbound.out.stats.add(Counter::RecvErrors, 1);
+    } else if let Some(bid) = c.buffer {
+        match ring.received(bid, c.result as usize) {
+            Some(d) => inbound.receive(d),
+            None => inbound.out.stats.count_drop(Drop::Truncated),
+        }
+        ring.recycle(bid);
     }
+    if !c.more {
+        ring.recv_multi(rx, TAG_RECV_MULTI)?;
+    }
+    Ok(())
+}
+
+fn on_recv(
+    ring: &mut Ring,
+    inbound: &mut Inbound<'_>,
+    rx: RawFd,
+    c: &Completion,
+) -> io::Result<()> {
+    if c.result < 0 {
+        inbound.out.stats.add(Counter::RecvErrors, 1);
+        return ring.recv_from(rx, c.slot, HEADROOM, TAG_RECV);
+    }
+    let n = c.result as usize;
+    let d = Datagram {
+        source: Some(ring.source(c.slot)),
+        payload: &ring.buf(c.slot)[HEADROOM..HEADROOM + n],
+        segment: ring.segment(c.slot),
+    };
+    inbound.receive(d);
+    ring.recv_from(rx, c.slot, HEADROOM, TAG_RECV)
 }
 
 /// The destination address of an IP packet, if its header is long enough to hold one.
@@ -273,14 +460,36 @@ fn destination(packet: &[u8]) -> Result<IpAddr, Drop> {
     }
 }
 
+/// Where an outbound packet goes: the peer's address and, for vxlan, the headers.
+struct Route {
+    dest: SocketAddrV4,
+    vxlan: Option<VxlanHeader>,
+}
+
 impl Worker {
+    fn tun_out(&self) -> TunOut<'_> {
+        TunOut {
+            fd: self.tun.as_fd(),
+            stats: &self.stats,
+            vnet: self.offload.vnet_hdr(),
+        }
+    }
+
     /// Reads packets from the TUN queue into free slots until it is empty or no
     /// slot is free, forwarding each.
     fn drain_tun(&mut self, snapshot: &Snapshot, now: Instant) -> io::Result<()> {
+        let vnet = if self.offload.vnet_hdr() {
+            virtio::HEADER_LEN
+        } else {
+            0
+        };
         while let Some(slot) = self.free.pop() {
-            let read = tun::read_packet(self.tun.as_fd(), &mut self.ring.buf_mut(slot)[HEADROOM..]);
+            let read = tun::read_packet(
+                self.tun.as_fd(),
+                &mut self.ring.buf_mut(slot)[HEADROOM - vnet..],
+            );
             let n = match read {
-                Ok(n) if n > 0 => n,
+                Ok(n) if n > vnet => n - vnet,
                 // An empty read or an error: wait for the next poll wake-up rather
                 // than spin on a queue that is not delivering.
                 Ok(_) => {
@@ -302,8 +511,20 @@ impl Worker {
             };
             self.stats.add(Counter::TunRxPackets, 1);
             self.stats.add(Counter::TunRxBytes, n as u64);
-            match self.encapsulate(snapshot, slot, n) {
-                Ok((range, dest)) => self.ring.send_to(self.tx, slot, range, dest, TAG_SEND)?,
+            let hdr = if vnet > 0 {
+                let b = &self.ring.buf(slot)[HEADROOM - vnet..HEADROOM];
+                virtio::Repr::parse(&virtio::Header::new_unchecked(b)).unwrap_or_default()
+            } else {
+                virtio::Repr::default()
+            };
+            let result = if hdr.gso_type == virtio::GsoType::None && !hdr.needs_csum() {
+                self.forward_plain(snapshot, slot, n)
+            } else {
+                self.forward_offloaded(snapshot, slot, n, &hdr)
+            };
+            match result {
+                Ok(true) => {}
+                Ok(false) => self.free.push(slot),
                 Err(reason) => {
                     self.stats.count_drop(reason);
                     if reason == Drop::NoLease {
@@ -316,27 +537,158 @@ impl Worker {
         Ok(())
     }
 
-    /// Looks up the packet's peer and encapsulates it in place.
+    /// Looks up where the packet at the start of `packet` goes.
     #[inline]
-    fn encapsulate(
+    fn route(&self, snapshot: &Snapshot, packet: &[u8]) -> Result<Route, Drop> {
+        let dst = destination(packet)?;
+        let peer = snapshot.lookup(dst).ok_or(Drop::NoLease)?;
+        let vxlan = match self.tunnel {
+            Tunnel::Udp => None,
+            Tunnel::Vxlan => {
+                let mac = peer.vtep_mac.ok_or(Drop::NoVtepMac)?;
+                Some(VxlanHeader::new(self.local.vni, self.local.vtep_mac, mac))
+            }
+        };
+        Ok(Route {
+            dest: SocketAddrV4::new(peer.public_ip, self.port),
+            vxlan,
+        })
+    }
+
+    /// Forwards a single, complete packet in place: encapsulates it in its slot
+    /// and sends it. Returns whether the slot now has a send in flight.
+    #[inline]
+    fn forward_plain(&mut self, snapshot: &Snapshot, slot: Slot, n: usize) -> Result<bool, Drop> {
+        let route = self.route(snapshot, &self.ring.buf(slot)[HEADROOM..HEADROOM + n])?;
+        let buf = self.ring.buf_mut(slot);
+        let range = match &route.vxlan {
+            None => encap::encap_udp(buf, HEADROOM, n)?,
+            Some(hdr) => encap::encap_vxlan(buf, HEADROOM, n, hdr)?,
+        };
+        self.datagrams[slot as usize] = 1;
+        self.send(slot, range, route.dest, None);
+        Ok(true)
+    }
+
+    /// Forwards a packet that came with offload work (a TSO/USO super-packet, or a
+    /// checksum left to complete): cuts it into segments written, encapsulated,
+    /// into other free slots, and sends them as few sends as allowed. The read
+    /// slot itself is never sent (returns `Ok(false)`).
+    fn forward_offloaded(
         &mut self,
         snapshot: &Snapshot,
         slot: Slot,
         n: usize,
-    ) -> Result<(std::ops::Range<usize>, SocketAddrV4), Drop> {
-        let buf = self.ring.buf_mut(slot);
-        let dst = destination(&buf[HEADROOM..HEADROOM + n])?;
-        let peer = snapshot.lookup(dst).ok_or(Drop::NoLease)?;
-        let dest = SocketAddrV4::new(peer.public_ip, self.port);
-        let range = match self.tunnel {
-            Tunnel::Udp => encap::encap_udp(buf, HEADROOM, n)?,
-            Tunnel::Vxlan => {
-                let mac = peer.vtep_mac.ok_or(Drop::NoVtepMac)?;
-                let hdr = VxlanHeader::new(self.local.vni, self.local.vtep_mac, mac);
-                encap::encap_vxlan(buf, HEADROOM, n, &hdr)?
-            }
+        hdr: &virtio::Repr,
+    ) -> Result<bool, Drop> {
+        let packet = &self.ring.buf(slot)[HEADROOM..HEADROOM + n];
+        let route = self.route(snapshot, packet)?;
+        let (count, stride) = {
+            let split = Split::new(hdr, packet)?;
+            (split.count(), split.stride())
         };
-        Ok((range, dest))
+        if count > 1 {
+            self.stats.add(Counter::TsoSuperPackets, 1);
+        }
+        let overhead = self.tunnel.overhead();
+        let chunk = overhead + stride;
+        let per_slot = if self.offload.gso {
+            (GSO_MAX_BYTES / chunk).clamp(1, GSO_MAX_SEGMENTS)
+        } else {
+            (SLOT_SIZE / chunk).clamp(1, socket::SEND_MANY_MAX)
+        };
+        let mut first = 0;
+        while first < count {
+            let Some(out) = self.free.pop() else {
+                for _ in first..count {
+                    self.stats.add(Counter::NoSendBuffer, 1);
+                }
+                break;
+            };
+            let last = (first + per_slot).min(count);
+            let (src, dst) = self.ring.src_dst(slot, out);
+            let split = Split::new(hdr, &src[HEADROOM..HEADROOM + n])?;
+            let mut end = 0;
+            for i in first..last {
+                let at = (i - first) * chunk;
+                let len = split.write(i, &mut dst[at + overhead..]);
+                let range = match &route.vxlan {
+                    None => encap::encap_udp(dst, at, len),
+                    Some(h) => encap::encap_vxlan(dst, at + overhead, len, h),
+                };
+                match range {
+                    Ok(r) if len > 0 && r.start == at => end = r.end,
+                    Ok(_) => {
+                        self.free.push(out);
+                        return Err(Drop::NoHeadroom);
+                    }
+                    Err(reason) => {
+                        self.free.push(out);
+                        return Err(reason);
+                    }
+                }
+            }
+            let datagrams = last - first;
+            self.datagrams[out as usize] = datagrams as u32;
+            if datagrams == 1 {
+                self.send(out, 0..end, route.dest, None);
+            } else if self.offload.gso {
+                self.stats.add(Counter::GsoSends, 1);
+                self.send(out, 0..end, route.dest, Some(chunk as u16));
+            } else {
+                self.send_each(out, end, chunk, route.dest);
+                self.free.push(out);
+            }
+            first = last;
+        }
+        Ok(false)
+    }
+
+    /// Queues the send of `range` of `slot` (a send that cannot even be queued is
+    /// a broken ring: counted and the slot returned).
+    #[inline]
+    fn send(
+        &mut self,
+        slot: Slot,
+        range: std::ops::Range<usize>,
+        dest: SocketAddrV4,
+        segment: Option<u16>,
+    ) {
+        let tx = self.tx.as_raw_fd();
+        if let Err(e) = self.ring.send_to(tx, slot, range, dest, segment, TAG_SEND) {
+            tracing::debug!(worker = self.index, "cannot queue a send: {e}");
+            self.stats.add(Counter::SendErrors, 1);
+            self.free.push(slot);
+        }
+    }
+
+    /// Sends the datagrams laid out every `chunk` bytes in `slot[..end]` one by
+    /// one, with `sendmmsg` (no segmentation offload).
+    fn send_each(&mut self, slot: Slot, end: usize, chunk: usize, dest: SocketAddrV4) {
+        let buf = self.ring.buf(slot);
+        let mut datagrams: [&[u8]; socket::SEND_MANY_MAX] = [&[]; socket::SEND_MANY_MAX];
+        let mut k = 0;
+        for (d, at) in datagrams.iter_mut().zip((0..end).step_by(chunk)) {
+            *d = &buf[at..(at + chunk).min(end)];
+            k += 1;
+        }
+        let mut sent = 0;
+        while sent < k {
+            match socket::send_many(&self.tx, dest, &datagrams[sent..k]) {
+                Ok(0) => break,
+                Ok(m) => {
+                    let bytes: usize = datagrams[sent..sent + m].iter().map(|d| d.len()).sum();
+                    self.stats.add(Counter::TunnelTxPackets, m as u64);
+                    self.stats.add(Counter::TunnelTxBytes, bytes as u64);
+                    sent += m;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        if sent < k {
+            self.stats.add(Counter::SendErrors, (k - sent) as u64);
+        }
     }
 
     /// Writes an ICMP network-unreachable back into the TUN for the packet in `slot`.
@@ -350,51 +702,33 @@ impl Worker {
             self.stats.add(Counter::IcmpRateLimited, 1);
             return;
         }
-        match tun::write_packet(self.tun.as_fd(), &msg[..len]) {
-            Ok(_) => self.stats.add(Counter::IcmpUnreachable, 1),
-            Err(_) => self.stats.add(Counter::TunWriteErrors, 1),
-        }
+        let out = self.tun_out();
+        out.write(&msg[..len]);
+        // The write counted itself as a TUN packet; it is an ICMP answer.
+        self.stats.add(Counter::IcmpUnreachable, 1);
     }
 
     fn on_send(&mut self, c: &Completion) {
+        let datagrams = self.datagrams[c.slot as usize];
         if c.result < 0 {
-            self.stats.add(Counter::SendErrors, 1);
+            if c.result == -libc::EIO && datagrams > 1 && self.offload.gso {
+                // The kernel (or the path to this peer) refuses segmented sends:
+                // send one datagram at a time from now on.
+                self.offload.gso = false;
+                self.stats.add(Counter::GsoFallbacks, 1);
+                tracing::warn!(
+                    worker = self.index,
+                    "the kernel refused a segmented send (UDP_SEGMENT, EIO): sending datagrams one by one from now on"
+                );
+            }
+            self.stats.add(Counter::SendErrors, u64::from(datagrams));
             tracing::debug!(errno = -c.result, "send to peer failed");
         } else {
-            self.stats.add(Counter::TunnelTxPackets, 1);
+            self.stats
+                .add(Counter::TunnelTxPackets, u64::from(datagrams));
             self.stats.add(Counter::TunnelTxBytes, c.result as u64);
         }
         self.free.push(c.slot);
-    }
-
-    fn on_recv_multi(&mut self, snapshot: &Snapshot, c: &Completion) -> io::Result<()> {
-        if c.result < 0 {
-            // ENOBUFS: every provided buffer was in use; the receive re-arms below.
-            self.stats.add(Counter::RecvErrors, 1);
-        } else if let Some(bid) = c.buffer {
-            match self.ring.received(bid, c.result as usize) {
-                Some((Some(source), payload)) => deliver(self, snapshot, source, payload),
-                Some((None, _)) => self.stats.count_drop(Drop::UnknownSender),
-                None => self.stats.count_drop(Drop::Truncated),
-            }
-            self.ring.recycle(bid);
-        }
-        if !c.more {
-            self.ring.recv_multi(self.rx, TAG_RECV_MULTI)?;
-        }
-        Ok(())
-    }
-
-    fn on_recv(&mut self, snapshot: &Snapshot, c: &Completion) -> io::Result<()> {
-        if c.result < 0 {
-            self.stats.add(Counter::RecvErrors, 1);
-            return self.ring.recv_from(self.rx, c.slot, HEADROOM, TAG_RECV);
-        }
-        let n = c.result as usize;
-        let source = self.ring.source(c.slot);
-        let payload = &self.ring.buf(c.slot)[HEADROOM..HEADROOM + n];
-        deliver(self, snapshot, source, payload);
-        self.ring.recv_from(self.rx, c.slot, HEADROOM, TAG_RECV)
     }
 }
 

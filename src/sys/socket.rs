@@ -6,7 +6,7 @@
 
 use std::io;
 use std::mem::size_of;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
@@ -252,6 +252,49 @@ pub fn set_udp_segment(sock: impl AsFd, segment: u16) -> io::Result<()> {
         libc::c_int::from(segment),
     )
     .map_err(|e| context(e, format!("UDP_SEGMENT {segment}")))
+}
+
+/// Most datagrams [`send_many`] passes to one `sendmmsg`.
+pub const SEND_MANY_MAX: usize = 64;
+
+/// Sends each of `datagrams` to `dest` on `sock` with one `sendmmsg` call (at
+/// most [`SEND_MANY_MAX`]; the rest are ignored). Returns how many the kernel
+/// took; a non-blocking socket with a full buffer takes fewer.
+pub fn send_many(sock: impl AsFd, dest: SocketAddrV4, datagrams: &[&[u8]]) -> io::Result<usize> {
+    let n = datagrams.len().min(SEND_MANY_MAX);
+    let mut addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: dest.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*dest.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let mut iov = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; SEND_MANY_MAX];
+    // SAFETY: all-zero is a valid mmsghdr (null pointers, zero lengths).
+    let mut msgs: [libc::mmsghdr; SEND_MANY_MAX] = unsafe { std::mem::zeroed() };
+    for (k, d) in datagrams[..n].iter().enumerate() {
+        iov[k] = libc::iovec {
+            iov_base: d.as_ptr().cast_mut().cast(),
+            iov_len: d.len(),
+        };
+        let h = &mut msgs[k].msg_hdr;
+        h.msg_name = (&raw mut addr).cast();
+        h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        h.msg_iov = &raw mut iov[k];
+        h.msg_iovlen = 1;
+    }
+    // SAFETY: the first `n` headers point to the address, iovecs and datagram
+    // slices above, all live and only read by the kernel during the call.
+    let sent = unsafe { libc::sendmmsg(sock.as_fd().as_raw_fd(), msgs.as_mut_ptr(), n as u32, 0) };
+    if sent < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(sent as usize)
+    }
 }
 
 /// Whether `option` of level `SOL_UDP` is known to this kernel, set to 0 on a

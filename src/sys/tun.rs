@@ -243,6 +243,29 @@ pub fn write_packet(fd: BorrowedFd<'_>, packet: &[u8]) -> io::Result<usize> {
     }
 }
 
+/// Writes one packet to a TUN queue opened with `IFF_VNET_HDR`, `header` (its
+/// `virtio_net_hdr`) first, in one `writev`.
+pub fn write_with_header(fd: BorrowedFd<'_>, header: &[u8], packet: &[u8]) -> io::Result<usize> {
+    let iov = [
+        libc::iovec {
+            iov_base: header.as_ptr().cast_mut().cast(),
+            iov_len: header.len(),
+        },
+        libc::iovec {
+            iov_base: packet.as_ptr().cast_mut().cast(),
+            iov_len: packet.len(),
+        },
+    ];
+    // SAFETY: both iovecs describe live slices, only read by the kernel during the
+    // call; the count matches the array.
+    let n = unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), 2) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

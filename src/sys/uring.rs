@@ -106,6 +106,65 @@ struct Meta {
     hdr: libc::msghdr,
     iov: libc::iovec,
     addr: libc::sockaddr_in,
+    /// Control messages: `UDP_SEGMENT` on a send, `UDP_GRO` on a receive.
+    ctrl: Cmsg,
+}
+
+/// Room for one control message with an `int` (or smaller) payload, aligned as
+/// `struct cmsghdr` requires.
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+struct Cmsg([u8; CMSG_SPACE_INT]);
+
+/// `sizeof(struct cmsghdr)` on Linux: `size_t` length, `int` level, `int` type.
+const CMSG_HDR: usize = std::mem::size_of::<libc::cmsghdr>();
+/// `CMSG_SPACE(sizeof(int))`: the header plus an `int`, padded to `size_t`.
+const CMSG_SPACE_INT: usize = CMSG_HDR + 8;
+
+impl Cmsg {
+    /// A `SOL_UDP`/`UDP_SEGMENT` message carrying the GSO segment size; returns
+    /// the bytes of it to pass as `msg_controllen`.
+    fn udp_segment(&mut self, size: u16) -> usize {
+        let len = CMSG_HDR + 2;
+        self.0.fill(0);
+        self.0[..8].copy_from_slice(&(len as u64).to_ne_bytes());
+        self.0[8..12].copy_from_slice(&libc::SOL_UDP.to_ne_bytes());
+        self.0[12..16].copy_from_slice(&libc::UDP_SEGMENT.to_ne_bytes());
+        self.0[CMSG_HDR..CMSG_HDR + 2].copy_from_slice(&size.to_ne_bytes());
+        CMSG_SPACE_INT
+    }
+}
+
+/// The GRO segment size in a received control area: the `SOL_UDP`/`UDP_GRO`
+/// message's `int`, if there is one.
+pub fn gro_segment(control: &[u8]) -> Option<u16> {
+    let mut rest = control;
+    while rest.len() >= CMSG_HDR {
+        let len = u64::from_ne_bytes(rest[..8].try_into().ok()?) as usize;
+        let level = i32::from_ne_bytes(rest[8..12].try_into().ok()?);
+        let kind = i32::from_ne_bytes(rest[12..16].try_into().ok()?);
+        if len < CMSG_HDR || len > rest.len() {
+            return None;
+        }
+        if level == libc::SOL_UDP && kind == libc::UDP_GRO && len >= CMSG_HDR + 4 {
+            let size = i32::from_ne_bytes(rest[CMSG_HDR..CMSG_HDR + 4].try_into().ok()?);
+            return u16::try_from(size).ok().filter(|s| *s > 0);
+        }
+        let step = (len + 7) & !7;
+        rest = rest.get(step..)?;
+    }
+    None
+}
+
+/// One datagram (or, with `UDP_GRO`, a train of them) taken by a receive.
+#[derive(Debug, Clone, Copy)]
+pub struct Datagram<'a> {
+    /// The sender, if it is an IPv4 address.
+    pub source: Option<SocketAddrV4>,
+    /// The bytes received.
+    pub payload: &'a [u8],
+    /// With `UDP_GRO`: the size of every datagram of the train but the last.
+    pub segment: Option<u16>,
 }
 
 /// One io_uring and the packet memory its operations use.
@@ -266,6 +325,26 @@ impl Ring {
         &mut self.mem[r]
     }
 
+    /// The memory of two distinct idle slots: `src` to read, `dst` to write (e.g.
+    /// to cut a packet in one into segments in the other).
+    ///
+    /// # Panics
+    ///
+    /// If either slot is busy, or they are the same slot.
+    pub fn src_dst(&mut self, src: Slot, dst: Slot) -> (&[u8], &mut [u8]) {
+        assert_ne!(src, dst, "src_dst needs two slots");
+        assert!(!self.busy[src as usize], "slot {src} is busy");
+        assert!(!self.busy[dst as usize], "slot {dst} is busy");
+        let (a, b) = (self.range(src), self.range(dst));
+        if a.start < b.start {
+            let (lo, hi) = self.mem.split_at_mut(b.start);
+            (&lo[a], &mut hi[..self.slot_size])
+        } else {
+            let (lo, hi) = self.mem.split_at_mut(a.start);
+            (&hi[..self.slot_size], &mut lo[b])
+        }
+    }
+
     /// The source address of the datagram last received into `slot` by
     /// [`Ring::recv_from`].
     pub fn source(&self, slot: Slot) -> SocketAddrV4 {
@@ -274,6 +353,14 @@ impl Ring {
             Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
             u16::from_be(a.sin_port),
         )
+    }
+
+    /// The GRO segment size of the datagrams last received into `slot` by
+    /// [`Ring::recv_from`], if the kernel coalesced them.
+    pub fn segment(&self, slot: Slot) -> Option<u16> {
+        let m = &self.meta[slot as usize];
+        let len = m.hdr.msg_controllen.min(CMSG_SPACE_INT);
+        gro_segment(&m.ctrl.0[..len])
     }
 
     /// Claims an idle slot and returns the address range of `sub` inside it.
@@ -339,13 +426,16 @@ impl Ring {
         unsafe { self.push(&e) }
     }
 
-    /// Sends `range` of `slot` as one datagram to `dest` on socket `fd`.
+    /// Sends `range` of `slot` to `dest` on socket `fd`: one datagram, or with
+    /// `segment` a train of datagrams of that size (the last may be shorter) cut
+    /// by the kernel (`UDP_SEGMENT`, Linux 4.18).
     pub fn send_to(
         &mut self,
         fd: RawFd,
         slot: Slot,
         range: Range<usize>,
         dest: SocketAddrV4,
+        segment: Option<u16>,
         tag: u16,
     ) -> io::Result<()> {
         let (ptr, len) = self.claim(slot, range).map_err(busy_err)?;
@@ -359,8 +449,16 @@ impl Ring {
         m.hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
         m.hdr.msg_iov = &raw mut m.iov;
         m.hdr.msg_iovlen = 1;
-        m.hdr.msg_control = std::ptr::null_mut();
-        m.hdr.msg_controllen = 0;
+        match segment {
+            Some(size) => {
+                m.hdr.msg_controllen = m.ctrl.udp_segment(size);
+                m.hdr.msg_control = (&raw mut m.ctrl).cast();
+            }
+            None => {
+                m.hdr.msg_control = std::ptr::null_mut();
+                m.hdr.msg_controllen = 0;
+            }
+        }
         let e = opcode::SendMsg::new(types::Fd(fd), &raw const m.hdr)
             .build()
             .user_data(encode(slot, tag));
@@ -370,7 +468,8 @@ impl Ring {
     }
 
     /// Receives one datagram on socket `fd` into `slot` at `offset`; its source is
-    /// then available from [`Ring::source`].
+    /// then available from [`Ring::source`] and its GRO segment size from
+    /// [`Ring::segment`].
     pub fn recv_from(&mut self, fd: RawFd, slot: Slot, offset: usize, tag: u16) -> io::Result<()> {
         let (ptr, len) = self.claim(slot, offset..self.slot_size).map_err(busy_err)?;
         let m = &mut self.meta[slot as usize];
@@ -382,8 +481,8 @@ impl Ring {
         m.hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
         m.hdr.msg_iov = &raw mut m.iov;
         m.hdr.msg_iovlen = 1;
-        m.hdr.msg_control = std::ptr::null_mut();
-        m.hdr.msg_controllen = 0;
+        m.hdr.msg_control = (&raw mut m.ctrl).cast();
+        m.hdr.msg_controllen = CMSG_SPACE_INT;
         m.hdr.msg_flags = 0;
         let e = opcode::RecvMsg::new(types::Fd(fd), &raw mut m.hdr)
             .build()
@@ -424,6 +523,7 @@ impl Ring {
         // SAFETY: all-zero is a valid msghdr; the lengths are set right below.
         let mut hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        hdr.msg_controllen = CMSG_SPACE_INT;
         let mut br = BufRing {
             entries,
             layout,
@@ -468,10 +568,10 @@ impl Ring {
         unsafe { self.push(&e) }
     }
 
-    /// The source (if it is an IPv4 address) and payload of the datagram a
-    /// multishot receive put into provided buffer `bid` (`len` bytes, the
-    /// completion's result); `None` for a truncated datagram or a malformed buffer.
-    pub fn received(&self, bid: u16, len: usize) -> Option<(Option<SocketAddrV4>, &[u8])> {
+    /// The datagram a multishot receive put into provided buffer `bid` (`len`
+    /// bytes, the completion's result); `None` for a truncated datagram or a
+    /// malformed buffer.
+    pub fn received(&self, bid: u16, len: usize) -> Option<Datagram<'_>> {
         let br = self.recv_ring.as_ref()?;
         let start = usize::from(bid) * br.size;
         let buf = br.mem.get(start..start + len.min(br.size))?;
@@ -491,10 +591,15 @@ impl Ring {
             }
             _ => None,
         };
+        let segment = gro_segment(out.control_data());
         let payload = out.payload_data();
         let offset = payload.as_ptr() as usize - buf.as_ptr() as usize;
         let len = payload.len();
-        Some((source, buf.get(offset..offset + len)?))
+        Some(Datagram {
+            source,
+            payload: buf.get(offset..offset + len)?,
+            segment,
+        })
     }
 
     /// Hands provided buffer `bid` back to the kernel.
@@ -658,7 +763,7 @@ mod tests {
         // sendmsg with an IPv4 destination on a unix socket: the kernel refuses it,
         // and the refusal arrives as a completion that frees the slot.
         let dest = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 2), 8472);
-        ring.send_to(tx.as_raw_fd(), 1, 100..105, dest, 5)
+        ring.send_to(tx.as_raw_fd(), 1, 100..105, dest, Some(100), 5)
             .expect("send");
         let done = wait_for(&mut ring, 1);
         assert_eq!(done[0].result, -libc::EINVAL);
@@ -684,9 +789,10 @@ mod tests {
                 "{c:?}"
             );
             let bid = c.buffer.expect("a provided buffer");
-            let (source, payload) = ring.received(bid, c.result as usize).expect("parsed");
-            assert_eq!(source, None, "a unix socket has no IPv4 source");
-            assert_eq!(payload, &[i; 5]);
+            let d = ring.received(bid, c.result as usize).expect("parsed");
+            assert_eq!(d.source, None, "a unix socket has no IPv4 source");
+            assert_eq!(d.payload, &[i; 5]);
+            assert_eq!(d.segment, None);
             ring.recycle(bid);
         }
         assert!(ring.enable_recv_ring(3, 64).is_err(), "not a power of two");
