@@ -43,12 +43,15 @@
 #   --rounds N     rounds (default 3)
 #   --configs LIST comma-separated subset of the configs above
 #   --time S       seconds per iperf3 test (default 5, at most 10)
+#   --metrics LIST comma-separated subset of tcp1, tcp4, udp64, ping (default all)
 #   --quick        smoke run: 1 round, 2 s tests
 # Environment:
 #   RINGLAY_BIN             ringlay binary (default: cargo build --release --locked,
 #                           then <target dir>/release/ringlay)
 #   RINGLAY_ARGS            extra arguments for `ringlay run` (e.g. "--queues 2")
 #   RINGLAY_BASELINE_FWD_C  the baseline forwarder's source
+#   RINGLAY_BENCH_COUNTERS  if set, print each ringlay's final counters after
+#                           each config (what was dropped, and why)
 #
 # Needs root, iproute2, iperf3, ping, ss, awk (and gcc for naive-udp). A ringlay
 # config that does not come up within 10 s is skipped, with its output, for the
@@ -84,11 +87,13 @@ usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
 rounds=3
 secs=5
 configs_arg=
+metrics_arg=
 while (($#)); do
     case $1 in
     --rounds) rounds=${2:?--rounds needs a number}; shift 2 ;;
     --configs) configs_arg=${2:?--configs needs a list}; shift 2 ;;
     --time) secs=${2:?--time needs seconds}; shift 2 ;;
+    --metrics) metrics_arg=${2:?--metrics needs a list}; shift 2 ;;
     --quick) rounds=1 secs=2; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
@@ -97,6 +102,13 @@ done
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || tb_die "--rounds: not a positive number: $rounds"
 if ! [[ $secs =~ ^[0-9]+$ ]] || ((secs < 1 || secs > 10)); then
     tb_die "--time: 1..10 seconds"
+fi
+
+if [[ -n $metrics_arg ]]; then
+    IFS=, read -r -a METRICS_ORDER <<<"$metrics_arg"
+    for m in "${METRICS_ORDER[@]}"; do
+        [[ $m =~ ^(tcp1|tcp4|udp64|ping)$ ]] || tb_die "unknown metric '$m' (known: tcp1, tcp4, udp64, ping)"
+    done
 fi
 
 configs=()
@@ -350,6 +362,9 @@ run_config() {
         record "$cfg" "$m"
     done
     tb_teardown
+    if [[ -n ${RINGLAY_BENCH_COUNTERS:-} && $cfg == ringlay-* ]]; then
+        grep -h "final counters" "$TB_TMP"/ringlay-*.log | sed 's/^.*final counters: /    /' >&2 || true
+    fi
 }
 
 for ((round = 1; round <= rounds; round++)); do

@@ -42,7 +42,7 @@ use crate::table::{Reader, Snapshot};
 use crate::wire::virtio;
 
 use super::icmp;
-use super::offload::{Coalescer, Split};
+use super::offload::{complete_checksum, Coalescer, Split};
 use super::stats::{Counter, Stats};
 use super::Offload;
 
@@ -276,6 +276,8 @@ struct Worker {
     free: Vec<Slot>,
     /// Datagrams each TX slot's send carries.
     datagrams: Vec<u32>,
+    /// Plain packets read in this pass, waiting to leave together.
+    batch: Option<Batch>,
     /// The TUN queue may hold packets not read yet.
     readable: bool,
 }
@@ -314,6 +316,7 @@ pub fn run(p: WorkerParams) -> io::Result<()> {
         coalescer: p.offload.gro.then(Coalescer::new),
         free: (0..TX_SLOTS).rev().collect(),
         datagrams: vec![1; TX_SLOTS as usize],
+        batch: None,
         readable: true,
     };
     let mut table = p.table;
@@ -336,7 +339,7 @@ pub fn run(p: WorkerParams) -> io::Result<()> {
     loop {
         // Wait only when there is nothing left to read from the TUN; otherwise
         // just submit and collect what is ready.
-        let want = usize::from(!w.readable || w.free.is_empty());
+        let want = usize::from(!w.readable || w.free.len() < w.tun_reserve());
         w.ring.submit_and_wait(want)?;
         done.clear();
         w.ring.reap(&mut done);
@@ -460,6 +463,21 @@ fn destination(packet: &[u8]) -> Result<IpAddr, Drop> {
     }
 }
 
+/// Datagrams of one size for one peer, gathered in one slot from consecutive TUN
+/// reads, to leave in one `UDP_SEGMENT` send.
+#[derive(Debug, Clone, Copy)]
+struct Batch {
+    slot: Slot,
+    dest: SocketAddrV4,
+    /// Where the first datagram starts in the slot.
+    start: usize,
+    /// Where the next one would start.
+    end: usize,
+    /// Bytes per datagram.
+    size: usize,
+    count: usize,
+}
+
 /// Where an outbound packet goes: the peer's address and, for vxlan, the headers.
 struct Route {
     dest: SocketAddrV4,
@@ -475,6 +493,16 @@ impl Worker {
         }
     }
 
+    /// Free slots a TUN read needs: its own, and with TSO the two that a 64 KiB
+    /// super-packet's segments take at most.
+    fn tun_reserve(&self) -> usize {
+        if self.offload.tso {
+            3
+        } else {
+            1
+        }
+    }
+
     /// Reads packets from the TUN queue into free slots until it is empty or no
     /// slot is free, forwarding each.
     fn drain_tun(&mut self, snapshot: &Snapshot, now: Instant) -> io::Result<()> {
@@ -483,7 +511,24 @@ impl Worker {
         } else {
             0
         };
-        while let Some(slot) = self.free.pop() {
+        let result = self.drain_tun_batched(snapshot, now, vnet);
+        self.flush_batch();
+        result
+    }
+
+    fn drain_tun_batched(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        vnet: usize,
+    ) -> io::Result<()> {
+        // A super-packet needs free slots to be cut into: keep them, rather than
+        // read packets that could not be sent.
+        let reserve = self.tun_reserve();
+        while self.free.len() >= reserve {
+            let Some(slot) = self.free.pop() else {
+                break;
+            };
             let read = tun::read_packet(
                 self.tun.as_fd(),
                 &mut self.ring.buf_mut(slot)[HEADROOM - vnet..],
@@ -517,9 +562,15 @@ impl Worker {
             } else {
                 virtio::Repr::default()
             };
-            let result = if hdr.gso_type == virtio::GsoType::None && !hdr.needs_csum() {
-                self.forward_plain(snapshot, slot, n)
+            let result = if hdr.gso_type == virtio::GsoType::None {
+                // A single packet: its checksum (if left to us) completed in place,
+                // then forwarded where it lies.
+                let packet = &mut self.ring.buf_mut(slot)[HEADROOM..HEADROOM + n];
+                complete_checksum(&hdr, packet).and_then(|()| self.forward_plain(snapshot, slot, n))
             } else {
+                // Whatever waits in the batch was read first, and may be of the
+                // same flow: it leaves first.
+                self.flush_batch();
                 self.forward_offloaded(snapshot, slot, n, &hdr)
             };
             match result {
@@ -565,9 +616,53 @@ impl Worker {
             None => encap::encap_udp(buf, HEADROOM, n)?,
             Some(hdr) => encap::encap_vxlan(buf, HEADROOM, n, hdr)?,
         };
-        self.datagrams[slot as usize] = 1;
-        self.send(slot, range, route.dest, None);
+        if !self.offload.gso {
+            self.datagrams[slot as usize] = 1;
+            self.send(slot, range, route.dest, None);
+            return Ok(true);
+        }
+        // With GSO, datagrams of one size for one peer wait in a batch until the
+        // TUN queue is drained (or the datagram differs): one send for them all.
+        let size = range.len();
+        if let Some(b) = self.batch.as_mut() {
+            let fits = b.dest == route.dest
+                && b.size == size
+                && b.count < GSO_MAX_SEGMENTS
+                && b.end + size - b.start <= GSO_MAX_BYTES;
+            if fits {
+                let (src, dst) = self.ring.src_dst(slot, b.slot);
+                dst[b.end..b.end + size].copy_from_slice(&src[range]);
+                b.end += size;
+                b.count += 1;
+                return Ok(false);
+            }
+        }
+        self.flush_batch();
+        self.batch = Some(Batch {
+            slot,
+            dest: route.dest,
+            start: range.start,
+            end: range.end,
+            size,
+            count: 1,
+        });
         Ok(true)
+    }
+
+    /// Sends the waiting batch, if any: one datagram plainly, several with
+    /// `UDP_SEGMENT`.
+    fn flush_batch(&mut self) {
+        let Some(b) = self.batch.take() else {
+            return;
+        };
+        self.datagrams[b.slot as usize] = b.count as u32;
+        let segment = if b.count > 1 {
+            self.stats.add(Counter::GsoSends, 1);
+            Some(b.size as u16)
+        } else {
+            None
+        };
+        self.send(b.slot, b.start..b.end, b.dest, segment);
     }
 
     /// Forwards a packet that came with offload work (a TSO/USO super-packet, or a
