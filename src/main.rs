@@ -15,7 +15,13 @@ use ringlay::config::{LeaseAttrs, NetworkConfig, SubnetKey};
 /// /coreos.com/network/subnets/<key>) and speaks flannel's udp and vxlan wire formats,
 /// so ringlay and flanneld nodes can share one cluster.
 #[derive(Debug, Parser)]
-#[command(name = "ringlay", version, about, long_about)]
+#[command(
+    name = "ringlay",
+    version,
+    about,
+    long_about,
+    args_override_self = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
