@@ -245,12 +245,14 @@ pub fn complete_checksum(vnet: &virtio::Repr, packet: &mut [u8]) -> Result<(), D
 }
 
 /// For `NEEDS_CSUM`: where the checksummed bytes start, where the checksum field
-/// is, and where the IP packet ends, all checked against the IP header.
+/// is, and where the IP packet ends, all checked against the IP header. The field
+/// must be a 16-bit word of the sum (an even `csum_offset`), or storing the
+/// complement would not make the sum verify.
 fn checksum_range(vnet: &virtio::Repr, packet: &[u8]) -> Result<(usize, usize, usize), Drop> {
     let end = ip_end(packet)?;
     let start = usize::from(vnet.csum_start);
     let field = start + usize::from(vnet.csum_offset);
-    if field + 2 > end {
+    if field + 2 > end || !vnet.csum_offset.is_multiple_of(2) {
         return Err(Drop::VirtioHeader);
     }
     Ok((start, field, end))

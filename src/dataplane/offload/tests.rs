@@ -447,6 +447,12 @@ fn split_refuses_inconsistent_headers() {
         csum_offset: 16,
         ..vnet
     };
+    let odd = virtio::Repr {
+        gso_type: GsoType::None,
+        csum_offset: 15,
+        ..vnet
+    };
+    assert_eq!(refuse(odd, &sp), Err(Drop::VirtioHeader));
     let padded = [&sp[..], &[0u8; 20]].concat();
     assert_eq!(refuse(far, &padded), Err(Drop::VirtioHeader));
     assert_eq!(
@@ -936,4 +942,109 @@ proptest! {
         co.push(&body, &mut |b: &[u8]| assert!(b.len() >= 10));
         co.flush(&mut |b: &[u8]| assert!(b.len() >= 10));
     }
+}
+
+// --- fuzz seeds --------------------------------------------------------------------
+
+/// Writes the seed corpora of the `split` and `coalesce` fuzz targets from the
+/// builders above: `cargo test --lib write_fuzz_seeds -- --ignored`.
+#[test]
+#[ignore = "regenerates fuzz/corpus/{split,coalesce}"]
+fn write_fuzz_seeds() {
+    let dir = |target: &str| {
+        let d = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/corpus")
+            .join(target);
+        std::fs::create_dir_all(&d).expect("corpus directory");
+        d
+    };
+    let vnet_bytes = |vnet: &virtio::Repr, p: &[u8]| {
+        let mut b = vec![0u8; virtio::HEADER_LEN];
+        vnet.emit(&mut virtio::Header::new_unchecked(&mut b[..]));
+        b.extend_from_slice(p);
+        b
+    };
+
+    let split = dir("split");
+    let psh = Tcp {
+        flags: tcp::FLAG_ACK | tcp::FLAG_PSH,
+        ..Tcp::v4()
+    };
+    let fin6 = Tcp {
+        flags: tcp::FLAG_ACK | tcp::FLAG_FIN,
+        ..Tcp::v6()
+    };
+    let cwr = Tcp {
+        flags: tcp::FLAG_ACK | tcp::FLAG_CWR,
+        timestamps: false,
+        ..Tcp::v4()
+    };
+    let mut seeds: Vec<(&str, virtio::Repr, Vec<u8>)> = Vec::new();
+    let (v, p) = psh.super_packet(&pattern(450, 1), 100);
+    seeds.push(("tso-v4-psh-mss100", v, p));
+    let (v, p) = fin6.super_packet(&pattern(300, 2), 128);
+    seeds.push(("tso-v6-fin-mss128", v, p));
+    let (v, p) = cwr.super_packet(&pattern(200, 3), 64);
+    seeds.push(("tso-v4-cwr-no-options", v, p));
+    let (v, p) = udp_super(false, &pattern(333, 4), 100);
+    seeds.push(("uso-v4-mss100", v, p));
+    let (v, p) = udp_super(true, &pattern(200, 5), 90);
+    seeds.push(("uso-v6-mss90", v, p));
+    let (mut v, p) = Tcp::v4().super_packet(&pattern(60, 6), 1448);
+    v.gso_type = GsoType::None;
+    seeds.push(("csum-only-tcp-v4", v, p));
+    seeds.push((
+        "plain-tcp-v6",
+        virtio::Repr::default(),
+        Tcp::v6().packet(b"hello"),
+    ));
+    for (name, v, p) in &seeds {
+        std::fs::write(split.join(name), vnet_bytes(v, p)).expect("seed written");
+    }
+
+    let coalesce = dir("coalesce");
+    let framed = |packets: &[Vec<u8>]| {
+        let mut b = vec![7u8]; // eight flows
+        for p in packets {
+            b.extend_from_slice(&(p.len() as u16).to_be_bytes());
+            b.extend_from_slice(p);
+        }
+        b
+    };
+    let v4 = train(Tcp::v4(), &pattern(500, 7), 100);
+    let mut v6 = train(Tcp::v6(), &pattern(350, 8), 100);
+    let last = Tcp {
+        seq: Tcp::v6().seq + 300,
+        flags: tcp::FLAG_ACK | tcp::FLAG_PSH,
+        ..Tcp::v6()
+    };
+    *v6.last_mut().expect("four") = last.packet(&pattern(350, 8)[300..]);
+    let (_, mut udp) = udp_super(false, b"query", 100);
+    let sum = transport_sum(&udp, 20);
+    udp::Packet::new_unchecked(&mut udp[20..]).set_checksum(!sum);
+    let mut bad = v4[2].clone();
+    bad[60] ^= 1;
+    let mixed = vec![
+        v4[0].clone(),
+        v6[0].clone(),
+        v4[1].clone(),
+        udp,
+        v6[1].clone(),
+        bad,
+        v4[3].clone(),
+        t_ack(),
+    ];
+    std::fs::write(coalesce.join("train-v4"), framed(&v4)).expect("seed written");
+    std::fs::write(coalesce.join("train-v6-psh"), framed(&v6)).expect("seed written");
+    std::fs::write(coalesce.join("mixed-flows"), framed(&mixed)).expect("seed written");
+}
+
+/// A pure ACK.
+fn t_ack() -> Vec<u8> {
+    Tcp {
+        seq: Tcp::v4().ack,
+        ack: Tcp::v4().seq,
+        ..Tcp::v4()
+    }
+    .packet(&[])
 }
