@@ -826,6 +826,50 @@ fn coalesce_evicts_the_oldest_flow() {
     assert_eq!(ports, [1000, 1001, 1002]);
 }
 
+#[test]
+fn coalesce_writes_options_and_extension_headers_alone_in_order() {
+    let t = Tcp::v4();
+    let segs = train(t, &pattern(2000, 20), 1000);
+    // The same flow's next segment with an IPv4 option (NOP padding to 24 bytes).
+    let mut opt = vec![0u8; 24];
+    opt[..20].copy_from_slice(&segs[1][..20]);
+    opt[0] = 0x46;
+    opt[20] = 1; // NOP
+    opt.extend_from_slice(&segs[1][20..]);
+    let total = opt.len() as u16;
+    let mut ip = ipv4::Packet::new_unchecked(&mut opt[..]);
+    ip.set_total_len(total);
+    ip.fill_checksum();
+    let out = run(&mut Coalescer::new(), &[segs[0].clone(), opt.clone()]);
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].1, segs[0], "the held segment goes first");
+    assert_eq!(out[1], (virtio::Repr::default(), opt));
+
+    // IPv6 with a hop-by-hop header before TCP.
+    let p6 = Tcp::v6().packet(&pattern(100, 21));
+    let mut ext = p6[..40].to_vec();
+    ext[6] = 0; // next header: hop-by-hop
+    ext.extend_from_slice(&[6, 0, 1, 4, 0, 0, 0, 0]); // TCP next, PadN
+    ext.extend_from_slice(&p6[40..]);
+    let len = (ext.len() - 40) as u16;
+    ipv6::Packet::new_unchecked(&mut ext[..]).set_payload_len(len);
+    let out = run(&mut Coalescer::new(), &[ext.clone(), ext.clone()]);
+    assert_eq!(out.len(), 2);
+    assert!(out
+        .iter()
+        .all(|(v, p)| *v == virtio::Repr::default() && *p == ext));
+}
+
+#[test]
+fn coalesce_trims_padding_after_the_ip_packet() {
+    let t = Tcp::v4();
+    let segs = train(t, &pattern(3000, 22), 1000);
+    let padded: Vec<Vec<u8>> = segs.iter().map(|s| [&s[..], &[0xee; 6]].concat()).collect();
+    let out = run(&mut Coalescer::new(), &padded);
+    assert_eq!(out.len(), 1);
+    assert_super(&out[0], t, &pattern(3000, 22), 1000);
+}
+
 // --- properties --------------------------------------------------------------------
 
 fn tcp_strategy() -> impl Strategy<Value = (Tcp, u8)> {
