@@ -45,7 +45,13 @@ fuzz_target!(|data: &[u8]| {
     let mut in_place = packet.to_vec();
     let completed = complete_checksum(&vnet, &mut in_place);
 
-    let Ok(split) = Split::new(&vnet, packet) else {
+    let split = Split::new(&vnet, packet);
+    let from_read = Split::from_read(data);
+    assert_eq!(
+        split.map(|s| (s.count(), s.stride())),
+        from_read.map(|s| (s.count(), s.stride()))
+    );
+    let Ok(split) = split else {
         return;
     };
     assert!(split.count() >= 1);

@@ -78,6 +78,14 @@ impl<'a> Split<'a> {
         }
     }
 
+    /// [`new`](Self::new) over one whole TUN read: the virtio-net header, then the
+    /// packet. A read shorter than the header is [`Drop::VirtioHeader`].
+    pub fn from_read(read: &'a [u8]) -> Result<Split<'a>, Drop> {
+        let header = virtio::Header::new_checked(read).map_err(|_| Drop::VirtioHeader)?;
+        let vnet = virtio::Repr::parse(&header).map_err(|_| Drop::VirtioHeader)?;
+        Split::new(&vnet, read.get(virtio::HEADER_LEN..).unwrap_or_default())
+    }
+
     /// Checks a super-packet under segmentation.
     fn segmented(vnet: &virtio::Repr, packet: &'a [u8]) -> Result<Split<'a>, Drop> {
         let ip = Ip::parse(packet)?;

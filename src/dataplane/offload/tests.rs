@@ -379,6 +379,25 @@ fn split_passes_a_plain_packet_through() {
 }
 
 #[test]
+fn split_from_a_whole_tun_read() {
+    let (vnet, sp) = Tcp::v6().super_packet(&pattern(2500, 23), 1200);
+    let mut read = vec![0u8; virtio::HEADER_LEN];
+    vnet.emit(&mut virtio::Header::new_unchecked(&mut read[..]));
+    read.extend_from_slice(&sp);
+    let from_read = Split::from_read(&read).expect("valid read");
+    let direct = Split::new(&vnet, &sp).expect("valid packet");
+    assert_eq!(segments(&from_read), segments(&direct));
+    assert_eq!(
+        Split::from_read(&read[..9]).map(|s| s.count()),
+        Err(Drop::VirtioHeader)
+    );
+    assert_eq!(
+        Split::from_read(&read[..10]).map(|s| s.count()),
+        Err(Drop::VirtioHeader)
+    );
+}
+
+#[test]
 fn split_payload_shorter_than_one_segment() {
     let (vnet, sp) = Tcp::v4().super_packet(&pattern(100, 5), 1448);
     let split = Split::new(&vnet, &sp).expect("valid");
