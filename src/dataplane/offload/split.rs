@@ -89,23 +89,26 @@ impl<'a> Split<'a> {
     /// Checks a super-packet under segmentation.
     fn segmented(vnet: &virtio::Repr, packet: &'a [u8]) -> Result<Split<'a>, Drop> {
         let ip = Ip::parse(packet)?;
-        if ip.fragment || ip.v6 && ip.protocol != ip.next_header {
+        if ip.fragment || (ip.v6 && ip.protocol != ip.next_header) {
             return Err(Drop::GsoUnsupported);
         }
         let packet = &packet[..ip.end];
         let transport = &packet[ip.l3_len..];
-        let (kind, l4_len, csum_offset) = match (vnet.gso_type, ip.protocol) {
-            (GsoType::TcpV4, IpProtocol::Tcp) if !ip.v6 => (Kind::Tcp, 0, tcp::CHECKSUM_OFFSET),
-            (GsoType::TcpV6, IpProtocol::Tcp) if ip.v6 => (Kind::Tcp, 0, tcp::CHECKSUM_OFFSET),
-            (GsoType::UdpL4, IpProtocol::Udp) => (Kind::Udp, udp::HEADER_LEN, udp::CHECKSUM_OFFSET),
+        let (kind, csum_offset) = match (vnet.gso_type, ip.protocol) {
+            (GsoType::TcpV4, IpProtocol::Tcp) if !ip.v6 => (Kind::Tcp, tcp::CHECKSUM_OFFSET),
+            (GsoType::TcpV6, IpProtocol::Tcp) if ip.v6 => (Kind::Tcp, tcp::CHECKSUM_OFFSET),
+            (GsoType::UdpL4, IpProtocol::Udp) => (Kind::Udp, udp::CHECKSUM_OFFSET),
             _ => return Err(Drop::GsoUnsupported),
         };
-        let l4_len = match kind {
-            Kind::Tcp => tcp::Packet::new_checked(transport)
+        let l4_len = if kind == Kind::Tcp {
+            tcp::Packet::new_checked(transport)
                 .map_err(|_| Drop::TransportHeader)?
-                .header_len(),
-            _ if transport.len() < l4_len => return Err(Drop::TransportHeader),
-            _ => l4_len,
+                .header_len()
+        } else if transport.len() >= udp::HEADER_LEN {
+            // The UDP length field is rewritten on every segment, not trusted.
+            udp::HEADER_LEN
+        } else {
+            return Err(Drop::TransportHeader);
         };
         if vnet.needs_csum()
             && (usize::from(vnet.csum_start) != ip.l3_len
