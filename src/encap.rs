@@ -98,7 +98,8 @@ pub enum Drop {
     /// The caller's buffer has no room for the tunnel headers (a data-path bug).
     NoHeadroom,
     /// The virtio-net header read from the TUN does not fit the packet after it:
-    /// checksum or header offsets beyond it, or not where its headers put them.
+    /// checksum or header offsets beyond it, or not where its headers put them, or
+    /// a checksum field that is not a 16-bit word of the sum (odd `csum_offset`).
     VirtioHeader,
     /// The segmentation type is one ringlay does not split (UFO), or it does not
     /// match the packet (a TCP type on UDP, TCPv4 on IPv6, an IP fragment, IPv6

@@ -78,26 +78,37 @@ impl<'a> Split<'a> {
         }
     }
 
+    /// [`new`](Self::new) over one whole TUN read: the virtio-net header, then the
+    /// packet. A read shorter than the header is [`Drop::VirtioHeader`].
+    pub fn from_read(read: &'a [u8]) -> Result<Split<'a>, Drop> {
+        let header = virtio::Header::new_checked(read).map_err(|_| Drop::VirtioHeader)?;
+        let vnet = virtio::Repr::parse(&header).map_err(|_| Drop::VirtioHeader)?;
+        Split::new(&vnet, read.get(virtio::HEADER_LEN..).unwrap_or_default())
+    }
+
     /// Checks a super-packet under segmentation.
     fn segmented(vnet: &virtio::Repr, packet: &'a [u8]) -> Result<Split<'a>, Drop> {
         let ip = Ip::parse(packet)?;
-        if ip.fragment || ip.v6 && ip.protocol != ip.next_header {
+        if ip.fragment || (ip.v6 && ip.protocol != ip.next_header) {
             return Err(Drop::GsoUnsupported);
         }
         let packet = &packet[..ip.end];
         let transport = &packet[ip.l3_len..];
-        let (kind, l4_len, csum_offset) = match (vnet.gso_type, ip.protocol) {
-            (GsoType::TcpV4, IpProtocol::Tcp) if !ip.v6 => (Kind::Tcp, 0, tcp::CHECKSUM_OFFSET),
-            (GsoType::TcpV6, IpProtocol::Tcp) if ip.v6 => (Kind::Tcp, 0, tcp::CHECKSUM_OFFSET),
-            (GsoType::UdpL4, IpProtocol::Udp) => (Kind::Udp, udp::HEADER_LEN, udp::CHECKSUM_OFFSET),
+        let (kind, csum_offset) = match (vnet.gso_type, ip.protocol) {
+            (GsoType::TcpV4, IpProtocol::Tcp) if !ip.v6 => (Kind::Tcp, tcp::CHECKSUM_OFFSET),
+            (GsoType::TcpV6, IpProtocol::Tcp) if ip.v6 => (Kind::Tcp, tcp::CHECKSUM_OFFSET),
+            (GsoType::UdpL4, IpProtocol::Udp) => (Kind::Udp, udp::CHECKSUM_OFFSET),
             _ => return Err(Drop::GsoUnsupported),
         };
-        let l4_len = match kind {
-            Kind::Tcp => tcp::Packet::new_checked(transport)
+        let l4_len = if kind == Kind::Tcp {
+            tcp::Packet::new_checked(transport)
                 .map_err(|_| Drop::TransportHeader)?
-                .header_len(),
-            _ if transport.len() < l4_len => return Err(Drop::TransportHeader),
-            _ => l4_len,
+                .header_len()
+        } else if transport.len() >= udp::HEADER_LEN {
+            // The UDP length field is rewritten on every segment, not trusted.
+            udp::HEADER_LEN
+        } else {
+            return Err(Drop::TransportHeader);
         };
         if vnet.needs_csum()
             && (usize::from(vnet.csum_start) != ip.l3_len
@@ -245,12 +256,14 @@ pub fn complete_checksum(vnet: &virtio::Repr, packet: &mut [u8]) -> Result<(), D
 }
 
 /// For `NEEDS_CSUM`: where the checksummed bytes start, where the checksum field
-/// is, and where the IP packet ends, all checked against the IP header.
+/// is, and where the IP packet ends, all checked against the IP header. The field
+/// must be a 16-bit word of the sum (an even `csum_offset`), or storing the
+/// complement would not make the sum verify.
 fn checksum_range(vnet: &virtio::Repr, packet: &[u8]) -> Result<(usize, usize, usize), Drop> {
     let end = ip_end(packet)?;
     let start = usize::from(vnet.csum_start);
     let field = start + usize::from(vnet.csum_offset);
-    if field + 2 > end {
+    if field + 2 > end || !vnet.csum_offset.is_multiple_of(2) {
         return Err(Drop::VirtioHeader);
     }
     Ok((start, field, end))

@@ -379,6 +379,25 @@ fn split_passes_a_plain_packet_through() {
 }
 
 #[test]
+fn split_from_a_whole_tun_read() {
+    let (vnet, sp) = Tcp::v6().super_packet(&pattern(2500, 23), 1200);
+    let mut read = vec![0u8; virtio::HEADER_LEN];
+    vnet.emit(&mut virtio::Header::new_unchecked(&mut read[..]));
+    read.extend_from_slice(&sp);
+    let from_read = Split::from_read(&read).expect("valid read");
+    let direct = Split::new(&vnet, &sp).expect("valid packet");
+    assert_eq!(segments(&from_read), segments(&direct));
+    assert_eq!(
+        Split::from_read(&read[..9]).map(|s| s.count()),
+        Err(Drop::VirtioHeader)
+    );
+    assert_eq!(
+        Split::from_read(&read[..10]).map(|s| s.count()),
+        Err(Drop::VirtioHeader)
+    );
+}
+
+#[test]
 fn split_payload_shorter_than_one_segment() {
     let (vnet, sp) = Tcp::v4().super_packet(&pattern(100, 5), 1448);
     let split = Split::new(&vnet, &sp).expect("valid");
@@ -447,6 +466,12 @@ fn split_refuses_inconsistent_headers() {
         csum_offset: 16,
         ..vnet
     };
+    let odd = virtio::Repr {
+        gso_type: GsoType::None,
+        csum_offset: 15,
+        ..vnet
+    };
+    assert_eq!(refuse(odd, &sp), Err(Drop::VirtioHeader));
     let padded = [&sp[..], &[0u8; 20]].concat();
     assert_eq!(refuse(far, &padded), Err(Drop::VirtioHeader));
     assert_eq!(
@@ -820,6 +845,50 @@ fn coalesce_evicts_the_oldest_flow() {
     assert_eq!(ports, [1000, 1001, 1002]);
 }
 
+#[test]
+fn coalesce_writes_options_and_extension_headers_alone_in_order() {
+    let t = Tcp::v4();
+    let segs = train(t, &pattern(2000, 20), 1000);
+    // The same flow's next segment with an IPv4 option (NOP padding to 24 bytes).
+    let mut opt = vec![0u8; 24];
+    opt[..20].copy_from_slice(&segs[1][..20]);
+    opt[0] = 0x46;
+    opt[20] = 1; // NOP
+    opt.extend_from_slice(&segs[1][20..]);
+    let total = opt.len() as u16;
+    let mut ip = ipv4::Packet::new_unchecked(&mut opt[..]);
+    ip.set_total_len(total);
+    ip.fill_checksum();
+    let out = run(&mut Coalescer::new(), &[segs[0].clone(), opt.clone()]);
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].1, segs[0], "the held segment goes first");
+    assert_eq!(out[1], (virtio::Repr::default(), opt));
+
+    // IPv6 with a hop-by-hop header before TCP.
+    let p6 = Tcp::v6().packet(&pattern(100, 21));
+    let mut ext = p6[..40].to_vec();
+    ext[6] = 0; // next header: hop-by-hop
+    ext.extend_from_slice(&[6, 0, 1, 4, 0, 0, 0, 0]); // TCP next, PadN
+    ext.extend_from_slice(&p6[40..]);
+    let len = (ext.len() - 40) as u16;
+    ipv6::Packet::new_unchecked(&mut ext[..]).set_payload_len(len);
+    let out = run(&mut Coalescer::new(), &[ext.clone(), ext.clone()]);
+    assert_eq!(out.len(), 2);
+    assert!(out
+        .iter()
+        .all(|(v, p)| *v == virtio::Repr::default() && *p == ext));
+}
+
+#[test]
+fn coalesce_trims_padding_after_the_ip_packet() {
+    let t = Tcp::v4();
+    let segs = train(t, &pattern(3000, 22), 1000);
+    let padded: Vec<Vec<u8>> = segs.iter().map(|s| [&s[..], &[0xee; 6]].concat()).collect();
+    let out = run(&mut Coalescer::new(), &padded);
+    assert_eq!(out.len(), 1);
+    assert_super(&out[0], t, &pattern(3000, 22), 1000);
+}
+
 // --- properties --------------------------------------------------------------------
 
 fn tcp_strategy() -> impl Strategy<Value = (Tcp, u8)> {
@@ -904,6 +973,48 @@ proptest! {
         prop_assert_eq!(&back, &segs);
     }
 
+    /// Two flows interleaved at random, some segments corrupted, some ending a
+    /// train, with one or two flow slots: splitting what comes out gives back, for
+    /// each flow, exactly the segments that went in, in their order.
+    #[test]
+    fn interleaved_flows_keep_their_order(
+        picks in proptest::collection::vec((any::<bool>(), 0u8..20), 1..80),
+        mss in 1usize..1500,
+        slots in 1usize..3,
+    ) {
+        let mut next = [Tcp::v4(), Tcp::v6()];
+        let mut pushed: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
+        let mut input = Vec::new();
+        for (v6, roll) in picks {
+            let f = usize::from(v6);
+            let len = if roll == 1 { mss / 2 } else { mss };
+            let t = Tcp {
+                flags: if roll == 2 { tcp::FLAG_ACK | tcp::FLAG_PSH } else { tcp::FLAG_ACK },
+                ..next[f]
+            };
+            let mut p = t.packet(&pattern(len, roll));
+            if roll == 3 {
+                let last = p.len() - 1;
+                p[last] ^= 0x40; // a bad checksum, or a bad header if no payload
+            }
+            next[f].seq = next[f].seq.wrapping_add(len as u32);
+            next[f].ident = next[f].ident.wrapping_add(1);
+            pushed[f].push(p.clone());
+            input.push(p);
+        }
+        let out = run(&mut Coalescer::with_flows(slots), &input);
+        let mut got: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
+        for (vnet, p) in &out {
+            let f = usize::from(p[0] >> 4 == 6);
+            if vnet.gso_type == GsoType::None {
+                got[f].push(p.clone());
+            } else {
+                got[f].extend(segments(&Split::new(vnet, p).expect("splits")));
+            }
+        }
+        prop_assert_eq!(&got, &pushed);
+    }
+
     #[test]
     fn uso_split_is_valid(v6 in any::<bool>(), mss in 1usize..3000, len in 0usize..20000, seed in any::<u8>()) {
         let payload = pattern(len, seed);
@@ -936,4 +1047,109 @@ proptest! {
         co.push(&body, &mut |b: &[u8]| assert!(b.len() >= 10));
         co.flush(&mut |b: &[u8]| assert!(b.len() >= 10));
     }
+}
+
+// --- fuzz seeds --------------------------------------------------------------------
+
+/// Writes the seed corpora of the `split` and `coalesce` fuzz targets from the
+/// builders above: `cargo test --lib write_fuzz_seeds -- --ignored`.
+#[test]
+#[ignore = "regenerates fuzz/corpus/{split,coalesce}"]
+fn write_fuzz_seeds() {
+    let dir = |target: &str| {
+        let d = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/corpus")
+            .join(target);
+        std::fs::create_dir_all(&d).expect("corpus directory");
+        d
+    };
+    let vnet_bytes = |vnet: &virtio::Repr, p: &[u8]| {
+        let mut b = vec![0u8; virtio::HEADER_LEN];
+        vnet.emit(&mut virtio::Header::new_unchecked(&mut b[..]));
+        b.extend_from_slice(p);
+        b
+    };
+
+    let split = dir("split");
+    let psh = Tcp {
+        flags: tcp::FLAG_ACK | tcp::FLAG_PSH,
+        ..Tcp::v4()
+    };
+    let fin6 = Tcp {
+        flags: tcp::FLAG_ACK | tcp::FLAG_FIN,
+        ..Tcp::v6()
+    };
+    let cwr = Tcp {
+        flags: tcp::FLAG_ACK | tcp::FLAG_CWR,
+        timestamps: false,
+        ..Tcp::v4()
+    };
+    let mut seeds: Vec<(&str, virtio::Repr, Vec<u8>)> = Vec::new();
+    let (v, p) = psh.super_packet(&pattern(450, 1), 100);
+    seeds.push(("tso-v4-psh-mss100", v, p));
+    let (v, p) = fin6.super_packet(&pattern(300, 2), 128);
+    seeds.push(("tso-v6-fin-mss128", v, p));
+    let (v, p) = cwr.super_packet(&pattern(200, 3), 64);
+    seeds.push(("tso-v4-cwr-no-options", v, p));
+    let (v, p) = udp_super(false, &pattern(333, 4), 100);
+    seeds.push(("uso-v4-mss100", v, p));
+    let (v, p) = udp_super(true, &pattern(200, 5), 90);
+    seeds.push(("uso-v6-mss90", v, p));
+    let (mut v, p) = Tcp::v4().super_packet(&pattern(60, 6), 1448);
+    v.gso_type = GsoType::None;
+    seeds.push(("csum-only-tcp-v4", v, p));
+    seeds.push((
+        "plain-tcp-v6",
+        virtio::Repr::default(),
+        Tcp::v6().packet(b"hello"),
+    ));
+    for (name, v, p) in &seeds {
+        std::fs::write(split.join(name), vnet_bytes(v, p)).expect("seed written");
+    }
+
+    let coalesce = dir("coalesce");
+    let framed = |packets: &[Vec<u8>]| {
+        let mut b = vec![7u8]; // eight flows
+        for p in packets {
+            b.extend_from_slice(&(p.len() as u16).to_be_bytes());
+            b.extend_from_slice(p);
+        }
+        b
+    };
+    let v4 = train(Tcp::v4(), &pattern(500, 7), 100);
+    let mut v6 = train(Tcp::v6(), &pattern(350, 8), 100);
+    let last = Tcp {
+        seq: Tcp::v6().seq + 300,
+        flags: tcp::FLAG_ACK | tcp::FLAG_PSH,
+        ..Tcp::v6()
+    };
+    *v6.last_mut().expect("four") = last.packet(&pattern(350, 8)[300..]);
+    let (_, mut udp) = udp_super(false, b"query", 100);
+    let sum = transport_sum(&udp, 20);
+    udp::Packet::new_unchecked(&mut udp[20..]).set_checksum(!sum);
+    let mut bad = v4[2].clone();
+    bad[60] ^= 1;
+    let mixed = vec![
+        v4[0].clone(),
+        v6[0].clone(),
+        v4[1].clone(),
+        udp,
+        v6[1].clone(),
+        bad,
+        v4[3].clone(),
+        t_ack(),
+    ];
+    std::fs::write(coalesce.join("train-v4"), framed(&v4)).expect("seed written");
+    std::fs::write(coalesce.join("train-v6-psh"), framed(&v6)).expect("seed written");
+    std::fs::write(coalesce.join("mixed-flows"), framed(&mixed)).expect("seed written");
+}
+
+/// A pure ACK.
+fn t_ack() -> Vec<u8> {
+    Tcp {
+        seq: Tcp::v4().ack,
+        ack: Tcp::v4().seq,
+        ..Tcp::v4()
+    }
+    .packet(&[])
 }
