@@ -336,7 +336,7 @@ impl RouteSync {
         let (want, unrouted) = wanted(leases, &self.local, ifindex, |ip| {
             reach_of(&socket.lookup(ip), ifindex, iface)
         });
-        self.report_unrouted(&unrouted);
+        self.report_unrouted(&unrouted, why);
         let p = plan(&want, &ours, &self.scope);
         for old in &p.delete {
             self.delete(old, why, "no lease wants it");
@@ -495,7 +495,7 @@ impl RouteSync {
         }
     }
 
-    fn report_unrouted(&mut self, now: &[Unrouted]) {
+    fn report_unrouted(&mut self, now: &[Unrouted], why: &str) {
         let mut current = HashMap::with_capacity(now.len());
         for u in now {
             let id = (u.key, u.via);
@@ -503,7 +503,7 @@ impl RouteSync {
                 let via = u.via.map_or_else(|| "-".to_owned(), |ip| ip.to_string());
                 match self.mode {
                     Mode::HostGw => tracing::error!(
-                        "peer {} (public address {via}) is not directly reachable on {}: {}; \
+                        "{why}: peer {} (public address {via}) is not directly reachable on {}: {}; \
                          host-gw needs every node on one L2 segment, so no route to it is \
                          installed and its containers are unreachable from here",
                         u.key,
@@ -511,7 +511,7 @@ impl RouteSync {
                         u.reason
                     ),
                     Mode::DirectRouting => tracing::info!(
-                        "peer {} (public address {via}) is not on {}'s L2 segment ({}): \
+                        "{why}: peer {} (public address {via}) is not on {}'s L2 segment ({}): \
                          reached through the tunnel",
                         u.key,
                         self.iface,
@@ -524,7 +524,7 @@ impl RouteSync {
         }
         for (key, via) in self.unrouted.keys() {
             if !current.contains_key(&(*key, *via)) {
-                tracing::info!("peer {key}: no longer listed as unreachable");
+                tracing::info!("{why}: peer {key}: no longer without a direct route");
             }
         }
         self.stats.unreachable = current.len();
