@@ -6,17 +6,18 @@
 //!   a route deleted by hand comes back within the reconcile interval (10 s); a
 //!   lease removed from the file (+ SIGHUP) takes its routes with it; a foreign
 //!   route inside the network is left alone, also on exit, when ringlay removes
-//!   its own.
-//! - `direct_routing_mixed_topology`: vxlan with DirectRouting on hosts 1 and 2
-//!   (one L2 segment) and host 3 behind a router. Hosts 1 and 2 route to each
-//!   other directly (the route is there, and no VXLAN frame passes between them);
-//!   host 3 is reached through the tunnel.
+//!   its own; a foreign route to a lease's very prefix stays in place of ours.
+//! - `direct_routing_mixed_topology` (vxlan) and `…_udp`: DirectRouting on hosts
+//!   1 and 2 (one L2 segment) and host 3 behind a router. Hosts 1 and 2 route to
+//!   each other directly (the route is there, and no tunnel datagram passes
+//!   between them); host 3 is reached through the tunnel; with the direct route
+//!   deleted, the tunnel carries the direct peers' traffic.
 //!
 //! Leases come from the static leases file; a subnet manager's watch drives the
 //! same reconciler with its lease set.
 //!
 //! Needs root (skips with a printed reason otherwise; fails under `CI=true`).
-//! Loads are counted pings only. Runtime: about 25 s.
+//! Loads are counted pings only. Runtime: about 20 s with two test threads.
 //!
 //! Run: `cargo test --test hostgw -- --test-threads=2`.
 
@@ -113,6 +114,9 @@ fn host_gw_three_hosts() {
     c.host(1).sh("ip route add 203.0.113.0/24 via 192.0.2.3
          ip route add 100.96.200.0/24 via 192.0.2.2 proto static");
     let foreign = "100.96.200.0/24 via 192.0.2.2";
+    // Host 2 has a foreign route to lease 3's very prefix: it stays in place of ours.
+    c.host(2)
+        .sh("ip route add 100.96.3.0/24 via 192.0.2.3 proto static");
 
     let all = host_gw_leases(&[1, 2, 3]);
     let mut d: Vec<Daemon> = (1..=3).map(|i| c.ringlay(i, &all, &[])).collect();
@@ -177,6 +181,17 @@ fn host_gw_three_hosts() {
         d[0].log()
     );
 
+    // Host 2 left the foreign route to lease 3's prefix alone, and said so once.
+    let r2 = c.host(2).sh("ip route show 100.96.3.0/24");
+    assert!(r2.contains("proto static"), "{r2}");
+    assert!(!our_routes(&c, 2, false).contains("100.96.3.0"));
+    assert!(
+        d[1].log()
+            .contains("a route to 100.96.3.0/24 that ringlay did not install is in the way"),
+        "{}",
+        d[1].log()
+    );
+
     // A route deleted by hand is back within the reconcile interval.
     let from = d[0].log().len();
     c.host(1).sh("ip route del 100.96.3.0/24");
@@ -226,44 +241,50 @@ fn host_gw_three_hosts() {
     for daemon in &mut d[1..] {
         assert!(daemon.terminate().success(), "{}", daemon.log());
     }
+    let r2 = c.host(2).sh("ip route show 100.96.3.0/24");
+    assert!(
+        r2.contains("proto static"),
+        "the foreign route went on exit: {r2}"
+    );
+    assert_eq!(
+        d[1].log().matches("is in the way").count(),
+        1,
+        "{}",
+        d[1].log()
+    );
 }
 
-/// A vxlan leases file with DirectRouting for hosts 1..=3; host 3's PublicIP is
-/// `ip3`.
-fn direct_routing_leases(ip3: Ipv4Addr) -> String {
+/// A leases file for `backend` (udp or vxlan) with DirectRouting for hosts
+/// 1..=3; host 3's PublicIP is `ip3`.
+fn direct_routing_leases(backend: &str, ip3: Ipv4Addr) -> String {
     let leases: Vec<String> = (1..=3)
         .map(|i| {
             let ip = if i == 3 { ip3 } else { netns::underlay_ip(i) };
-            format!(
-                r#"    "100.96.{i}.0-24": {{"PublicIP": "{ip}", "BackendType": "vxlan", "BackendData": {{"VNI": 1, "VtepMAC": "{}"}}}}"#,
-                netns::vtep_mac(i)
-            )
+            let value = match backend {
+                "vxlan" => format!(
+                    r#"{{"PublicIP": "{ip}", "BackendType": "vxlan", "BackendData": {{"VNI": 1, "VtepMAC": "{}"}}}}"#,
+                    netns::vtep_mac(i)
+                ),
+                _ => format!(r#"{{"PublicIP": "{ip}"}}"#),
+            };
+            format!(r#"    "100.96.{i}.0-24": {value}"#)
         })
         .collect();
     format!(
-        "{{\"config\": {{\"Network\": \"{}\", \"Backend\": {{\"Type\": \"vxlan\", \"DirectRouting\": true}}}},\n \"subnets\": {{\n{}\n }}}}\n",
+        "{{\"config\": {{\"Network\": \"{}\", \"Backend\": {{\"Type\": \"{backend}\", \"DirectRouting\": true}}}},\n \"subnets\": {{\n{}\n }}}}\n",
         netns::NETWORK,
         leases.join(",\n")
     )
 }
 
-/// Captures VXLAN frames (udp/8472) on host 1's eth0 while `traffic` runs; the
-/// capture's lines, as `tcpdump -n -r` prints them.
-fn vxlan_frames_on_h1(c: &Cluster, traffic: impl FnOnce()) -> String {
-    let file = c.dir().join("h1-vxlan.pcap");
+/// Captures tunnel datagrams (UDP to or from `port`) on host 1's eth0 while
+/// `traffic` runs; the capture's lines, as `tcpdump -n -r` prints them.
+fn tunnel_frames_on_h1(c: &Cluster, port: u16, traffic: impl FnOnce()) -> String {
+    let file = c.dir().join("h1-tunnel.pcap");
     let file_s = file.display().to_string();
+    let filter = format!("udp port {port}");
     let mut cmd = c.host(1).command(&[
-        "timeout",
-        "8",
-        "tcpdump",
-        "-i",
-        "eth0",
-        "-n",
-        "-p",
-        "-U",
-        "-w",
-        &file_s,
-        "udp port 8472",
+        "timeout", "8", "tcpdump", "-i", "eth0", "-n", "-p", "-U", "-w", &file_s, &filter,
     ]);
     cmd.stdout(Stdio::null()).stderr(Stdio::piped());
     let mut dump = c.host(1).spawn_command(cmd);
@@ -289,7 +310,21 @@ fn direct_routing_mixed_topology() {
     if !netns::require_root("direct_routing_mixed_topology") {
         return;
     }
-    let c = Cluster::hosts("dr", 3);
+    mixed_topology("drx", "vxlan", 8472);
+}
+
+#[test]
+fn direct_routing_mixed_topology_udp() {
+    if !netns::require_root("direct_routing_mixed_topology_udp") {
+        return;
+    }
+    mixed_topology("dru", "udp", 8285);
+}
+
+/// Hosts 1 and 2 on one segment, host 3 behind a router, `backend` with
+/// DirectRouting; its tunnel runs on UDP `port`.
+fn mixed_topology(prefix: &str, backend: &str, port: u16) {
+    let c = Cluster::hosts(prefix, 3);
     // The switch becomes a router too: hosts 1 and 2 stay on the bridge
     // (192.0.2.0/24, router 192.0.2.254); host 3 moves to 198.51.100.0/24 on
     // the router's port p3.
@@ -307,7 +342,7 @@ fn direct_routing_mixed_topology() {
         c.host(i).sh("ip route add 198.51.100.0/24 via 192.0.2.254");
     }
 
-    let leases = direct_routing_leases(ip3);
+    let leases = direct_routing_leases(backend, ip3);
     let args = ["--queues", "1"];
     let d1 = c.ringlay(1, &leases, &args);
     let d2 = c.ringlay(2, &leases, &args);
@@ -334,8 +369,8 @@ fn direct_routing_mixed_topology() {
     let get = c.host(1).sh("ip route get 100.96.3.2");
     assert!(get.contains("dev ringlay0"), "{get}");
 
-    // Traffic between hosts 1 and 2 carries no VXLAN frame; to host 3 it does.
-    let frames = vxlan_frames_on_h1(&c, || {
+    // Traffic between hosts 1 and 2 carries no tunnel datagram; to host 3 it does.
+    let frames = tunnel_frames_on_h1(&c, port, || {
         // Through the tunnel first: proves the capture sees VXLAN.
         for (from, to) in [(1, 3), (3, 1)] {
             assert!(
@@ -354,11 +389,11 @@ fn direct_routing_mixed_topology() {
     });
     assert!(
         !frames.contains("192.0.2.2."),
-        "VXLAN between the direct peers:\n{frames}"
+        "{backend} tunnel between the direct peers:\n{frames}"
     );
     assert!(
-        frames.contains("> 198.51.100.3.8472"),
-        "no VXLAN to host 3:\n{frames}"
+        frames.contains(&format!("> 198.51.100.3.{port}")),
+        "no {backend} tunnel to host 3:\n{frames}"
     );
     assert!(c.ping(2, IpAddr::V4(c.container_ip(3)), 2), "c2 -> c3");
 

@@ -223,6 +223,31 @@ pub fn plan(wanted: &[Wanted], ours: &[Route], scope: &[IpNet]) -> Plan {
     p
 }
 
+/// The routes of `ours` inside `scope` that `leases` (less `local`) no longer
+/// want: no lease holds the prefix, or its lease's public address is not the
+/// route's gateway. Needs no reachability answer, so it is cheap.
+pub fn withdrawn(
+    leases: &[Lease],
+    local: &SubnetKey,
+    ours: &[Route],
+    scope: &[IpNet],
+) -> Vec<Route> {
+    let mut still: HashMap<IpNet, Option<IpAddr>> = HashMap::new();
+    for l in leases.iter().filter(|l| l.key != *local) {
+        if let Some(n) = l.key.v4 {
+            still.insert(IpNet::V4(n), Some(IpAddr::V4(l.attrs.public_ip)));
+        }
+        if let Some(n) = l.key.v6 {
+            still.insert(IpNet::V6(n), l.attrs.public_ipv6.map(IpAddr::V6));
+        }
+    }
+    ours.iter()
+        .filter(|r| scope.iter().any(|s| s.contains(&r.dst)))
+        .filter(|r| still.get(&r.dst).is_none_or(|via| *via != r.gateway))
+        .copied()
+        .collect()
+}
+
 /// The counters a [`RouteSync`] keeps; `Display` gives one log line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RouteStats {
@@ -320,14 +345,14 @@ impl RouteSync {
         let ifindex = match netdev::index(&self.iface) {
             Ok(i) => i,
             Err(e) => {
-                self.fail_once(None, format!("{why}: the underlay interface is gone: {e}"));
+                self.fail_once(None, why, format!("the underlay interface is gone: {e}"));
                 return;
             }
         };
         let ours = match self.socket.routes(ROUTE_PROTOCOL) {
             Ok(r) => r,
             Err(e) => {
-                self.fail_once(None, format!("{why}: reading the routing table: {e}"));
+                self.fail_once(None, why, format!("reading the routing table: {e}"));
                 return;
             }
         };
@@ -356,8 +381,9 @@ impl RouteSync {
                 }
                 Err(e) => self.fail_once(
                     Some(new.route.dst),
+                    why,
                     format!(
-                        "{why}: replacing the route to {} (peer {}): {e}",
+                        "replacing the route to {} (peer {}): {e}",
                         new.route.dst, new.key
                     ),
                 ),
@@ -381,8 +407,8 @@ impl RouteSync {
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => self.fail_once(
                     Some(new.route.dst),
-                    format!(
-                        "{why}: a route to {} that ringlay did not install is in the way of peer {}'s route via {}; leaving it alone",
+                    why,
+                    format!("a route to {} that ringlay did not install is in the way of peer {}'s route via {}; leaving it alone",
                         new.route.dst,
                         new.key,
                         show_gw(&new.route)
@@ -390,7 +416,8 @@ impl RouteSync {
                 ),
                 Err(e) => self.fail_once(
                     Some(new.route.dst),
-                    format!("{why}: adding the route {} (peer {}): {e}", show(&new.route), new.key),
+                    why,
+                    format!("adding the route {} (peer {}): {e}", show(&new.route), new.key),
                 ),
             }
         }
@@ -408,27 +435,12 @@ impl RouteSync {
         let ours = match self.socket.routes(ROUTE_PROTOCOL) {
             Ok(r) => r,
             Err(e) => {
-                self.fail_once(None, format!("{why}: reading the routing table: {e}"));
+                self.fail_once(None, why, format!("reading the routing table: {e}"));
                 return;
             }
         };
-        let mut still: HashMap<IpNet, Option<IpAddr>> = HashMap::new();
-        for l in leases.iter().filter(|l| l.key != self.local) {
-            if let Some(n) = l.key.v4 {
-                still.insert(IpNet::V4(n), Some(IpAddr::V4(l.attrs.public_ip)));
-            }
-            if let Some(n) = l.key.v6 {
-                still.insert(IpNet::V6(n), l.attrs.public_ipv6.map(IpAddr::V6));
-            }
-        }
-        let scope = self.scope.clone();
-        for r in ours
-            .iter()
-            .filter(|r| scope.iter().any(|s| s.contains(&r.dst)))
-        {
-            if still.get(&r.dst).is_none_or(|via| *via != r.gateway) {
-                self.delete(r, why, "its lease is gone or moved");
-            }
+        for r in withdrawn(leases, &self.local, &ours, &self.scope) {
+            self.delete(&r, why, "its lease is gone or moved");
         }
     }
 
@@ -474,7 +486,8 @@ impl RouteSync {
             }
             Err(e) => self.fail_once(
                 Some(r.dst),
-                format!("{why}: removing the route {}: {e}", show(r)),
+                why,
+                format!("removing the route {}: {e}", show(r)),
             ),
         }
     }
@@ -484,12 +497,12 @@ impl RouteSync {
         self.failing.remove(&dst);
     }
 
-    /// Logs `msg` and counts a failure, unless the same message was the last one
-    /// said for `dst` (`None`: the table as a whole).
-    fn fail_once(&mut self, dst: Option<IpNet>, msg: String) {
+    /// Logs `msg` (after `why`) and counts a failure, unless the same message was
+    /// the last one said for `dst` (`None`: the table as a whole).
+    fn fail_once(&mut self, dst: Option<IpNet>, why: &str, msg: String) {
         let k = dst.unwrap_or_else(catch_all);
         if self.failing.get(&k) != Some(&msg) {
-            tracing::error!("{msg}");
+            tracing::error!("{why}: {msg}");
             self.stats.failures += 1;
             self.failing.insert(k, msg);
         }
@@ -647,6 +660,24 @@ mod tests {
         let p = plan(&wanted[..1], &twice, &scope);
         assert_eq!((p.add.len(), p.replace.len()), (0, 0));
         assert_eq!(p.delete, [twice[1]]);
+    }
+
+    #[test]
+    fn withdrawn_are_the_routes_of_gone_or_moved_leases() {
+        let s = parse(HOST_GW);
+        let local = key("100.96.1.0-24&fd00:100:96:1::-64");
+        let scope = [net("100.96.0.0/16"), net("fd00:100:96::/48")];
+        let ours = [
+            route("100.96.2.0/24", "192.0.2.2", 7),        // kept
+            route("fd00:100:96:2::/64", "2001:db8::2", 7), // kept
+            route("100.96.3.0/24", "192.0.2.3", 7),        // lease 3 is at 198.51.100.3
+            route("100.96.4.0/24", "192.0.2.4", 7),        // no lease
+            route("fd00:100:96:3::/64", "2001:db8::3", 7), // lease 3 has no PublicIPv6
+            route("100.96.1.0/24", "192.0.2.1", 7),        // our own subnet
+            route("10.9.0.0/16", "192.0.2.4", 7),          // not this network's
+        ];
+        let gone = withdrawn(&s.leases, &local, &ours, &scope);
+        assert_eq!(gone, [ours[2], ours[3], ours[4], ours[5]]);
     }
 
     #[test]
