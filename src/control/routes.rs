@@ -363,6 +363,13 @@ impl RouteSync {
         });
         self.report_unrouted(&unrouted, why);
         let p = plan(&want, &ours, &self.scope);
+        // Routes already in place are ours to restore too (after a restart, say).
+        for w in &want {
+            let changing = p.add.iter().chain(p.replace.iter().map(|(n, _)| n));
+            if !changing.clone().any(|c| c.route.dst == w.route.dst) {
+                self.installed.insert(w.route.dst);
+            }
+        }
         for old in &p.delete {
             self.delete(old, why, "no lease wants it");
         }
@@ -400,24 +407,32 @@ impl RouteSync {
                         );
                         self.stats.restored += 1;
                     } else {
-                        tracing::info!("{why}: route added: {} (peer {})", show(&new.route), new.key);
+                        tracing::info!(
+                            "{why}: route added: {} (peer {})",
+                            show(&new.route),
+                            new.key
+                        );
                         self.stats.added += 1;
                     }
                     self.succeeded(new.route.dst);
                 }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => self.fail_once(
-                    Some(new.route.dst),
-                    why,
-                    format!("a route to {} that ringlay did not install is in the way of peer {}'s route via {}; leaving it alone",
-                        new.route.dst,
-                        new.key,
-                        show_gw(&new.route)
-                    ),
-                ),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let (dst, via) = (new.route.dst, show_gw(&new.route));
+                    let msg = format!(
+                        "a route to {dst} that ringlay did not install is in the way of \
+                         peer {}'s route via {via}; leaving it alone",
+                        new.key
+                    );
+                    self.fail_once(Some(dst), why, msg);
+                }
                 Err(e) => self.fail_once(
                     Some(new.route.dst),
                     why,
-                    format!("adding the route {} (peer {}): {e}", show(&new.route), new.key),
+                    format!(
+                        "adding the route {} (peer {}): {e}",
+                        show(&new.route),
+                        new.key
+                    ),
                 ),
             }
         }

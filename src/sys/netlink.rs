@@ -19,8 +19,8 @@ use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
-    NLM_F_REPLACE, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
+    NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
@@ -33,6 +33,9 @@ use super::error::context;
 
 /// The main routing table (`RT_TABLE_MAIN`, include/uapi/linux/rtnetlink.h).
 const MAIN_TABLE: u8 = RouteHeader::RT_TABLE_MAIN;
+/// How often a dump the kernel marks as interrupted (`NLM_F_DUMP_INTR`: the table
+/// changed while it was read, so it may miss a route) is read again.
+const DUMP_TRIES: usize = 4;
 
 /// One route of the main table, as far as ringlay reads or writes routes: a
 /// destination prefix, reached through a gateway on an interface.
@@ -88,17 +91,27 @@ impl RouteSocket {
     }
 
     /// Every route of the main table, IPv4 and IPv6, whose route protocol is
-    /// `protocol`. Cached clones and multipath routes are left out.
+    /// `protocol`. Cached clones and multipath routes are left out. A dump the
+    /// table changed under is read again, so the list misses no route.
     pub fn routes(&mut self, protocol: u8) -> io::Result<Vec<Route>> {
         let mut out = Vec::new();
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-            let mut msg = RouteMessage::default();
-            msg.header.address_family = family;
-            let answer = self.request(
-                RouteNetlinkMessage::GetRoute(msg),
-                NLM_F_REQUEST | NLM_F_DUMP,
-                "RTM_GETROUTE dump",
-            )?;
+            let mut tries = 1;
+            let answer = loop {
+                let mut msg = RouteMessage::default();
+                msg.header.address_family = family;
+                let dump = self.request(
+                    RouteNetlinkMessage::GetRoute(msg),
+                    NLM_F_REQUEST | NLM_F_DUMP,
+                    "RTM_GETROUTE dump",
+                );
+                match dump {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted && tries < DUMP_TRIES => {
+                        tries += 1;
+                    }
+                    other => break other?,
+                }
+            };
             out.extend(answer.iter().filter_map(|m| match m {
                 RouteNetlinkMessage::NewRoute(r) => route_of(r, protocol),
                 _ => None,
@@ -172,7 +185,8 @@ impl RouteSocket {
 
     /// Sends one request and reads the answer: every message up to `NLMSG_DONE`
     /// for a dump, the one answer for a lookup, or the acknowledgement. An error
-    /// acknowledgement becomes the `io::Error` of its errno.
+    /// acknowledgement becomes the `io::Error` of its errno; a dump the kernel
+    /// marked `NLM_F_DUMP_INTR` is `Interrupted`.
     fn request(
         &mut self,
         msg: RouteNetlinkMessage,
@@ -195,6 +209,7 @@ impl RouteSocket {
         let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
         let wants_ack = flags & NLM_F_ACK != 0;
         let mut out = Vec::new();
+        let mut interrupted = false;
         loop {
             let (bytes, _) = self
                 .socket
@@ -215,7 +230,14 @@ impl RouteSocket {
                 if reply.header.sequence_number != seq {
                     continue; // an answer to an earlier request that gave up
                 }
+                interrupted |= reply.header.flags & NLM_F_DUMP_INTR != 0;
                 match reply.payload {
+                    NetlinkPayload::Done(_) if interrupted => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::Interrupted,
+                            format!("{what}: the table changed during the dump"),
+                        ));
+                    }
                     NetlinkPayload::Done(_) => return Ok(out),
                     NetlinkPayload::Error(e) => {
                         return match e.code {
