@@ -7,6 +7,9 @@
 # Configs (default: all, in this order):
 #   underlay       no tunnel: each host routes the other's lease to its underlay
 #                  address (100.96.2.0/24 via 192.0.2.2): the ceiling
+#   host-gw        `ringlay run` with the host-gw backend: ringlay installs those
+#                  same routes itself (route protocol 114); expected to equal
+#                  underlay within noise
 #   kernel-vxlan   flannel's vxlan backend, i.e. the kernel's vxlan device on both
 #                  hosts: the reference every ratio is taken against
 #   naive-udp      flannel's udp backend as users run it today: the naive TUN <->
@@ -68,7 +71,7 @@ TB_NAME=bench-overlay
 TB_PFX=rlbench-$$
 TB_TMP=
 
-ALL_CONFIGS=(underlay kernel-vxlan naive-udp ringlay-udp-off ringlay-udp-tso ringlay-udp-tso-gso
+ALL_CONFIGS=(underlay host-gw kernel-vxlan naive-udp ringlay-udp-off ringlay-udp-tso ringlay-udp-tso-gso
     ringlay-udp ringlay-vxlan-off ringlay-vxlan)
 METRICS=(tcp1 tcp4 udp64 ping cpu)
 # Idle-path latency first, then the loads.
@@ -151,13 +154,15 @@ fi
 
 ringlay_bin=${RINGLAY_BIN:-}
 read -r -a ringlay_args <<<"${RINGLAY_ARGS:-}"
+# is_ringlay CONFIG: true for the configs that run `ringlay run`.
+is_ringlay() { [[ $1 == ringlay-* || $1 == host-gw ]]; }
 wants_ringlay() {
     local c
-    for c in "${configs[@]}"; do [[ $c == ringlay-* ]] && return 0; done
+    for c in "${configs[@]}"; do is_ringlay "$c" && return 0; done
     return 1
 }
 ringlay_configs=()
-for c in "${ALL_CONFIGS[@]}"; do [[ $c == ringlay-* ]] && ringlay_configs+=("$c"); done
+for c in "${ALL_CONFIGS[@]}"; do is_ringlay "$c" && ringlay_configs+=("$c"); done
 skip_ringlay() {
     local c
     for c in "${ringlay_configs[@]}"; do skip[$c]=$1; done
@@ -224,6 +229,16 @@ setup_ringlay() {
         tb_ringlay "$i" "$TB_TMP/leases-$backend.json" "$ringlay_bin" --offload "$offload" \
             "${ringlay_args[@]}" || return 1
         tb_set_ctr_mtu "$i" "$(tb_flannel_mtu "$i" "$default_mtu")"
+    done
+}
+# host-gw: no tunnel, FLANNEL_MTU is the underlay's 1500.
+setup_host-gw() {
+    local i
+    tb_build 2 1500
+    tb_leases_json 2 host-gw >"$TB_TMP/leases-host-gw.json"
+    for i in 1 2; do
+        tb_ringlay "$i" "$TB_TMP/leases-host-gw.json" "$ringlay_bin" "${ringlay_args[@]}" || return 1
+        tb_set_ctr_mtu "$i" "$(tb_flannel_mtu "$i" 1500)"
     done
 }
 setup_ringlay-udp-off() { setup_ringlay udp 1472 off; }
@@ -343,7 +358,7 @@ record() {
 run_config() {
     local cfg=$1
     if ! "setup_$cfg"; then
-        if [[ $cfg == ringlay-* ]]; then
+        if is_ringlay "$cfg"; then
             skip[$cfg]="\`ringlay run\` did not print \`ready\` within 10 s (see its output above)"
         else
             skip[$cfg]="setup failed (see above)"
@@ -362,8 +377,9 @@ run_config() {
         record "$cfg" "$m"
     done
     tb_teardown
-    if [[ -n ${RINGLAY_BENCH_COUNTERS:-} && $cfg == ringlay-* ]]; then
-        grep -h "final counters" "$TB_TMP"/ringlay-*.log | sed 's/^.*final counters: /    /' >&2 || true
+    if [[ -n ${RINGLAY_BENCH_COUNTERS:-} ]] && is_ringlay "$cfg"; then
+        grep -h "final \(route \)\?counters" "$TB_TMP"/ringlay-*.log |
+            sed 's/^.*final \(route \)\?counters: /    /' >&2 || true
     fi
 }
 

@@ -11,12 +11,25 @@
 //!    the *network's* prefix, so the kernel routes the whole network through it;
 //! 4. publish the table of every other lease, bind one SO_REUSEPORT socket per
 //!    worker, start the workers;
-//! 5. write subnet.env and log `ready`.
+//! 5. with `DirectRouting`, route the peers on this L2 segment directly
+//!    ([`control::routes`]), after the table holds them;
+//! 6. write subnet.env and log `ready`.
+//!
+//! The host-gw backend has no tunnel: no io_uring, TUN or workers. Start-up is 1,
+//! 2, a route `<subnet> via <PublicIP> dev <underlay>` per peer (IPv4 and IPv6),
+//! then 6 with `FLANNEL_MTU` = the underlay MTU.
 //!
 //! Then: SIGHUP or an edit of the leases file re-reads it (a bad edit is logged and
 //! the previous table stays in force); SIGUSR1 logs every worker's counters;
 //! SIGTERM/SIGINT stop the workers, close the TUN (the kernel removes the device,
 //! its address and route with it) and log the counters a last time.
+//!
+//! Direct routes (host-gw, DirectRouting) follow the leases: on every reload the
+//! routes the new leases drop are deleted *before* the new table is published and
+//! the new ones added *after*, so a direct route always has its peer in the table
+//! (see [`control::routes`]); every [`RECONCILE_INTERVAL`] they are reconciled
+//! anyway, so a route deleted by hand comes back; SIGUSR1 and the exit log their
+//! counters; on exit ringlay deletes the routes it installed, and only those.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsFd;
@@ -27,7 +40,8 @@ use ipnet::Ipv4Net;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{Backend, NetworkConfig};
-use crate::control::{self, FileStamp, LocalLease, StaticLeases};
+use crate::control::routes::{Mode, RECONCILE_INTERVAL};
+use crate::control::{self, FileStamp, LocalLease, RouteSync, StaticLeases};
 use crate::dataplane::{Dataplane, Offload, Report, Settings, Tunnel, WorkerIo};
 use crate::encap::Local;
 use crate::sys::uring::Features;
@@ -114,15 +128,15 @@ fn default_iface() -> Result<String> {
         })
 }
 
-/// The tunnel and port of a backend, or an error for backends this mode lacks.
+/// The tunnel and port of a tunnel backend; host-gw has none.
 fn tunnel_of(backend: &Backend) -> Result<(Tunnel, u16, u32)> {
     match *backend {
-        Backend::Udp { port } => Ok((Tunnel::Udp, port, 0)),
+        Backend::Udp { port, .. } => Ok((Tunnel::Udp, port, 0)),
         Backend::Vxlan { vni, port, .. } => Ok((Tunnel::Vxlan, port, vni)),
         Backend::HostGw => Err(Error::invalid(
             "Backend.Type",
             "host-gw",
-            "udp or vxlan: ringlay's host-gw backend is not built yet",
+            "udp or vxlan: host-gw has no tunnel (run dispatches it to run_host_gw)",
         )),
     }
 }
@@ -278,10 +292,14 @@ fn bind_sockets(port: u16, n: usize) -> Result<Vec<(UdpSocket, UdpSocket)>> {
 pub fn run(opts: Options) -> Result<()> {
     if !caps::has_cap_net_admin() {
         return Err(Error::Privilege(
-            "ringlay run needs CAP_NET_ADMIN to create its TUN device: run it as root \
-             (or grant the capability, e.g. AmbientCapabilities=CAP_NET_ADMIN)"
+            "ringlay run needs CAP_NET_ADMIN to create its TUN device and routes: run it as \
+             root (or grant the capability, e.g. AmbientCapabilities=CAP_NET_ADMIN)"
                 .into(),
         ));
+    }
+    let leases = StaticLeases::load(&opts.static_leases)?;
+    if leases.config.backend == Backend::HostGw {
+        return run_host_gw(&opts, leases);
     }
     let features = Features::probe().map_err(|e| Error::setup("probing io_uring", e))?;
     if let Some(what) = features.missing() {
@@ -300,7 +318,6 @@ pub fn run(opts: Options) -> Result<()> {
             "single-shot recvmsg (no buffer rings before Linux 5.19)"
         }
     );
-    let leases = StaticLeases::load(&opts.static_leases)?;
     let config = leases.config;
     if config.backend_defaulted {
         tracing::info!("the network config names no Backend: using udp, as flannel does");
@@ -363,9 +380,20 @@ pub fn run(opts: Options) -> Result<()> {
         .collect();
     let dataplane = Dataplane::start(io, settings, &table)
         .map_err(|e| Error::setup("starting the workers", e))?;
+    // After the table holds every peer: a direct route's peer is always in it.
+    let mut routes = match direct_routes(&config, &under, &local, &leases) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = dataplane.stop();
+            return Err(e);
+        }
+    };
 
     let env = control::subnet_env::render(&config, &local.key, mtu, false);
     if let Err(e) = control::subnet_env::write_atomic(&opts.subnet_file, &env) {
+        if let Some(r) = &mut routes {
+            r.remove_all("start-up failed");
+        }
         let _ = dataplane.stop();
         return Err(e);
     }
@@ -380,8 +408,23 @@ pub fn run(opts: Options) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| Error::setup("starting the control runtime", e))?;
-    let result = runtime.block_on(control_loop(&opts, leases, &local, &table, &dataplane));
+    let result = runtime.block_on(control_loop(
+        &opts,
+        leases,
+        &local,
+        &table,
+        Some(&dataplane),
+        routes.as_mut(),
+    ));
 
+    if let Some(r) = &mut routes {
+        // Before the TUN goes: until then their traffic falls back to the tunnel.
+        let n = r.remove_all("stop");
+        tracing::info!(
+            "final route counters: {}; removed {n} direct routes",
+            r.stats()
+        );
+    }
     let report = Report(dataplane.stats()).to_string();
     for (i, e) in dataplane.stop() {
         tracing::error!(worker = i, "worker failed: {e}");
@@ -393,6 +436,71 @@ pub fn run(opts: Options) -> Result<()> {
     result
 }
 
+/// With `DirectRouting`, the reconciler of the direct routes, synced once with
+/// `leases`; `None` without.
+fn direct_routes(
+    config: &NetworkConfig,
+    under: &Underlay,
+    local: &LocalLease,
+    leases: &StaticLeases,
+) -> Result<Option<RouteSync>> {
+    if !config.backend.direct_routing() {
+        return Ok(None);
+    }
+    let mut r = RouteSync::new(Mode::DirectRouting, &under.iface, local.key, config)?;
+    r.sync(&leases.leases, "start");
+    tracing::info!(
+        "DirectRouting: {} peer routes on {}, {} peer addresses through the tunnel",
+        r.stats().routes,
+        under.iface,
+        r.stats().unreachable
+    );
+    Ok(Some(r))
+}
+
+/// `ringlay run` for the host-gw backend: no tunnel, no workers; a kernel route
+/// per peer, kept in line with the leases until SIGTERM or SIGINT, then removed.
+fn run_host_gw(opts: &Options, leases: StaticLeases) -> Result<()> {
+    let config = leases.config;
+    let under = underlay(opts)?;
+    let local = control::find_local(&leases.leases, under.public_ip)?;
+    let mut routes = RouteSync::new(Mode::HostGw, &under.iface, local.key, &config)?;
+    routes.sync(&leases.leases, "start");
+    // host-gw's overlay MTU is the underlay's: nothing is added to a packet.
+    let mtu = control::tunnel_mtu(&config.backend, under.mtu);
+    let env = control::subnet_env::render(&config, &local.key, mtu, false);
+    if let Err(e) = control::subnet_env::write_atomic(&opts.subnet_file, &env) {
+        routes.remove_all("start-up failed");
+        return Err(e);
+    }
+    let stats = routes.stats();
+    tracing::info!(
+        subnet = %local.key, public_ip = %under.public_ip, iface = %under.iface, mtu,
+        backend = "host-gw", routes = stats.routes, unreachable = stats.unreachable,
+        peers = leases.leases.len().saturating_sub(1),
+        "ready: routing (host-gw, route protocol {})", control::routes::ROUTE_PROTOCOL
+    );
+    // Nothing reads this table (no workers); reloads keep it current regardless.
+    let table = Table::new();
+    table.publish(control::build_snapshot(&config, &leases.leases, &local.key));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::setup("starting the control runtime", e))?;
+    let result = runtime.block_on(control_loop(
+        opts,
+        leases,
+        &local,
+        &table,
+        None,
+        Some(&mut routes),
+    ));
+    let n = routes.remove_all("stop");
+    tracing::info!("final route counters: {}", routes.stats());
+    tracing::info!("stopped; removed {n} host-gw routes");
+    result
+}
+
 /// Reloads the leases file; on success publishes the new table and returns the
 /// new leases, on failure logs why and keeps the old.
 fn reload(
@@ -400,6 +508,7 @@ fn reload(
     current: &StaticLeases,
     local: &LocalLease,
     table: &Table,
+    routes: Option<&mut RouteSync>,
     why: &str,
 ) -> Option<StaticLeases> {
     let new = match StaticLeases::load(&opts.static_leases) {
@@ -444,6 +553,10 @@ fn reload(
     for k in &d.changed {
         tracing::info!(lease = %k, "{why}: lease changed");
     }
+    if let Some(r) = routes {
+        // Routes ⊆ table: the dropped peers' routes go before their table entries.
+        r.withdraw(&new.leases, why);
+    }
     let generation = table.publish(control::build_snapshot(
         &new.config,
         &new.leases,
@@ -462,7 +575,8 @@ async fn control_loop(
     mut leases: StaticLeases,
     local: &LocalLease,
     table: &Table,
-    dataplane: &Dataplane,
+    dataplane: Option<&Dataplane>,
+    mut routes: Option<&mut RouteSync>,
 ) -> Result<()> {
     let sig = |k: SignalKind| signal(k).map_err(|e| Error::setup("installing signal handlers", e));
     let (mut hup, mut usr1, mut term, mut int) = (
@@ -473,23 +587,40 @@ async fn control_loop(
     );
     let mut stamp = FileStamp::of(&opts.static_leases).ok();
     let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    let mut reconcile = tokio::time::interval_at(
+        tokio::time::Instant::now() + RECONCILE_INTERVAL,
+        RECONCILE_INTERVAL,
+    );
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); return Ok(()); }
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); return Ok(()); }
             _ = usr1.recv() => {
-                for line in Report(dataplane.stats()).to_string().lines() {
-                    tracing::info!("counters: {line}");
+                if let Some(d) = dataplane {
+                    for line in Report(d.stats()).to_string().lines() {
+                        tracing::info!("counters: {line}");
+                    }
+                }
+                if let Some(r) = &routes {
+                    tracing::info!("route counters: {}", r.stats());
                 }
             }
             _ = hup.recv() => {
                 stamp = FileStamp::of(&opts.static_leases).ok();
-                if let Some(n) = reload(opts, &leases, local, table, "SIGHUP") {
+                if let Some(n) = reload(opts, &leases, local, table, routes.as_deref_mut(), "SIGHUP") {
                     leases = n;
+                    if let Some(r) = routes.as_deref_mut() {
+                        r.sync(&leases.leases, "SIGHUP");
+                    }
+                }
+            }
+            _ = reconcile.tick() => {
+                if let Some(r) = routes.as_deref_mut() {
+                    r.sync(&leases.leases, "reconcile");
                 }
             }
             _ = tick.tick() => {
-                if let Some(i) = dataplane.exited() {
+                if let Some(i) = dataplane.and_then(Dataplane::exited) {
                     return Err(Error::setup(format!("worker {i}"), std::io::Error::other("exited unexpectedly")));
                 }
                 let now = FileStamp::of(&opts.static_leases).ok();
@@ -500,8 +631,11 @@ async fn control_loop(
                 };
                 if edited {
                     stamp = now;
-                    if let Some(n) = reload(opts, &leases, local, table, "leases file edited") {
+                    if let Some(n) = reload(opts, &leases, local, table, routes.as_deref_mut(), "leases file edited") {
                         leases = n;
+                        if let Some(r) = routes.as_deref_mut() {
+                            r.sync(&leases.leases, "leases file edited");
+                        }
                     }
                 }
             }

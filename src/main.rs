@@ -30,7 +30,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the overlay: create the TUN device, forward between it and the peers, and
-    /// keep the table in step with the leases until SIGTERM.
+    /// keep the table in step with the leases until SIGTERM. With the host-gw
+    /// backend (and for peers on the same L2 segment with DirectRouting) ringlay
+    /// routes each peer's subnet via its PublicIP instead (route protocol 114).
     ///
     /// Signals: SIGHUP re-reads the leases file (it is also re-read when edited),
     /// SIGUSR1 logs the per-worker counters, SIGTERM or SIGINT stop cleanly.

@@ -238,7 +238,7 @@ tb_underlay_routes() {
 
 # tb_leases_json N BACKEND: a static leases file (stdout) for hosts 1..N; vxlan
 # leases carry VNI 1 and VtepMAC 0e:00:00:00:0i:00, udp leases are flannel's
-# udp lease values.
+# udp lease values, host-gw leases name their backend.
 tb_leases_json() {
     local n=$1 backend=$2 i sep=
     printf '{"config": {"Network": "100.96.0.0/16", "Backend": {"Type": "%s"}},\n "subnets": {\n' "$backend"
@@ -247,6 +247,8 @@ tb_leases_json() {
         if [[ $backend == vxlan ]]; then
             printf '   "100.96.%d.0-24": {"PublicIP": "192.0.2.%d", "BackendType": "vxlan", "BackendData": {"VNI": 1, "VtepMAC": "%s"}}' \
                 "$i" "$i" "$(tb_vtep_mac "$i")"
+        elif [[ $backend == host-gw ]]; then
+            printf '   "100.96.%d.0-24": {"PublicIP": "192.0.2.%d", "BackendType": "host-gw"}' "$i" "$i"
         else
             printf '   "100.96.%d.0-24": {"PublicIP": "192.0.2.%d", "PublicIPv6": null}' "$i" "$i"
         fi

@@ -80,6 +80,9 @@ pub enum Backend {
     Udp {
         /// `Port`: the UDP port every node listens on; [`UDP_DEFAULT_PORT`] by default.
         port: u16,
+        /// `DirectRouting`: peers on the same L2 segment are reached by plain routes.
+        /// flanneld's udp backend ignores this setting; ringlay honours it as for vxlan.
+        direct_routing: bool,
     },
     /// `{"Type":"vxlan"}`.
     Vxlan {
@@ -102,6 +105,7 @@ impl Backend {
     /// What flannel and ringlay use when the config has no `Backend`.
     pub const DEFAULT: Backend = Backend::Udp {
         port: UDP_DEFAULT_PORT,
+        direct_routing: false,
     };
 
     /// The backend's type.
@@ -113,10 +117,21 @@ impl Backend {
         }
     }
 
+    /// True when a tunnel backend should route peers on the same L2 segment
+    /// directly (`DirectRouting`); false for host-gw, which routes every peer so.
+    pub const fn direct_routing(&self) -> bool {
+        match self {
+            Backend::Udp { direct_routing, .. } | Backend::Vxlan { direct_routing, .. } => {
+                *direct_routing
+            }
+            Backend::HostGw => false,
+        }
+    }
+
     /// The UDP port of the tunnel; `None` for host-gw, which has no tunnel.
     pub const fn port(&self) -> Option<u16> {
         match self {
-            Backend::Udp { port } | Backend::Vxlan { port, .. } => Some(*port),
+            Backend::Udp { port, .. } | Backend::Vxlan { port, .. } => Some(*port),
             Backend::HostGw => None,
         }
     }
@@ -262,7 +277,15 @@ impl Serialize for Backend {
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("Type", self.backend_type().as_str())?;
         match *self {
-            Backend::Udp { port } => m.serialize_entry("Port", &port)?,
+            Backend::Udp {
+                port,
+                direct_routing,
+            } => {
+                m.serialize_entry("Port", &port)?;
+                if direct_routing {
+                    m.serialize_entry("DirectRouting", &true)?;
+                }
+            }
             Backend::Vxlan {
                 vni,
                 port,
@@ -314,6 +337,8 @@ fn parse_backend(value: Option<&Value>) -> Result<(Backend, bool)> {
     let backend = match ty {
         BackendType::Udp => Backend::Udp {
             port: port(UDP_DEFAULT_PORT)?,
+            direct_routing: opt_bool(obj, "DirectRouting", "Backend.DirectRouting")?
+                .unwrap_or(false),
         },
         BackendType::Vxlan => {
             let vni_expected = "an integer from 0 to 16777215 (a 24-bit VXLAN VNI)";
@@ -661,7 +686,13 @@ mod tests {
         assert_eq!(v4.subnet_len, 20);
         assert_eq!(v4.subnet_min, Ipv4Addr::new(10, 10, 0, 0));
         assert_eq!(v4.subnet_max, Ipv4Addr::new(10, 99, 0, 0));
-        assert_eq!(cfg.backend, Backend::Udp { port: 7890 });
+        assert_eq!(
+            cfg.backend,
+            Backend::Udp {
+                port: 7890,
+                direct_routing: false
+            }
+        );
         assert_eq!(cfg.backend.port(), Some(7890));
         round_trip(&cfg);
     }
@@ -740,12 +771,43 @@ mod tests {
             }
         );
         round_trip(&cfg);
+        assert!(cfg.backend.direct_routing());
+    }
+
+    #[test]
+    fn udp_direct_routing_is_read_and_written_only_when_on() {
+        let cfg =
+            parse(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"udp","DirectRouting":true}}"#);
+        assert_eq!(
+            cfg.backend,
+            Backend::Udp {
+                port: UDP_DEFAULT_PORT,
+                direct_routing: true
+            }
+        );
+        assert!(cfg.backend.direct_routing());
+        assert!(cfg
+            .to_json()
+            .ends_with(r#""Backend":{"Type":"udp","Port":8285,"DirectRouting":true}}"#));
+        round_trip(&cfg);
+        let off = parse(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}"#);
+        assert!(!off.backend.direct_routing());
+        assert!(off
+            .to_json()
+            .ends_with(r#""Backend":{"Type":"udp","Port":8285}}"#));
+        assert!(!Backend::HostGw.direct_routing());
     }
 
     #[test]
     fn backend_omitted_defaults_to_udp_and_says_so() {
         let cfg = parse(r#"{"Network":"10.1.0.0/16"}"#);
-        assert_eq!(cfg.backend, Backend::Udp { port: 8285 });
+        assert_eq!(
+            cfg.backend,
+            Backend::Udp {
+                port: 8285,
+                direct_routing: false
+            }
+        );
         assert!(cfg.backend_defaulted);
         assert_eq!(
             cfg.to_json(),

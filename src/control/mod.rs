@@ -12,6 +12,7 @@
 //! | [`mtu`]           | the overlay MTU by flannel's per-backend rules              | none |
 //! | [`subnet_env`]    | `subnet.env` as flanneld writes it; atomic replacement      | writes the file |
 //! | [`watch`]         | noticing that a file was edited or replaced                 | `stat` |
+//! | [`routes`]        | kernel routes to peers reached without a tunnel (host-gw, DirectRouting), reconciled with a lease set | rtnetlink |
 //!
 //! Invariants:
 //!
@@ -22,13 +23,16 @@
 //! * [`build_snapshot`] never puts this host's own lease in the table, so the data
 //!   path never tunnels to itself;
 //! * the VTEP MAC of a lease without `VtepMAC` is a pure function of its public IP
-//!   ([`derive_vtep_mac`]), so this host and every peer agree on it without talking.
+//!   ([`derive_vtep_mac`]), so this host and every peer agree on it without talking;
+//! * [`RouteSync`] replaces or deletes only routes of its own route protocol
+//!   ([`routes::ROUTE_PROTOCOL`]) inside the network's prefixes, never another's.
 //!
 //! [`Table`]: crate::table::Table
 //! [`Snapshot`]: crate::table::Snapshot
 
 pub mod local;
 pub mod mtu;
+pub mod routes;
 pub mod snapshot;
 pub mod static_leases;
 pub mod subnet_env;
@@ -36,6 +40,7 @@ pub mod watch;
 
 pub use local::{derive_vtep_mac, find_local, LocalLease};
 pub use mtu::tunnel_mtu;
+pub use routes::RouteSync;
 pub use snapshot::{build_snapshot, diff, LeaseDiff};
 pub use static_leases::{Lease, StaticLeases};
 pub use watch::FileStamp;

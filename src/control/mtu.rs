@@ -60,11 +60,29 @@ mod tests {
 
     #[test]
     fn flannels_rules() {
-        assert_eq!(tunnel_mtu(&Backend::Udp { port: 8285 }, 1500), 1472);
+        assert_eq!(
+            tunnel_mtu(
+                &Backend::Udp {
+                    port: 8285,
+                    direct_routing: false
+                },
+                1500
+            ),
+            1472
+        );
         assert_eq!(tunnel_mtu(&vxlan(None), 1500), 1450);
         assert_eq!(tunnel_mtu(&Backend::HostGw, 1500), 1500);
         assert_eq!(tunnel_mtu(&vxlan(None), 9001), 8951);
-        assert_eq!(tunnel_mtu(&Backend::Udp { port: 8285 }, 9000), 8972);
+        assert_eq!(
+            tunnel_mtu(
+                &Backend::Udp {
+                    port: 8285,
+                    direct_routing: false
+                },
+                9000
+            ),
+            8972
+        );
     }
 
     #[test]
@@ -77,7 +95,16 @@ mod tests {
     #[test]
     fn tiny_underlays_saturate() {
         assert_eq!(tunnel_mtu(&vxlan(None), 40), 0);
-        assert_eq!(tunnel_mtu(&Backend::Udp { port: 8285 }, 0), 0);
+        assert_eq!(
+            tunnel_mtu(
+                &Backend::Udp {
+                    port: 8285,
+                    direct_routing: false
+                },
+                0
+            ),
+            0
+        );
     }
 
     #[test]

@@ -601,7 +601,13 @@ pub(crate) mod tests {
     #[test]
     fn udp_leases_and_values_as_etcd_text() {
         let s = parse(UDP);
-        assert_eq!(s.config.backend, Backend::Udp { port: 8285 });
+        assert_eq!(
+            s.config.backend,
+            Backend::Udp {
+                port: 8285,
+                direct_routing: false
+            }
+        );
         assert_eq!(s.leases.len(), 2);
         assert_eq!(s.leases[0].key.to_string(), "10.5.7.0-24");
         assert_eq!(s.leases[0].attrs.backend_type, None);

@@ -1,6 +1,6 @@
 //! The only module allowed `unsafe`: thin, documented wrappers over the Linux
-//! interfaces the data path needs (TUN, interface ioctls, sockets, io_uring, CPU
-//! affinity, capabilities). Everything returns `io::Result`; file descriptors are
+//! interfaces the data path needs (TUN, interface ioctls, kernel routes over
+//! rtnetlink, sockets, io_uring, CPU affinity, capabilities). Everything returns `io::Result`; file descriptors are
 //! `OwnedFd`s, closed by `Drop`, never by hand.
 #![allow(unsafe_code)]
 
@@ -10,6 +10,7 @@ pub mod error;
 pub mod eventfd;
 mod ifreq;
 pub mod netdev;
+pub mod netlink;
 pub mod socket;
 pub mod tun;
 pub mod uring;

@@ -544,12 +544,36 @@ impl Cluster {
         leases_json: &str,
         extra_args: &[&str],
     ) -> Result<Daemon, String> {
+        self.try_ringlay_at(i, self.underlay_ip(i), leases_json, extra_args)
+    }
+
+    /// [`Cluster::ringlay`] with `--public-ip public_ip` instead of 192.0.2.i, for
+    /// a host the test moved to another underlay prefix.
+    pub fn ringlay_at(
+        &self,
+        i: usize,
+        public_ip: Ipv4Addr,
+        leases_json: &str,
+        extra_args: &[&str],
+    ) -> Daemon {
+        self.try_ringlay_at(i, public_ip, leases_json, extra_args)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Cluster::ringlay_at`], returning the failure (with the log) instead.
+    pub fn try_ringlay_at(
+        &self,
+        i: usize,
+        public_ip: Ipv4Addr,
+        leases_json: &str,
+        extra_args: &[&str],
+    ) -> Result<Daemon, String> {
         let leases = self.dir.join(format!("leases-{i}.json"));
         fs::write(&leases, leases_json)
             .unwrap_or_else(|e| panic!("writing {}: {e}", leases.display()));
         let subnet_file = self.dir.join(format!("subnet-{i}.env"));
         let bin = ringlay_bin();
-        let public_ip = self.underlay_ip(i).to_string();
+        let public_ip = public_ip.to_string();
         let leases_s = leases.display().to_string();
         let subnet_s = subnet_file.display().to_string();
         let mut argv: Vec<&str> = vec![
