@@ -3,9 +3,11 @@
 //!
 //! Start-up, in order (any failure is one clear error and nothing is left behind):
 //!
-//! 1. check CAP_NET_ADMIN; load and validate the static leases file;
+//! 1. check CAP_NET_ADMIN; load and validate the static leases file, or (with etcd)
+//!    wait for `<prefix>/config` in etcd;
 //! 2. pick the public IP and underlay interface (`--public-ip`, `--iface`, else the
-//!    interface of the default route), and this host's lease by that IP;
+//!    interface of the default route), and this host's lease: by that IP in the
+//!    static file, or acquired in etcd ([`control::etcd`]);
 //! 3. create the TUN device with one queue per worker, MTU = underlay MTU − the
 //!    backend's overhead (flannel's rules), address = the lease's first address with
 //!    the *network's* prefix, so the kernel routes the whole network through it;
@@ -14,7 +16,10 @@
 //! 5. write subnet.env and log `ready`.
 //!
 //! Then: SIGHUP or an edit of the leases file re-reads it (a bad edit is logged and
-//! the previous table stays in force); SIGUSR1 logs every worker's counters;
+//! the previous table stays in force); with etcd, every change the watch reports
+//! becomes a new table, and our lease is renewed (if it is taken by another node,
+//! the daemon exits with an error — see [`control::etcd`]); SIGUSR1 logs every
+//! worker's counters;
 //! SIGTERM/SIGINT stop the workers, close the TUN (the kernel removes the device,
 //! its address and route with it) and log the counters a last time.
 
@@ -26,7 +31,8 @@ use ipnet::Ipv4Net;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{Backend, NetworkConfig};
-use crate::control::{self, FileStamp, LocalLease, StaticLeases};
+use crate::control::etcd::{self, Follower, View};
+use crate::control::{self, FileStamp, Lease, LocalLease, StaticLeases};
 use crate::dataplane::{Dataplane, Report, Settings, Tunnel, WorkerIo};
 use crate::encap::Local;
 use crate::sys::uring::Features;
@@ -39,11 +45,20 @@ const SOCKET_BUFFER: usize = 4 << 20;
 /// How often the leases file is checked for edits.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Where the network config and the leases come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A static leases file (`--static-leases`).
+    Static(PathBuf),
+    /// etcd, as flanneld uses it (`--etcd-endpoints` and friends).
+    Etcd(etcd::Settings),
+}
+
 /// What `ringlay run` was asked to do.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The static leases file.
-    pub static_leases: PathBuf,
+    /// Where the config and the leases come from.
+    pub source: Source,
     /// The public IP peers reach us at, if given.
     pub public_ip: Option<Ipv4Addr>,
     /// The underlay interface, if given.
@@ -257,15 +272,44 @@ pub fn run(opts: Options) -> Result<()> {
             "single-shot recvmsg (no buffer rings before Linux 5.19)"
         }
     );
-    let leases = StaticLeases::load(&opts.static_leases)?;
-    let config = leases.config;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::setup("starting the control runtime", e))?;
+    let (config, peers, local, under, source) = match &opts.source {
+        Source::Static(path) => {
+            let leases = StaticLeases::load(path)?;
+            let under = underlay(&opts)?;
+            let local = control::find_local(&leases.leases, under.public_ip)?;
+            let peers = leases.leases.clone();
+            (leases.config, peers, local, under, Running::Static(leases))
+        }
+        Source::Etcd(settings) => {
+            let under = underlay(&opts)?;
+            let (config, follower, view) =
+                runtime.block_on(etcd_start(&opts, settings, under.public_ip))?;
+            let held = *follower.held().expect("a running node holds a lease");
+            let local = LocalLease {
+                key: held.key,
+                public_ip: under.public_ip,
+                vtep_mac: held.vtep_mac(),
+                vtep_mac_derived: false,
+            };
+            let peers = view.borrow().leases.to_vec();
+            (
+                config,
+                peers,
+                local,
+                under,
+                Running::Etcd(Box::new(follower), view),
+            )
+        }
+    };
     if config.backend_defaulted {
         tracing::info!("the network config names no Backend: using udp, as flannel does");
     }
     let (tunnel, port, vni) = tunnel_of(&config.backend)?;
     let network = network_v4(&config)?;
-    let under = underlay(&opts)?;
-    let local = control::find_local(&leases.leases, under.public_ip)?;
     let subnet = local.key.v4.ok_or_else(|| {
         Error::invalid(
             "subnets",
@@ -285,7 +329,7 @@ pub fn run(opts: Options) -> Result<()> {
     let device = setup_tun(&opts, queues, mtu, gateway, network, &local, &config)?;
     let queues = device.queues().len();
     let table = Table::new();
-    table.publish(control::build_snapshot(&config, &leases.leases, &local.key));
+    table.publish(control::build_snapshot(&config, &peers, &local.key));
     let sockets = bind_sockets(port, queues)?;
     let settings = Settings {
         tunnel,
@@ -326,15 +370,21 @@ pub fn run(opts: Options) -> Result<()> {
     tracing::info!(
         tun = %tun_name, subnet = %subnet, public_ip = %under.public_ip, iface = %under.iface,
         mtu, backend = config.backend.backend_type().as_str(), port, workers = queues,
-        peers = leases.leases.len().saturating_sub(1),
+        peers = peers.len().saturating_sub(1),
         "ready: forwarding"
     );
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::setup("starting the control runtime", e))?;
-    let result = runtime.block_on(control_loop(&opts, leases, &local, &table, &dataplane));
+    let result = match source {
+        Running::Static(leases) => {
+            let Source::Static(path) = &opts.source else {
+                unreachable!("static leases come from a file")
+            };
+            runtime.block_on(control_loop(path, leases, &local, &table, &dataplane))
+        }
+        Running::Etcd(follower, view) => runtime.block_on(etcd_loop(
+            *follower, view, &config, &local, &table, &dataplane,
+        )),
+    };
 
     let report = Report(dataplane.stats()).to_string();
     for (i, e) in dataplane.stop() {
@@ -347,16 +397,129 @@ pub fn run(opts: Options) -> Result<()> {
     result
 }
 
+/// The lease source the control loop follows.
+enum Running {
+    Static(StaticLeases),
+    Etcd(Box<Follower>, tokio::sync::watch::Receiver<View>),
+}
+
+/// With etcd: waits for the network config, acquires our lease and lists the others.
+async fn etcd_start(
+    opts: &Options,
+    settings: &etcd::Settings,
+    public_ip: Ipv4Addr,
+) -> Result<(NetworkConfig, Follower, tokio::sync::watch::Receiver<View>)> {
+    let margin = etcd::timing::check_margin(settings.renew_margin)?;
+    let mut registry = etcd::Registry::connect(settings).await?;
+    let config = etcd::wait_config(&mut registry).await?;
+    // Refuse what the data path cannot run before writing a lease for it.
+    tunnel_of(&config.backend)?;
+    network_v4(&config)?;
+    let previous = control::subnet_env::read_subnets(&opts.subnet_file);
+    let held = registry
+        .acquire(
+            &config,
+            public_ip,
+            previous,
+            &mut etcd::alloc::Rng::from_entropy(),
+        )
+        .await?;
+    let how = match held.how {
+        etcd::Acquired::Reused => "kept the lease etcd already had for our public IP",
+        etcd::Acquired::Previous => "took back the subnet subnet.env recorded",
+        etcd::Acquired::New => "acquired a free subnet",
+    };
+    tracing::info!(
+        lease = %held.key, public_ip = %public_ip, vtep_mac = %held.vtep_mac(),
+        etcd = registry.endpoints(), "{how}"
+    );
+    let (follower, view) = Follower::start(registry, config, Some(held), margin).await?;
+    Ok((config, follower, view))
+}
+
+/// Publishes a table for a view of the leases.
+fn publish_view(
+    config: &NetworkConfig,
+    leases: &[Lease],
+    local: &LocalLease,
+    table: &Table,
+) -> u64 {
+    let generation = table.publish(control::build_snapshot(config, leases, &local.key));
+    tracing::info!(
+        generation,
+        peers = leases.iter().filter(|l| l.key != local.key).count(),
+        "published a new table"
+    );
+    generation
+}
+
+/// The control loop with etcd: the follower task hands over lease sets, each
+/// becomes a table; signals as in [`control_loop`].
+async fn etcd_loop(
+    follower: Follower,
+    mut view: tokio::sync::watch::Receiver<View>,
+    config: &NetworkConfig,
+    local: &LocalLease,
+    table: &Table,
+    dataplane: &Dataplane,
+) -> Result<()> {
+    let sig = |k: SignalKind| signal(k).map_err(|e| Error::setup("installing signal handlers", e));
+    let (mut hup, mut usr1, mut term, mut int) = (
+        sig(SignalKind::hangup())?,
+        sig(SignalKind::user_defined1())?,
+        sig(SignalKind::terminate())?,
+        sig(SignalKind::interrupt())?,
+    );
+    let mut task = tokio::spawn(follower.run());
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    let ended = |r: std::result::Result<Result<()>, tokio::task::JoinError>| match r {
+        Ok(r) => r,
+        Err(e) => Err(Error::setup(
+            "following etcd",
+            std::io::Error::other(e.to_string()),
+        )),
+    };
+    let result = loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break Ok(()); }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); break Ok(()); }
+            _ = usr1.recv() => {
+                for line in Report(dataplane.stats()).to_string().lines() {
+                    tracing::info!("counters: {line}");
+                }
+            }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: the leases come from etcd's watch; nothing to re-read");
+            }
+            changed = view.changed() => {
+                if changed.is_err() {
+                    break ended((&mut task).await);
+                }
+                let leases = view.borrow_and_update().leases.clone();
+                publish_view(config, &leases, local, table);
+            }
+            r = &mut task => break ended(r),
+            _ = tick.tick() => {
+                if let Some(i) = dataplane.exited() {
+                    break Err(Error::setup(format!("worker {i}"), std::io::Error::other("exited unexpectedly")));
+                }
+            }
+        }
+    };
+    task.abort();
+    result
+}
+
 /// Reloads the leases file; on success publishes the new table and returns the
 /// new leases, on failure logs why and keeps the old.
 fn reload(
-    opts: &Options,
+    path: &std::path::Path,
     current: &StaticLeases,
     local: &LocalLease,
     table: &Table,
     why: &str,
 ) -> Option<StaticLeases> {
-    let new = match StaticLeases::load(&opts.static_leases) {
+    let new = match StaticLeases::load(path) {
         Ok(n) => n,
         Err(e) => {
             tracing::error!("{why}: the leases file was refused, keeping the previous table: {e}");
@@ -412,7 +575,7 @@ fn reload(
 }
 
 async fn control_loop(
-    opts: &Options,
+    path: &std::path::Path,
     mut leases: StaticLeases,
     local: &LocalLease,
     table: &Table,
@@ -425,7 +588,7 @@ async fn control_loop(
         sig(SignalKind::terminate())?,
         sig(SignalKind::interrupt())?,
     );
-    let mut stamp = FileStamp::of(&opts.static_leases).ok();
+    let mut stamp = FileStamp::of(path).ok();
     let mut tick = tokio::time::interval(WATCH_INTERVAL);
     loop {
         tokio::select! {
@@ -437,8 +600,8 @@ async fn control_loop(
                 }
             }
             _ = hup.recv() => {
-                stamp = FileStamp::of(&opts.static_leases).ok();
-                if let Some(n) = reload(opts, &leases, local, table, "SIGHUP") {
+                stamp = FileStamp::of(path).ok();
+                if let Some(n) = reload(path, &leases, local, table, "SIGHUP") {
                     leases = n;
                 }
             }
@@ -446,7 +609,7 @@ async fn control_loop(
                 if let Some(i) = dataplane.exited() {
                     return Err(Error::setup(format!("worker {i}"), std::io::Error::other("exited unexpectedly")));
                 }
-                let now = FileStamp::of(&opts.static_leases).ok();
+                let now = FileStamp::of(path).ok();
                 let edited = match (&stamp, &now) {
                     (Some(a), Some(b)) => a.changed(b),
                     (None, Some(_)) => true,
@@ -454,7 +617,7 @@ async fn control_loop(
                 };
                 if edited {
                     stamp = now;
-                    if let Some(n) = reload(opts, &leases, local, table, "leases file edited") {
+                    if let Some(n) = reload(path, &leases, local, table, "leases file edited") {
                         leases = n;
                     }
                 }
