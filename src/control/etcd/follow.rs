@@ -144,7 +144,19 @@ impl Follower {
                 }
             }
             let (watcher, mut stream) = match self.registry.watch(self.revision + 1).await {
-                Ok(w) => w,
+                Ok(w) => {
+                    // etcd confirmed the watch (the client waits for its creation).
+                    backoff.reset();
+                    if let Some(t) = outage.take() {
+                        tracing::info!(
+                            revision = self.revision,
+                            "etcd is back after {:.1?}: the table is in step again, watching from revision {}",
+                            t.elapsed(),
+                            self.revision + 1
+                        );
+                    }
+                    w
+                }
                 Err(e) => {
                     let delay = backoff.next_delay();
                     tracing::warn!(
@@ -178,17 +190,6 @@ impl Follower {
                             }
                             if resp.canceled() {
                                 break format!("etcd cancelled the watch: {}", resp.cancel_reason());
-                            }
-                            if resp.created() {
-                                backoff.reset();
-                                if let Some(t) = outage.take() {
-                                    tracing::info!(
-                                        revision = self.revision,
-                                        "etcd is back after {:.1?}: the table is in step again, watching from revision {}",
-                                        t.elapsed(),
-                                        self.revision + 1
-                                    );
-                                }
                             }
                             for ev in resp.events() {
                                 self.apply(ev).await?;
