@@ -177,7 +177,9 @@ fn ten_thousand_leases_reach_a_watching_node() {
         .expect("runtime");
     let t0 = Instant::now();
     let written = rt.block_on(async {
-        let mut c = Client::connect([e.endpoint()], None).await.expect("connect");
+        let mut c = Client::connect([e.endpoint()], None)
+            .await
+            .expect("connect");
         let ttl = c.lease_grant(86_400, None).await.expect("grant").id();
         for chunk in (0..LEASES).collect::<Vec<_>>().chunks(BATCH) {
             let ops: Vec<TxnOp> = chunk
@@ -200,8 +202,8 @@ fn ten_thousand_leases_reach_a_watching_node() {
     let etcd_after = e.handled();
     let node_requests = requests_in(&full_line);
     let etcd_node_requests = node_methods(&etcd_after) - node_methods(&etcd_before);
-    let txns = etcd_after.get("Txn").copied().unwrap_or(0)
-        - etcd_before.get("Txn").copied().unwrap_or(0);
+    let txns =
+        etcd_after.get("Txn").copied().unwrap_or(0) - etcd_before.get("Txn").copied().unwrap_or(0);
     let tables = w
         .log
         .iter()
@@ -246,7 +248,10 @@ fn ten_thousand_leases_reach_a_watching_node() {
         start_requests <= 3,
         "a start is one config read, one list, one watch: {start_requests}"
     );
-    assert!(hwm <= RSS_TARGET_KIB && hwm2 <= RSS_TARGET_KIB, "RSS over 64 MiB");
+    assert!(
+        hwm <= RSS_TARGET_KIB && hwm2 <= RSS_TARGET_KIB,
+        "RSS over 64 MiB"
+    );
     let bound = if optimised {
         TIME_TARGET
     } else {
