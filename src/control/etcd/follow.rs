@@ -150,7 +150,7 @@ impl Follower {
                     if let Some(t) = outage.take() {
                         tracing::info!(
                             revision = self.revision,
-                            "etcd is back after {:.1?}: the table is in step again, watching from revision {}",
+                            "watch resumed after {:.1?}: the table is in step with etcd again, watching from revision {}",
                             t.elapsed(),
                             self.revision + 1
                         );
