@@ -215,7 +215,11 @@ fn etcd_outage_forwarding_continues_and_the_watch_recovers() {
     // The watch recovers (retries back off to at most 10 s apart).
     for d in &daemons {
         assert!(
-            d.wait_log("watch resumed", marks[d.host() - 1], Duration::from_secs(20)),
+            d.wait_log(
+                "watch resumed",
+                marks[d.host() - 1],
+                Duration::from_secs(20)
+            ),
             "host {}:\n{}",
             d.host(),
             d.log()
