@@ -19,9 +19,9 @@
 #
 # Needs iproute2, iperf3, ping and ss; installs etcd-server, etcd-client and
 # protobuf-compiler (to build) with apt-get if they are missing. Every namespace is
-# named rldemo-$$-*; the
-# EXIT trap (also on Ctrl-C and on failure) ends exactly the processes started
-# here, by PID, and deletes exactly those namespaces.
+# named rldemo-$$-*; the EXIT trap (also on Ctrl-C and on failure) ends exactly the
+# processes started here (ringlay and etcd), by PID, and deletes exactly those
+# namespaces and the temporary directory holding etcd's data.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -522,3 +522,35 @@ fn tls_endpoint_with_client_certificates() {
         assert!(err.to_string().contains("--etcd-endpoints"), "{err}");
     });
 }
+
+#[test]
+fn username_and_password() {
+    if !require_etcd("auth") {
+        return;
+    }
+    let e = Etcd::start("auth");
+    e.put(&format!("{PREFIX}/config"), VXLAN_CONFIG);
+    for args in [
+        &["user", "add", "root:ringlay-test"][..],
+        &["auth", "enable"][..],
+    ] {
+        let out = e.ctl(args);
+        assert!(out.status.success(), "etcdctl {args:?}: {out:?}");
+    }
+    rt().block_on(async {
+        let mut s = settings(&e);
+        // Without credentials: refused.
+        let mut r = connect(&e).await;
+        assert!(r.config().await.is_err(), "auth is on: refused");
+        s.username = Some("root".into());
+        s.password = Some("ringlay-test".into());
+        let mut r = Registry::connect(&s).await.expect("authenticated");
+        let c = etcd::wait_config(&mut r).await.expect("config");
+        r.acquire(&c, ip("192.0.2.1"), None, &mut Rng::from_entropy())
+            .await
+            .expect("acquire as root");
+        s.password = Some("wrong".into());
+        let err = Registry::connect(&s).await.expect_err("wrong password");
+        assert!(err.to_string().contains("etcd"), "{err}");
+    });
+}
