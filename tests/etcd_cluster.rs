@@ -5,7 +5,7 @@
 //! - three ringlay nodes get distinct subnets and every pair of containers reaches
 //!   each other, over vxlan (with a fourth host running the kernel's vxlan set up
 //!   as flanneld would from the leases in etcd, its own lease written as flanneld
-//!   writes it) and over udp;
+//!   writes it) and over udp; a restarted node keeps its subnet and VtepMAC;
 //! - etcd killed for 10 s while traffic flows: forwarding continues, the watch
 //!   recovers, and a lease added afterwards arrives; a deleted lease of ours is
 //!   re-created without interrupting traffic.
@@ -145,6 +145,23 @@ fn three_ringlay_nodes_and_a_kernel_flannel_node_over_vxlan() {
         (4, Ipv4Addr::new(100, 96, 4, 2)),
     ];
     ping_all(&c, &members);
+
+    // A restart of host 1 keeps its subnet and VtepMAC: the kernel node, which
+    // learnt them once from etcd, still reaches it.
+    let k1 = format!("{PREFIX}/subnets/{}-24", acquired_subnet(&daemons[0]));
+    let before = e.get(&k1).expect("host 1's lease");
+    let mut daemons = daemons;
+    let status = daemons[0].terminate();
+    assert!(status.success(), "{status}\n{}", daemons[0].log());
+    let again = c.ringlay_etcd(1, e.endpoint(), &["--queues", "1"]);
+    assert!(
+        again.log().contains("kept the lease etcd already had"),
+        "{}",
+        again.log()
+    );
+    assert_eq!(acquired_subnet(&again), acquired_subnet(&daemons[0]));
+    assert_eq!(e.get(&k1), Some(before), "same value, same VtepMAC");
+    ping_all(&c, &[(1, addrs[0]), (4, Ipv4Addr::new(100, 96, 4, 2))]);
 }
 
 #[test]
