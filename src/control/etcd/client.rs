@@ -507,3 +507,47 @@ fn tls_options(settings: &Settings) -> Result<Option<TlsOptions>> {
     }
     Ok(Some(tls))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(endpoint: &str) -> Settings {
+        Settings {
+            endpoints: vec![endpoint.to_owned()],
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn no_tls_files_no_tls() {
+        assert!(tls_options(&with("https://192.0.2.254:2379"))
+            .expect("plain")
+            .is_none());
+    }
+
+    #[test]
+    fn tls_files_need_https_and_pairs() {
+        let mut s = with("http://192.0.2.254:2379");
+        s.ca_file = Some("/nonexistent/ca.pem".into());
+        let err = tls_options(&s).expect_err("http").to_string();
+        assert!(err.starts_with("--etcd-endpoints: "), "{err}");
+
+        let mut s = with("https://192.0.2.254:2379");
+        s.cert_file = Some("/nonexistent/client.pem".into());
+        let err = tls_options(&s).expect_err("no key").to_string();
+        assert!(err.starts_with("--etcd-keyfile: "), "{err}");
+        s.cert_file = None;
+        s.key_file = Some("/nonexistent/client.key".into());
+        let err = tls_options(&s).expect_err("no cert").to_string();
+        assert!(err.starts_with("--etcd-certfile: "), "{err}");
+
+        let mut s = with("https://192.0.2.254:2379");
+        s.ca_file = Some("/nonexistent/ca.pem".into());
+        let err = tls_options(&s).expect_err("missing file").to_string();
+        assert!(
+            err.contains("/nonexistent/ca.pem") && err.contains("read the etcd CA file"),
+            "{err}"
+        );
+    }
+}
