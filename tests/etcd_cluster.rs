@@ -224,6 +224,7 @@ fn etcd_outage_forwarding_continues_and_the_watch_recovers() {
         .and_then(|s| s.rsplit(' ').next())
         .and_then(|n| n.parse::<u32>().ok())
         .unwrap_or_else(|| panic!("ping output: {out}"));
+    println!("during the 10 s etcd outage: {received}/48 pings answered");
     assert!(
         received >= 46,
         "{received}/48 replies during the outage:\n{out}"
@@ -241,6 +242,11 @@ fn etcd_outage_forwarding_continues_and_the_watch_recovers() {
             d.host(),
             d.log()
         );
+    }
+    for d in &daemons {
+        if let Some(l) = d.log().lines().find(|l| l.contains("watch resumed")) {
+            println!("host {}: {l}", d.host());
+        }
     }
     // A lease added now arrives at both.
     let mark2: Vec<usize> = daemons.iter().map(|d| d.log().len()).collect();
