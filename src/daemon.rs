@@ -282,7 +282,14 @@ pub fn run(opts: Options) -> Result<()> {
             let under = underlay(&opts)?;
             let local = control::find_local(&leases.leases, under.public_ip)?;
             let peers = leases.leases.clone();
-            (leases.config, peers, local, under, Running::Static(leases))
+            let config = leases.config;
+            (
+                config,
+                peers,
+                local,
+                under,
+                Running::Static(path.clone(), leases),
+            )
         }
         Source::Etcd(settings) => {
             let under = underlay(&opts)?;
@@ -375,11 +382,8 @@ pub fn run(opts: Options) -> Result<()> {
     );
 
     let result = match source {
-        Running::Static(leases) => {
-            let Source::Static(path) = &opts.source else {
-                unreachable!("static leases come from a file")
-            };
-            runtime.block_on(control_loop(path, leases, &local, &table, &dataplane))
+        Running::Static(path, leases) => {
+            runtime.block_on(control_loop(&path, leases, &local, &table, &dataplane))
         }
         Running::Etcd(follower, view) => runtime.block_on(etcd_loop(
             *follower, view, &config, &local, &table, &dataplane,
@@ -399,7 +403,7 @@ pub fn run(opts: Options) -> Result<()> {
 
 /// The lease source the control loop follows.
 enum Running {
-    Static(StaticLeases),
+    Static(PathBuf, StaticLeases),
     Etcd(Box<Follower>, tokio::sync::watch::Receiver<View>),
 }
 
