@@ -4,14 +4,15 @@
 #
 #   scripts/demo.sh [--backend vxlan|udp]      (as root; default vxlan)
 #
-# Builds the release binary, then a three-host cluster: hosts h1..h3 on a switch
-# (a bridge, underlay 192.0.2.0/24), each with one container behind it, and etcd
-# in its own namespace on the switch (192.0.2.254:2379). Writes flannel's network
-# config to etcd, runs ringlay on every host (each acquires a free subnet in etcd
-# and writes subnet.env), moves each container into its host's subnet as the CNI
-# plugin would, and shows the leases in etcd, ping between every pair of
-# containers, a 3-second iperf3 from container 1 to container 2, and each
-# ringlay's counters (SIGUSR1). Then it stops everything it started and deletes
+# Builds the release binary, then a cluster: hosts h1..h3 on a switch (a bridge,
+# underlay 192.0.2.0/24), each with one container behind it, and etcd in its own
+# namespace on the switch (192.0.2.254:2379). Writes flannel's network config to
+# etcd, runs ringlay on h1..h3 (each acquires a free subnet in etcd and writes
+# subnet.env), moves each container into its host's subnet as the CNI plugin
+# would. With vxlan, a fourth host is a flanneld node: its lease written as
+# flanneld writes it, the kernel's vxlan device set up from the leases in etcd.
+# Shows the leases in etcd, ping between every pair of containers, a 3-second
+# iperf3 from container 1 to container 2, and each ringlay's counters (SIGUSR1). Then it stops everything it started and deletes
 # the namespaces.
 #
 # Environment: RINGLAY_BIN to use that binary instead of building one;
@@ -31,7 +32,7 @@ source "$ROOT/scripts/lib/testbed.sh"
 TB_NAME=demo
 TB_PFX=rldemo-$$
 TB_TMP=
-HOSTS=3
+HOSTS=3  # ringlay hosts; with vxlan, host 4 is a flanneld node (the kernel's vxlan)
 
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
 
@@ -92,13 +93,20 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # --- 2. the cluster ------------------------------------------------------------------
-step "Creating $HOSTS hosts and their containers (network namespaces $TB_PFX-*)"
-if [[ $backend == vxlan ]]; then mtu=1450; else mtu=1472; fi
-tb_build "$HOSTS" "$mtu"
+if [[ $backend == vxlan ]]; then
+    mtu=1450 kernel=$((HOSTS + 1)) all=$((HOSTS + 1))
+else
+    mtu=1472 kernel= all=$HOSTS
+fi
+step "Creating $all hosts and their containers (network namespaces $TB_PFX-*)"
+tb_build "$all" "$mtu"
 say "switch  $(tb_switch): bridge br0, one port per host"
 for ((i = 1; i <= HOSTS; i++)); do
     say "host $i  $(tb_host "$i"): eth0 192.0.2.$i/24   container $i  $(tb_ctr "$i"): addressed from its host's lease"
 done
+if [[ -n $kernel ]]; then
+    say "host $kernel  $(tb_host "$kernel"): eth0 192.0.2.$kernel/24   container $kernel  $(tb_ctr "$kernel"): 100.96.$kernel.2 (a flanneld vxlan node)"
+fi
 
 # --- 3. etcd -------------------------------------------------------------------------
 etcd_ip=192.0.2.254
@@ -108,6 +116,11 @@ tb_etcd "$etcd_ip" || tb_die "etcd did not start"
 config="{\"Network\": \"100.96.0.0/16\", \"Backend\": {\"Type\": \"$backend\"}}"
 tb_etcdctl "$etcd_ip" put /coreos.com/network/config "$config" >/dev/null
 say "/coreos.com/network/config = $config"
+if [[ -n $kernel ]]; then
+    lease="{\"PublicIP\":\"192.0.2.$kernel\",\"PublicIPv6\":null,\"BackendType\":\"vxlan\",\"BackendData\":{\"VNI\":1,\"VtepMAC\":\"$(tb_vtep_mac "$kernel")\"}}"
+    tb_etcdctl "$etcd_ip" put "/coreos.com/network/subnets/100.96.$kernel.0-24" "$lease" >/dev/null
+    say "host $kernel's lease, as flanneld writes it: /coreos.com/network/subnets/100.96.$kernel.0-24 = $lease"
+fi
 
 # --- 4. ringlay on every host --------------------------------------------------------
 step "Starting ringlay on each host; each acquires its subnet in etcd"
@@ -124,6 +137,11 @@ for ((i = 1; i <= HOSTS; i++)); do
     tb_set_ctr_mtu "$i" "$(tb_flannel_mtu "$i" "$mtu")"
     say "        ready (pid ${ringlay_pid[$i]}), lease $subnet/24; container $i is now ${ctr_ip[$i]}"
 done
+if [[ -n $kernel ]]; then
+    tb_flannel_vxlan_from_etcd "$kernel" "$etcd_ip"
+    ctr_ip[$kernel]=100.96.$kernel.2
+    say "host $kernel: the kernel's vxlan device flannel.1, routes, neighbours and fdb set up from the leases in etcd, as flanneld would"
+fi
 say "" "the leases in etcd:"
 tb_etcdctl "$etcd_ip" get --prefix /coreos.com/network/subnets/ | paste - - | indent
 say "" "host 1's subnet file:"
@@ -134,8 +152,8 @@ ip -n "$(tb_host 1)" route show | indent
 # --- 5. ping ---------------------------------------------------------------------------
 step "Ping between every pair of containers"
 failures=0
-for ((from = 1; from <= HOSTS; from++)); do
-    for ((to = 1; to <= HOSTS; to++)); do
+for ((from = 1; from <= all; from++)); do
+    for ((to = 1; to <= all; to++)); do
         ((from == to)) && continue
         if out=$(ip netns exec "$(tb_ctr "$from")" timeout 10 \
             ping -n -q -c 3 -i 0.2 -W 1 "${ctr_ip[$to]}" 2>&1); then

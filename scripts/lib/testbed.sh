@@ -354,3 +354,29 @@ tb_readdress_ctr() {
     ip -n "$c" addr add "$p.2/24" dev eth0
     ip -n "$c" route replace default via "$p.1"
 }
+
+# tb_flannel_vxlan_from_etcd I ETCD_IP: host I as a flanneld vxlan node (the
+# kernel's vxlan device, as tb_kernel_vxlan_node) configured from the leases in
+# etcd: its own lease must be 100.96.I.0-24 with VtepMAC 0e:00:00:00:0I:00 (write
+# it first, as flanneld does); for every other lease, a route, a permanent
+# neighbour and an fdb entry from its key, PublicIP and VtepMAC.
+tb_flannel_vxlan_from_etcd() {
+    local i=$1 etcd_ip=$2 h key value net public mac
+    h=$(tb_host "$i")
+    ip -n "$h" link add flannel.1 address "$(tb_vtep_mac "$i")" type vxlan id 1 \
+        local "192.0.2.$i" dev eth0 dstport "$TB_VXLAN_PORT" nolearning
+    ip -n "$h" link set flannel.1 addrgenmode none
+    ip -n "$h" link set flannel.1 mtu 1450 up
+    ip -n "$h" addr add "100.96.$i.0/32" dev flannel.1
+    while read -r key && read -r value; do
+        net=${key##*/}
+        net=${net%-24}
+        [[ $net == "100.96.$i.0" ]] && continue
+        public=$(sed -n 's/.*"PublicIP":"\([0-9.]*\)".*/\1/p' <<<"$value")
+        mac=$(sed -n 's/.*"VtepMAC":"\([0-9a-f:]*\)".*/\1/p' <<<"$value")
+        [[ -n $public && -n $mac ]] || { tb_log "skipping lease $key: $value"; continue; }
+        ip -n "$h" route add "$net/24" via "$net" dev flannel.1 onlink
+        ip -n "$h" neigh add "$net" lladdr "$mac" dev flannel.1 nud permanent
+        bridge -n "$h" fdb append "$mac" dev flannel.1 dst "$public"
+    done < <(tb_etcdctl "$etcd_ip" get --prefix /coreos.com/network/subnets/)
+}
