@@ -96,7 +96,7 @@ trap 'exit 143' TERM
 if [[ $backend == vxlan ]]; then
     mtu=1450 kernel=$((HOSTS + 1)) all=$((HOSTS + 1))
 else
-    mtu=1472 kernel= all=$HOSTS
+    mtu=1472 kernel='' all=$HOSTS
 fi
 step "Creating $all hosts and their containers (network namespaces $TB_PFX-*)"
 tb_build "$all" "$mtu"
