@@ -46,12 +46,12 @@ pub fn require_etcd(test: &str) -> bool {
     false
 }
 
-/// A free TCP port on 127.0.0.1 (bound, then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+/// Two distinct free TCP ports on 127.0.0.1 (both bound at once, then released).
+pub fn free_ports() -> (u16, u16) {
+    let bind = || TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let (a, b) = (bind(), bind());
+    let port = |l: &TcpListener| l.local_addr().expect("bound").port();
+    (port(&a), port(&b))
 }
 
 /// Certificates for a TLS etcd: a CA, a server certificate for 127.0.0.1 and a
@@ -122,13 +122,13 @@ pub struct Etcd {
 impl Etcd {
     /// etcd on 127.0.0.1 (free client and peer ports) in the current namespace.
     pub fn start(tag: &str) -> Etcd {
-        let (c, p) = (free_port(), free_port());
+        let (c, p) = free_ports();
         Etcd::launch(tag, None, "127.0.0.1", c, p, None)
     }
 
     /// etcd on https://127.0.0.1 requiring client certificates signed by `certs`'s CA.
     pub fn start_tls(tag: &str, certs: &Certs) -> Etcd {
-        let (c, p) = (free_port(), free_port());
+        let (c, p) = free_ports();
         Etcd::launch(tag, None, "127.0.0.1", c, p, Some(certs))
     }
 
