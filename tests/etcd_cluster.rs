@@ -7,8 +7,9 @@
 //!   as flanneld would from the leases in etcd, its own lease written as flanneld
 //!   writes it) and over udp; a restarted node keeps its subnet and VtepMAC;
 //! - etcd killed for 10 s while traffic flows: forwarding continues, the watch
-//!   recovers, and a lease added afterwards arrives; a deleted lease of ours is
-//!   re-created without interrupting traffic.
+//!   recovers, and leases added as etcd comes back (before the watch resumes) and
+//!   after it resumed arrive; a deleted lease of ours is re-created without
+//!   interrupting traffic.
 
 mod common;
 
@@ -217,6 +218,12 @@ fn etcd_outage_forwarding_continues_and_the_watch_recovers() {
         );
     }
     e.restart();
+    // Added as soon as etcd is back, while the nodes' watches are still down:
+    // they find it when they list again.
+    e.put(
+        &format!("{PREFIX}/subnets/100.96.98.0-24"),
+        r#"{"PublicIP":"192.0.2.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0e:00:00:00:03:00"}}"#,
+    );
     let out = ping.wait_with_output_bounded();
     let received = out
         .split(" received")
@@ -247,8 +254,20 @@ fn etcd_outage_forwarding_continues_and_the_watch_recovers() {
         if let Some(l) = d.log().lines().find(|l| l.contains("watch resumed")) {
             println!("host {}: {l}", d.host());
         }
+        assert!(
+            d.wait_log(
+                "100.96.98.0-24",
+                marks[d.host() - 1],
+                Duration::from_secs(5)
+            ),
+            "host {}: the lease added while its watch was down:\n{}",
+            d.host(),
+            d.log()
+        );
     }
-    // A lease added now arrives at both.
+    // A lease added now arrives at both through the watch. (It replaces the one
+    // above: one lease per PublicIP.)
+    e.del(&format!("{PREFIX}/subnets/100.96.98.0-24"));
     let mark2: Vec<usize> = daemons.iter().map(|d| d.log().len()).collect();
     e.put(
         &format!("{PREFIX}/subnets/100.96.99.0-24"),
