@@ -17,7 +17,7 @@ step() { printf '\n==> %s\n' "$*"; }
 declare -A pkg_for=(
   [protoc]=protobuf-compiler [tshark]=tshark [tcpdump]=tcpdump [iperf3]=iperf3
   [etcd]=etcd-server [etcdctl]=etcd-client [ip]=iproute2 [ping]=iputils-ping
-  [bridge]=iproute2 [xxd]=xxd [ethtool]=ethtool
+  [bridge]=iproute2 [xxd]=xxd [ethtool]=ethtool [openssl]=openssl
 )
 missing=()
 for cmd in "${!pkg_for[@]}"; do

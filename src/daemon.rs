@@ -3,9 +3,11 @@
 //!
 //! Start-up, in order (any failure is one clear error and nothing is left behind):
 //!
-//! 1. check CAP_NET_ADMIN; load and validate the static leases file;
+//! 1. check CAP_NET_ADMIN; load and validate the static leases file, or (with etcd)
+//!    wait for `<prefix>/config` in etcd;
 //! 2. pick the public IP and underlay interface (`--public-ip`, `--iface`, else the
-//!    interface of the default route), and this host's lease by that IP;
+//!    interface of the default route), and this host's lease: by that IP in the
+//!    static file, or acquired in etcd ([`control::etcd`]);
 //! 3. create the TUN device with one queue per worker, MTU = underlay MTU − the
 //!    backend's overhead (flannel's rules), address = the lease's first address with
 //!    the *network's* prefix, so the kernel routes the whole network through it;
@@ -20,7 +22,10 @@
 //! then 6 with `FLANNEL_MTU` = the underlay MTU.
 //!
 //! Then: SIGHUP or an edit of the leases file re-reads it (a bad edit is logged and
-//! the previous table stays in force); SIGUSR1 logs every worker's counters;
+//! the previous table stays in force); with etcd, every change the watch reports
+//! becomes a new table, and our lease is renewed (if it is taken by another node,
+//! the daemon exits with an error — see [`control::etcd`]); SIGUSR1 logs every
+//! worker's counters;
 //! SIGTERM/SIGINT stop the workers, close the TUN (the kernel removes the device,
 //! its address and route with it) and log the counters a last time.
 //!
@@ -40,8 +45,9 @@ use ipnet::Ipv4Net;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{Backend, NetworkConfig};
+use crate::control::etcd::{self, Follower, View};
 use crate::control::routes::{Mode, RECONCILE_INTERVAL};
-use crate::control::{self, FileStamp, LocalLease, RouteSync, StaticLeases};
+use crate::control::{self, FileStamp, Lease, LocalLease, RouteSync, StaticLeases};
 use crate::dataplane::{Dataplane, Offload, Report, Settings, Tunnel, WorkerIo};
 use crate::encap::Local;
 use crate::sys::uring::Features;
@@ -54,11 +60,20 @@ const SOCKET_BUFFER: usize = 4 << 20;
 /// How often the leases file is checked for edits.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Where the network config and the leases come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A static leases file (`--static-leases`).
+    Static(PathBuf),
+    /// etcd, as flanneld uses it (`--etcd-endpoints` and friends).
+    Etcd(etcd::Settings),
+}
+
 /// What `ringlay run` was asked to do.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The static leases file.
-    pub static_leases: PathBuf,
+    /// Where the config and the leases come from.
+    pub source: Source,
     /// The public IP peers reach us at, if given.
     pub public_ip: Option<Ipv4Addr>,
     /// The underlay interface, if given.
@@ -297,9 +312,48 @@ pub fn run(opts: Options) -> Result<()> {
                 .into(),
         ));
     }
-    let leases = StaticLeases::load(&opts.static_leases)?;
-    if leases.config.backend == Backend::HostGw {
-        return run_host_gw(&opts, leases);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::setup("starting the control runtime", e))?;
+    let (config, peers, local, under, source) = match &opts.source {
+        Source::Static(path) => {
+            let leases = StaticLeases::load(path)?;
+            let under = underlay(&opts)?;
+            let local = control::find_local(&leases.leases, under.public_ip)?;
+            let peers = leases.leases.clone();
+            let config = leases.config;
+            (
+                config,
+                peers,
+                local,
+                under,
+                Running::Static(path.clone(), leases),
+            )
+        }
+        Source::Etcd(settings) => {
+            let under = underlay(&opts)?;
+            let (config, follower, view) =
+                runtime.block_on(etcd_start(&opts, settings, under.public_ip))?;
+            let held = *follower.held().expect("a running node holds a lease");
+            let local = LocalLease {
+                key: held.key,
+                public_ip: under.public_ip,
+                vtep_mac: held.vtep_mac(),
+                vtep_mac_derived: false,
+            };
+            let peers = view.borrow().leases.to_vec();
+            (
+                config,
+                peers,
+                local,
+                under,
+                Running::Etcd(Box::new(follower), view),
+            )
+        }
+    };
+    if config.backend == Backend::HostGw {
+        return run_host_gw(&opts, &runtime, &config, &peers, &local, &under, source);
     }
     let features = Features::probe().map_err(|e| Error::setup("probing io_uring", e))?;
     if let Some(what) = features.missing() {
@@ -318,14 +372,11 @@ pub fn run(opts: Options) -> Result<()> {
             "single-shot recvmsg (no buffer rings before Linux 5.19)"
         }
     );
-    let config = leases.config;
     if config.backend_defaulted {
         tracing::info!("the network config names no Backend: using udp, as flannel does");
     }
     let (tunnel, port, vni) = tunnel_of(&config.backend)?;
     let network = network_v4(&config)?;
-    let under = underlay(&opts)?;
-    let local = control::find_local(&leases.leases, under.public_ip)?;
     let subnet = local.key.v4.ok_or_else(|| {
         Error::invalid(
             "subnets",
@@ -345,7 +396,7 @@ pub fn run(opts: Options) -> Result<()> {
     let device = setup_tun(&opts, queues, mtu, gateway, network, &local, &config)?;
     let queues = device.queues().len();
     let table = Table::new();
-    table.publish(control::build_snapshot(&config, &leases.leases, &local.key));
+    table.publish(control::build_snapshot(&config, &peers, &local.key));
     let sockets = bind_sockets(port, queues)?;
     let offload = setup_offload(opts.offload, &device, &sockets);
     tracing::info!(asked = %opts.offload, in_use = %offload, "offloads");
@@ -381,7 +432,7 @@ pub fn run(opts: Options) -> Result<()> {
     let dataplane = Dataplane::start(io, settings, &table)
         .map_err(|e| Error::setup("starting the workers", e))?;
     // After the table holds every peer: a direct route's peer is always in it.
-    let mut routes = match direct_routes(&config, &under, &local, &leases) {
+    let mut routes = match direct_routes(&config, &under, &local, &peers) {
         Ok(r) => r,
         Err(e) => {
             let _ = dataplane.stop();
@@ -400,22 +451,29 @@ pub fn run(opts: Options) -> Result<()> {
     tracing::info!(
         tun = %tun_name, subnet = %subnet, public_ip = %under.public_ip, iface = %under.iface,
         mtu, backend = config.backend.backend_type().as_str(), port, workers = queues,
-        peers = leases.leases.len().saturating_sub(1),
+        peers = peers.len().saturating_sub(1),
         "ready: forwarding"
     );
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::setup("starting the control runtime", e))?;
-    let result = runtime.block_on(control_loop(
-        &opts,
-        leases,
-        &local,
-        &table,
-        Some(&dataplane),
-        routes.as_mut(),
-    ));
+    let result = match source {
+        Running::Static(path, leases) => runtime.block_on(control_loop(
+            &path,
+            leases,
+            &local,
+            &table,
+            Some(&dataplane),
+            routes.as_mut(),
+        )),
+        Running::Etcd(follower, view) => runtime.block_on(etcd_loop(
+            *follower,
+            view,
+            &config,
+            &local,
+            &table,
+            Some(&dataplane),
+            routes.as_mut(),
+        )),
+    };
 
     if let Some(r) = &mut routes {
         // Before the TUN goes: until then their traffic falls back to the tunnel.
@@ -442,13 +500,13 @@ fn direct_routes(
     config: &NetworkConfig,
     under: &Underlay,
     local: &LocalLease,
-    leases: &StaticLeases,
+    leases: &[Lease],
 ) -> Result<Option<RouteSync>> {
     if !config.backend.direct_routing() {
         return Ok(None);
     }
     let mut r = RouteSync::new(Mode::DirectRouting, &under.iface, local.key, config)?;
-    r.sync(&leases.leases, "start");
+    r.sync(leases, "start");
     tracing::info!(
         "DirectRouting: {} peer routes on {}, {} peer addresses through the tunnel",
         r.stats().routes,
@@ -459,16 +517,22 @@ fn direct_routes(
 }
 
 /// `ringlay run` for the host-gw backend: no tunnel, no workers; a kernel route
-/// per peer, kept in line with the leases until SIGTERM or SIGINT, then removed.
-fn run_host_gw(opts: &Options, leases: StaticLeases) -> Result<()> {
-    let config = leases.config;
-    let under = underlay(opts)?;
-    let local = control::find_local(&leases.leases, under.public_ip)?;
-    let mut routes = RouteSync::new(Mode::HostGw, &under.iface, local.key, &config)?;
-    routes.sync(&leases.leases, "start");
+/// per peer, kept in line with the leases (file or etcd) until SIGTERM or
+/// SIGINT, then removed.
+fn run_host_gw(
+    opts: &Options,
+    runtime: &tokio::runtime::Runtime,
+    config: &NetworkConfig,
+    peers: &[Lease],
+    local: &LocalLease,
+    under: &Underlay,
+    source: Running,
+) -> Result<()> {
+    let mut routes = RouteSync::new(Mode::HostGw, &under.iface, local.key, config)?;
+    routes.sync(peers, "start");
     // host-gw's overlay MTU is the underlay's: nothing is added to a packet.
     let mtu = control::tunnel_mtu(&config.backend, under.mtu);
-    let env = control::subnet_env::render(&config, &local.key, mtu, false);
+    let env = control::subnet_env::render(config, &local.key, mtu, false);
     if let Err(e) = control::subnet_env::write_atomic(&opts.subnet_file, &env) {
         routes.remove_all("start-up failed");
         return Err(e);
@@ -477,41 +541,186 @@ fn run_host_gw(opts: &Options, leases: StaticLeases) -> Result<()> {
     tracing::info!(
         subnet = %local.key, public_ip = %under.public_ip, iface = %under.iface, mtu,
         backend = "host-gw", routes = stats.routes, unreachable = stats.unreachable,
-        peers = leases.leases.len().saturating_sub(1),
+        peers = peers.iter().filter(|l| l.key != local.key).count(),
         "ready: routing (host-gw, route protocol {})", control::routes::ROUTE_PROTOCOL
     );
     // Nothing reads this table (no workers); reloads keep it current regardless.
     let table = Table::new();
-    table.publish(control::build_snapshot(&config, &leases.leases, &local.key));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::setup("starting the control runtime", e))?;
-    let result = runtime.block_on(control_loop(
-        opts,
-        leases,
-        &local,
-        &table,
-        None,
-        Some(&mut routes),
-    ));
+    table.publish(control::build_snapshot(config, peers, &local.key));
+    let result = match source {
+        Running::Static(path, leases) => runtime.block_on(control_loop(
+            &path,
+            leases,
+            local,
+            &table,
+            None,
+            Some(&mut routes),
+        )),
+        Running::Etcd(follower, view) => runtime.block_on(etcd_loop(
+            *follower,
+            view,
+            config,
+            local,
+            &table,
+            None,
+            Some(&mut routes),
+        )),
+    };
     let n = routes.remove_all("stop");
     tracing::info!("final route counters: {}", routes.stats());
     tracing::info!("stopped; removed {n} host-gw routes");
     result
 }
 
+/// The lease source the control loop follows.
+enum Running {
+    Static(PathBuf, StaticLeases),
+    Etcd(Box<Follower>, tokio::sync::watch::Receiver<View>),
+}
+
+/// With etcd: waits for the network config, acquires our lease and lists the others.
+async fn etcd_start(
+    opts: &Options,
+    settings: &etcd::Settings,
+    public_ip: Ipv4Addr,
+) -> Result<(NetworkConfig, Follower, tokio::sync::watch::Receiver<View>)> {
+    let margin = etcd::timing::check_margin(settings.renew_margin)?;
+    let mut registry = etcd::Registry::connect(settings).await?;
+    let config = etcd::wait_config(&mut registry).await?;
+    // Refuse what the data path cannot run before writing a lease for it.
+    if config.backend != Backend::HostGw {
+        tunnel_of(&config.backend)?;
+        network_v4(&config)?;
+    }
+    let previous = control::subnet_env::read_subnets(&opts.subnet_file);
+    let held = registry
+        .acquire(
+            &config,
+            public_ip,
+            previous,
+            &mut etcd::alloc::Rng::from_entropy(),
+        )
+        .await?;
+    let how = match held.how {
+        etcd::Acquired::Reused => "kept the lease etcd already had for our public IP",
+        etcd::Acquired::Previous => "took back the subnet subnet.env recorded",
+        etcd::Acquired::New => "acquired a free subnet",
+    };
+    tracing::info!(
+        lease = %held.key, public_ip = %public_ip, vtep_mac = %held.vtep_mac(),
+        etcd = registry.endpoints(), "{how}"
+    );
+    let (follower, view) = Follower::start(registry, config, Some(held), margin).await?;
+    Ok((config, follower, view))
+}
+
+/// Publishes a table for a view of the leases.
+fn publish_view(
+    config: &NetworkConfig,
+    leases: &[Lease],
+    local: &LocalLease,
+    table: &Table,
+) -> u64 {
+    let generation = table.publish(control::build_snapshot(config, leases, &local.key));
+    tracing::info!(
+        generation,
+        peers = leases.iter().filter(|l| l.key != local.key).count(),
+        "published a new table"
+    );
+    generation
+}
+
+/// The control loop with etcd: the follower task hands over lease sets, each
+/// becomes a table; signals as in [`control_loop`].
+async fn etcd_loop(
+    follower: Follower,
+    mut view: tokio::sync::watch::Receiver<View>,
+    config: &NetworkConfig,
+    local: &LocalLease,
+    table: &Table,
+    dataplane: Option<&Dataplane>,
+    mut routes: Option<&mut RouteSync>,
+) -> Result<()> {
+    let sig = |k: SignalKind| signal(k).map_err(|e| Error::setup("installing signal handlers", e));
+    let (mut hup, mut usr1, mut term, mut int) = (
+        sig(SignalKind::hangup())?,
+        sig(SignalKind::user_defined1())?,
+        sig(SignalKind::terminate())?,
+        sig(SignalKind::interrupt())?,
+    );
+    let mut leases = view.borrow().leases.to_vec();
+    let mut reconcile = tokio::time::interval_at(
+        tokio::time::Instant::now() + RECONCILE_INTERVAL,
+        RECONCILE_INTERVAL,
+    );
+    let mut task = tokio::spawn(follower.run());
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    let ended = |r: std::result::Result<Result<()>, tokio::task::JoinError>| match r {
+        Ok(r) => r,
+        Err(e) => Err(Error::setup(
+            "following etcd",
+            std::io::Error::other(e.to_string()),
+        )),
+    };
+    let result = loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break Ok(()); }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); break Ok(()); }
+            _ = usr1.recv() => {
+                if let Some(d) = dataplane {
+                    for line in Report(d.stats()).to_string().lines() {
+                        tracing::info!("counters: {line}");
+                    }
+                }
+                if let Some(r) = &routes {
+                    tracing::info!("route counters: {}", r.stats());
+                }
+            }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: the leases come from etcd's watch; nothing to re-read");
+            }
+            changed = view.changed() => {
+                if changed.is_err() {
+                    break ended((&mut task).await);
+                }
+                leases = view.borrow_and_update().leases.to_vec();
+                if let Some(r) = routes.as_deref_mut() {
+                    // Routes ⊆ table: dropped peers' routes go before their entries.
+                    r.withdraw(&leases, "etcd");
+                }
+                publish_view(config, &leases, local, table);
+                if let Some(r) = routes.as_deref_mut() {
+                    r.sync(&leases, "etcd");
+                }
+            }
+            _ = reconcile.tick() => {
+                if let Some(r) = routes.as_deref_mut() {
+                    r.sync(&leases, "reconcile");
+                }
+            }
+            r = &mut task => break ended(r),
+            _ = tick.tick() => {
+                if let Some(i) = dataplane.and_then(Dataplane::exited) {
+                    break Err(Error::setup(format!("worker {i}"), std::io::Error::other("exited unexpectedly")));
+                }
+            }
+        }
+    };
+    task.abort();
+    result
+}
+
 /// Reloads the leases file; on success publishes the new table and returns the
 /// new leases, on failure logs why and keeps the old.
 fn reload(
-    opts: &Options,
+    path: &std::path::Path,
     current: &StaticLeases,
     local: &LocalLease,
     table: &Table,
     routes: Option<&mut RouteSync>,
     why: &str,
 ) -> Option<StaticLeases> {
-    let new = match StaticLeases::load(&opts.static_leases) {
+    let new = match StaticLeases::load(path) {
         Ok(n) => n,
         Err(e) => {
             tracing::error!("{why}: the leases file was refused, keeping the previous table: {e}");
@@ -571,7 +780,7 @@ fn reload(
 }
 
 async fn control_loop(
-    opts: &Options,
+    path: &std::path::Path,
     mut leases: StaticLeases,
     local: &LocalLease,
     table: &Table,
@@ -585,7 +794,7 @@ async fn control_loop(
         sig(SignalKind::terminate())?,
         sig(SignalKind::interrupt())?,
     );
-    let mut stamp = FileStamp::of(&opts.static_leases).ok();
+    let mut stamp = FileStamp::of(path).ok();
     let mut tick = tokio::time::interval(WATCH_INTERVAL);
     let mut reconcile = tokio::time::interval_at(
         tokio::time::Instant::now() + RECONCILE_INTERVAL,
@@ -606,8 +815,8 @@ async fn control_loop(
                 }
             }
             _ = hup.recv() => {
-                stamp = FileStamp::of(&opts.static_leases).ok();
-                if let Some(n) = reload(opts, &leases, local, table, routes.as_deref_mut(), "SIGHUP") {
+                stamp = FileStamp::of(path).ok();
+                if let Some(n) = reload(path, &leases, local, table, routes.as_deref_mut(), "SIGHUP") {
                     leases = n;
                     if let Some(r) = routes.as_deref_mut() {
                         r.sync(&leases.leases, "SIGHUP");
@@ -623,7 +832,7 @@ async fn control_loop(
                 if let Some(i) = dataplane.and_then(Dataplane::exited) {
                     return Err(Error::setup(format!("worker {i}"), std::io::Error::other("exited unexpectedly")));
                 }
-                let now = FileStamp::of(&opts.static_leases).ok();
+                let now = FileStamp::of(path).ok();
                 let edited = match (&stamp, &now) {
                     (Some(a), Some(b)) => a.changed(b),
                     (None, Some(_)) => true,
@@ -631,7 +840,7 @@ async fn control_loop(
                 };
                 if edited {
                     stamp = now;
-                    if let Some(n) = reload(opts, &leases, local, table, routes.as_deref_mut(), "leases file edited") {
+                    if let Some(n) = reload(path, &leases, local, table, routes.as_deref_mut(), "leases file edited") {
                         leases = n;
                         if let Some(r) = routes.as_deref_mut() {
                             r.sync(&leases.leases, "leases file edited");

@@ -68,6 +68,46 @@ pub enum Error {
     /// ringlay lacks a privilege it needs; the message says which and how to grant it.
     #[error("{0}")]
     Privilege(String),
+    /// No subnet in `[SubnetMin, SubnetMax]` is free to lease.
+    #[error(
+        "no free subnet: all {total} subnets /{len} from {min} to {max} (SubnetMin to SubnetMax) \
+         are taken by {taken} leases; widen SubnetMin/SubnetMax in the network config, or \
+         delete the leases of nodes that are gone"
+    )]
+    NoFreeSubnet {
+        /// `SubnetMin`, the lowest subnet that may be leased.
+        min: String,
+        /// `SubnetMax`, the highest subnet that may be leased.
+        max: String,
+        /// `SubnetLen`.
+        len: u8,
+        /// How many subnets the range holds.
+        total: u128,
+        /// How many of them are leased.
+        taken: u128,
+    },
+    /// An etcd request failed (unreachable, refused, timed out, denied).
+    #[error("etcd: {what}: {source}")]
+    Etcd {
+        /// What was being done, naming the key or the endpoints.
+        what: String,
+        /// The client's error.
+        #[source]
+        source: Box<etcd_client::Error>,
+    },
+    /// This host's lease was taken by another node while we held it, so the subnet the
+    /// data path forwards for is no longer ours.
+    #[error(
+        "our lease {key} was replaced by a lease of {holder}: this host no longer owns \
+         {key}; restart ringlay to acquire a new subnet (containers on this host must then \
+         be re-created with addresses from it)"
+    )]
+    LeaseTaken {
+        /// The lease key that was ours.
+        key: String,
+        /// Who holds it now (its PublicIP).
+        holder: String,
+    },
     /// A file was read but its contents were refused; `source` names the field.
     #[error("{}: {source}", path.display())]
     InFile {
@@ -100,6 +140,16 @@ impl Error {
         Error::Setup {
             what: what.into(),
             source,
+        }
+    }
+}
+
+impl Error {
+    /// Builds an [`Error::Etcd`].
+    pub fn etcd(what: impl Into<String>, source: etcd_client::Error) -> Self {
+        Error::Etcd {
+            what: what.into(),
+            source: Box::new(source),
         }
     }
 }

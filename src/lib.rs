@@ -9,7 +9,7 @@
 //! | [`encap`] | adding / stripping the udp and vxlan tunnel headers    | every refused packet has one typed [`encap::Drop`] reason |
 //! | [`table`] | subnet → peer lookup, published as immutable snapshots | readers never block, allocate, or see a torn entry |
 //! | [`config`]| flannel's network config, lease values and subnet keys | byte-compatible with flanneld's JSON in etcd |
-//! | [`control`]| static leases, this host's lease, the table it builds, `subnet.env`, the MTU, direct routes (host-gw, DirectRouting) | a refused lease file never reaches the table; our own lease is never a peer; only routes of ringlay's protocol are replaced or deleted |
+//! | [`control`]| lease sources (a static file; etcd: acquisition, renewal, watch), this host's lease, the table it builds, `subnet.env`, the MTU, direct routes (host-gw, DirectRouting) | a refused lease file or etcd value never reaches the table; our own lease is never a peer; a lease is never written over another node's; only routes of ringlay's protocol are replaced or deleted |
 //! | [`dataplane`]| the workers: one per TUN queue, each with its sockets and io_uring | no allocation or copy per packet; the table is read once per batch |
 //! | [`daemon`]| `ringlay run`: host setup, workers, signals, reloads    | a failed start leaves nothing behind; stop removes the device |
 //! | [`sys`]   | TUN, interface ioctls, rtnetlink routes, sockets, io_uring, CPU affinity | the only module with `unsafe`; io_uring memory outlives its operations |

@@ -34,9 +34,22 @@ enum Command {
     /// backend (and for peers on the same L2 segment with DirectRouting) ringlay
     /// routes each peer's subnet via its PublicIP instead (route protocol 114).
     ///
-    /// Signals: SIGHUP re-reads the leases file (it is also re-read when edited),
+    /// The network config and the leases come from etcd, in flanneld's keys (this
+    /// host acquires and renews its own lease there), or from --static-leases.
+    ///
+    /// Signals: SIGHUP re-reads a static leases file (it is also re-read when edited),
     /// SIGUSR1 logs the per-worker counters, SIGTERM or SIGINT stop cleanly.
     Run(RunArgs),
+    /// Follow the leases in etcd and log every table a node would build from them,
+    /// without acquiring a lease or creating a device (read-only; no privileges).
+    /// Stops on SIGINT or SIGTERM and logs how many etcd requests it made.
+    Watch {
+        #[command(flatten)]
+        etcd: EtcdArgs,
+        /// Log level: error, warn, info, debug or trace (or a tracing filter).
+        #[arg(long, value_name = "LEVEL", default_value = "info")]
+        log_level: String,
+    },
     /// Validate a flannel network config (the value of <prefix>/config) and print it
     /// with every default resolved.
     CheckConfig {
@@ -54,12 +67,81 @@ enum Command {
     },
 }
 
+/// How to reach etcd (flanneld's flags of the same names).
+#[derive(Debug, clap::Args)]
+struct EtcdArgs {
+    /// etcd endpoints, comma-separated.
+    #[arg(long, value_name = "URL[,URL...]", value_delimiter = ',', default_value = ringlay::control::etcd::DEFAULT_ENDPOINT)]
+    etcd_endpoints: Vec<String>,
+    /// The key prefix of the network: its config is <prefix>/config, the leases
+    /// <prefix>/subnets/<key>.
+    #[arg(long, value_name = "PREFIX", default_value = ringlay::control::etcd::DEFAULT_PREFIX)]
+    etcd_prefix: String,
+    /// CA certificate (PEM) that signed the etcd server's certificate (https endpoints).
+    #[arg(long, value_name = "FILE")]
+    etcd_cafile: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd.
+    #[arg(long, value_name = "FILE")]
+    etcd_certfile: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    etcd_keyfile: Option<PathBuf>,
+    /// etcd user name.
+    #[arg(long, value_name = "NAME")]
+    etcd_username: Option<String>,
+    /// etcd password (better passed in the environment, as RINGLAY_ETCD_PASSWORD).
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "RINGLAY_ETCD_PASSWORD",
+        hide_env_values = true
+    )]
+    etcd_password: Option<String>,
+    /// Renew our lease this many minutes before its 24 h expire.
+    #[arg(long, value_name = "MINUTES", default_value_t = 60)]
+    subnet_lease_renew_margin: u64,
+}
+
+impl EtcdArgs {
+    fn settings(self) -> anyhow::Result<ringlay::control::etcd::Settings> {
+        for e in &self.etcd_endpoints {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                anyhow::bail!(
+                    "--etcd-endpoints: {e:?} is invalid: URLs like http://127.0.0.1:2379 or https://etcd.example:2379"
+                );
+            }
+        }
+        Ok(ringlay::control::etcd::Settings {
+            endpoints: self.etcd_endpoints,
+            prefix: self.etcd_prefix,
+            ca_file: self.etcd_cafile,
+            cert_file: self.etcd_certfile,
+            key_file: self.etcd_keyfile,
+            username: self.etcd_username,
+            password: self.etcd_password,
+            renew_margin: std::time::Duration::from_secs(
+                self.subnet_lease_renew_margin.saturating_mul(60),
+            ),
+        })
+    }
+}
+
 #[derive(Debug, clap::Args)]
 struct RunArgs {
     /// A static leases file: flannel's network config and every lease in one JSON
     /// document ({"config": {...}, "subnets": {"100.96.1.0-24": {...}, ...}}).
-    #[arg(long, value_name = "FILE")]
-    static_leases: PathBuf,
+    /// Without it, the config and the leases come from etcd.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = [
+            "etcd_endpoints", "etcd_prefix", "etcd_cafile", "etcd_certfile",
+            "etcd_keyfile", "etcd_username", "etcd_password", "subnet_lease_renew_margin",
+        ]
+    )]
+    static_leases: Option<PathBuf>,
+    #[command(flatten)]
+    etcd: EtcdArgs,
     /// The IPv4 address peers reach this host at [default: the first IPv4 address
     /// of --iface].
     #[arg(long, value_name = "IP")]
@@ -97,20 +179,26 @@ struct RunArgs {
     log_level: String,
 }
 
-fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level).with_context(|| {
-        format!(
-            "--log-level {:?}: expected error, warn, info, debug or trace",
-            args.log_level
-        )
+fn init_logging(level: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).with_context(|| {
+        format!("--log-level {level:?}: expected error, warn, info, debug or trace")
     })?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    Ok(())
+}
+
+fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
+    let source = match args.static_leases {
+        Some(path) => ringlay::daemon::Source::Static(path),
+        None => ringlay::daemon::Source::Etcd(args.etcd.settings()?),
+    };
+    init_logging(&args.log_level)?;
     ringlay::daemon::run(ringlay::daemon::Options {
-        static_leases: args.static_leases,
+        source,
         public_ip: args.public_ip,
         iface: args.iface,
         tun_name: args.tun_name,
@@ -137,6 +225,11 @@ fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run_daemon(args)?,
+        Command::Watch { etcd, log_level } => {
+            let settings = etcd.settings()?;
+            init_logging(&log_level)?;
+            ringlay::control::etcd::watch_only(&settings)?;
+        }
         Command::CheckConfig { file } => {
             let bytes = read_input(&file)?;
             let text = std::str::from_utf8(&bytes)

@@ -79,3 +79,36 @@ fn check_lease_accepts_flannels_udp_value_and_refuses_a_bad_mac() {
     let out = ringlay(&["check-lease", "--key", "100.96.1.0-33", "-"], "{}");
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn static_leases_and_etcd_are_exclusive() {
+    let out = ringlay(
+        &[
+            "run",
+            "--static-leases",
+            "leases.json",
+            "--etcd-endpoints",
+            "http://192.0.2.254:2379",
+        ],
+        "",
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--static-leases")
+            && err.contains("--etcd-endpoints")
+            && err.contains("cannot be used with"),
+        "{err}"
+    );
+}
+
+#[test]
+fn etcd_endpoints_must_be_urls() {
+    let out = ringlay(&["run", "--etcd-endpoints", "192.0.2.254:2379"], "");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--etcd-endpoints") && err.contains("http://"),
+        "{err}"
+    );
+}

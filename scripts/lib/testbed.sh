@@ -282,3 +282,103 @@ tb_flannel_mtu() {
     mtu=$(sed -n 's/^FLANNEL_MTU=\([0-9]*\)$/\1/p' "$TB_TMP/subnet-$1.env" 2>/dev/null || true)
     printf '%s' "${mtu:-$2}"
 }
+
+# --- etcd ----------------------------------------------------------------------------
+
+# tb_etcd IP: etcd in its own namespace $TB_PFX-etcd, plugged into the switch (a
+# testbed of three or more hosts) as eth0 with IP/24, listening on IP:2379; its
+# data in $TB_TMP/etcd, its log in $TB_TMP/etcd.log, its PID in TB_LAST_PID.
+# Waits up to 20 s for it to answer.
+tb_etcd() {
+    local ip=$1 ns="$TB_PFX-etcd" sw i
+    sw=$(tb_switch)
+    tb_add_ns "$ns"
+    ip -n "$sw" link add pe type veth peer name eth0 netns "$ns"
+    ip -n "$sw" link set pe master br0 up
+    ip -n "$ns" addr add "$ip/24" dev eth0
+    ip -n "$ns" link set eth0 up
+    tb_spawn "$ns" "$TB_TMP/etcd.log" etcd --name ringlay-demo \
+        --data-dir "$TB_TMP/etcd" \
+        --listen-client-urls "http://$ip:2379" --advertise-client-urls "http://$ip:2379" \
+        --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+        --initial-cluster ringlay-demo=http://127.0.0.1:2380 --log-level warn --logger zap
+    for ((i = 0; i < 200; i++)); do
+        if tb_etcdctl "$ip" endpoint health >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    tb_log "etcd did not come up within 20 s; its output:"
+    tail -n 15 "$TB_TMP/etcd.log" | sed 's/^/    /' >&2
+    return 1
+}
+
+# tb_etcdctl IP ARGS...: etcdctl (v3 API) against the testbed's etcd at IP.
+tb_etcdctl() {
+    local ip=$1
+    shift
+    ETCDCTL_API=3 ip netns exec "$TB_PFX-etcd" etcdctl --endpoints "http://$ip:2379" \
+        --dial-timeout 2s "$@"
+}
+
+# tb_ringlay_etcd I ENDPOINT BIN [ARGS...]: like tb_ringlay, with the lease from
+# etcd at ENDPOINT instead of a static leases file.
+tb_ringlay_etcd() {
+    local i=$1 endpoint=$2 bin=$3
+    shift 3
+    local log=$TB_TMP/ringlay-$i.log
+    tb_spawn "$(tb_host "$i")" "$log" "$bin" run --etcd-endpoints "$endpoint" \
+        --public-ip "192.0.2.$i" --subnet-file "$TB_TMP/subnet-$i.env" "$@"
+    local pid=$TB_LAST_PID
+    if ! tb_wait_for "$log" ready 20 "$pid"; then
+        tb_stop "$pid"
+        tb_log "ringlay on host $i did not come up within 20 s; its output:"
+        tail -n 15 "$log" | sed 's/^/    /' >&2
+        return 1
+    fi
+}
+
+# tb_acquired_subnet I: the network address of the /24 in host I's subnet file
+# (FLANNEL_SUBNET=100.96.X.1/24 gives 100.96.X.0).
+tb_acquired_subnet() {
+    sed -n 's/^FLANNEL_SUBNET=\([0-9]*\.[0-9]*\.[0-9]*\)\.[0-9]*\/24$/\1.0/p' "$TB_TMP/subnet-$1.env"
+}
+
+# tb_readdress_ctr I NET: moves container I into the /24 at NET (a.b.c.0), as a CNI
+# plugin would after reading subnet.env: the host's veth-c gets a.b.c.1, the
+# container a.b.c.2 with its default route via a.b.c.1.
+tb_readdress_ctr() {
+    local i=$1 p=${2%.0} h c
+    h=$(tb_host "$i") c=$(tb_ctr "$i")
+    ip -n "$h" -4 addr flush dev veth-c
+    ip -n "$h" addr add "$p.1/24" dev veth-c
+    ip -n "$c" -4 addr flush dev eth0
+    ip -n "$c" addr add "$p.2/24" dev eth0
+    ip -n "$c" route replace default via "$p.1"
+}
+
+# tb_flannel_vxlan_from_etcd I ETCD_IP: host I as a flanneld vxlan node (the
+# kernel's vxlan device, as tb_kernel_vxlan_node) configured from the leases in
+# etcd: its own lease must be 100.96.I.0-24 with VtepMAC 0e:00:00:00:0I:00 (write
+# it first, as flanneld does); for every other lease, a route, a permanent
+# neighbour and an fdb entry from its key, PublicIP and VtepMAC.
+tb_flannel_vxlan_from_etcd() {
+    local i=$1 etcd_ip=$2 h key value net public mac
+    h=$(tb_host "$i")
+    ip -n "$h" link add flannel.1 address "$(tb_vtep_mac "$i")" type vxlan id 1 \
+        local "192.0.2.$i" dev eth0 dstport "$TB_VXLAN_PORT" nolearning
+    ip -n "$h" link set flannel.1 addrgenmode none
+    ip -n "$h" link set flannel.1 mtu 1450 up
+    ip -n "$h" addr add "100.96.$i.0/32" dev flannel.1
+    while read -r key && read -r value; do
+        net=${key##*/}
+        net=${net%-24}
+        [[ $net == "100.96.$i.0" ]] && continue
+        public=$(sed -n 's/.*"PublicIP":"\([0-9.]*\)".*/\1/p' <<<"$value")
+        mac=$(sed -n 's/.*"VtepMAC":"\([0-9a-f:]*\)".*/\1/p' <<<"$value")
+        [[ -n $public && -n $mac ]] || { tb_log "skipping lease $key: $value"; continue; }
+        ip -n "$h" route add "$net/24" via "$net" dev flannel.1 onlink
+        ip -n "$h" neigh add "$net" lladdr "$mac" dev flannel.1 nud permanent
+        bridge -n "$h" fdb append "$mac" dev flannel.1 dst "$public"
+    done < <(tb_etcdctl "$etcd_ip" get --prefix /coreos.com/network/subnets/)
+}

@@ -6,6 +6,7 @@
 //!
 //! | module            | owns                                                        | I/O |
 //! |-------------------|-------------------------------------------------------------|-----|
+//! | [`etcd`]          | the etcd subnet manager: acquiring, renewing and following leases in flannel's keys | etcd |
 //! | [`static_leases`] | the static leases file: flannel's etcd prefix in one JSON file, validated as a whole | reads the file |
 //! | [`local`]         | picking this host's lease by its public IP; the VTEP MAC    | none |
 //! | [`snapshot`]      | leases → table [`Snapshot`]; lease diffs for logging        | none |
@@ -30,6 +31,7 @@
 //! [`Table`]: crate::table::Table
 //! [`Snapshot`]: crate::table::Snapshot
 
+pub mod etcd;
 pub mod local;
 pub mod mtu;
 pub mod routes;

@@ -58,6 +58,27 @@ pub fn render(config: &NetworkConfig, local: &SubnetKey, mtu: u32, ipmasq: bool)
     out
 }
 
+/// The subnets a previous run recorded in the subnet.env at `path`
+/// (`FLANNEL_SUBNET`, `FLANNEL_IPV6_SUBNET`), as flanneld reads them back to ask for
+/// the same lease again. `None` if the file is missing or names no subnet.
+pub fn read_subnets(path: &Path) -> Option<SubnetKey> {
+    let text = fs::read_to_string(path).ok()?;
+    parse_subnets(&text)
+}
+
+/// [`read_subnets`] of the file's text.
+pub fn parse_subnets(text: &str) -> Option<SubnetKey> {
+    let mut key = SubnetKey { v4: None, v6: None };
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("FLANNEL_SUBNET=") {
+            key.v4 = v.trim().parse::<ipnet::Ipv4Net>().ok().map(|n| n.trunc());
+        } else if let Some(v) = line.strip_prefix("FLANNEL_IPV6_SUBNET=") {
+            key.v6 = v.trim().parse::<ipnet::Ipv6Net>().ok().map(|n| n.trunc());
+        }
+    }
+    (key.v4.is_some() || key.v6.is_some()).then_some(key)
+}
+
 /// Replaces the file at `path` with `contents` so that a reader sees the old file or
 /// the new one, never a part: creates the parent directory if missing (0755), writes
 /// a temporary file beside the target, fsyncs it, sets mode 0644 and renames it over
@@ -134,6 +155,19 @@ mod tests {
 
     use super::*;
     use crate::control::TempDir;
+
+    #[test]
+    fn reads_back_the_subnets_it_wrote() {
+        let c = config(
+            r#"{"Network":"100.96.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:100:96::/48"}"#,
+        );
+        let key: SubnetKey = "100.96.7.0-24&fd00:100:96:7::-64".parse().expect("key");
+        assert_eq!(parse_subnets(&render(&c, &key, 1450, false)), Some(key));
+        assert_eq!(parse_subnets("FLANNEL_MTU=1450\n"), None);
+        assert_eq!(parse_subnets("FLANNEL_SUBNET=garbage\n"), None);
+        let t = TempDir::new("env-read");
+        assert_eq!(read_subnets(&t.0.join("absent")), None);
+    }
 
     fn config(text: &str) -> NetworkConfig {
         NetworkConfig::parse(text).expect("valid config")

@@ -480,6 +480,39 @@ impl Cluster {
         self.container(i).sh(&format!("ip link set eth0 mtu {mtu}"));
     }
 
+    /// Plugs namespace `ns` into the switch as `eth0` with `ip`/24 on the underlay
+    /// (e.g. an etcd at 192.0.2.254 that every host reaches). Clusters of three or
+    /// more hosts only; deleting `ns` unplugs it.
+    pub fn attach_to_switch(&self, ns: &Netns, ip: Ipv4Addr) {
+        let port = format!("px{}", ip.octets()[3]);
+        self.switch().sh(&format!(
+            "ip link add {port} type veth peer name eth0 netns {}
+             ip link set {port} master br0 up",
+            ns.name()
+        ));
+        ns.sh(&format!(
+            "ip addr add {ip}/24 dev eth0\nip link set eth0 up"
+        ));
+    }
+
+    /// Moves container i into `subnet` (a /24 of the cluster network), as a CNI
+    /// plugin would after reading subnet.env: the host side of its veth becomes
+    /// the subnet's first address, the container the second, with its default
+    /// route via the first. Returns the container's new address.
+    pub fn readdress_container(&self, i: usize, subnet: Ipv4Addr) -> Ipv4Addr {
+        let base = u32::from(subnet);
+        let (gw, ip) = (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2));
+        self.host(i).sh(&format!(
+            "ip -4 addr flush dev {CONTAINER_VETH}\nip addr add {gw}/24 dev {CONTAINER_VETH}"
+        ));
+        self.container(i).sh(&format!(
+            "ip -4 addr flush dev eth0
+             ip addr add {ip}/24 dev eth0
+             ip route replace default via {gw}"
+        ));
+        ip
+    }
+
     /// [`static_leases_json`] for this cluster's hosts.
     pub fn static_leases_json(&self, backend: &str, vteps: bool) -> String {
         static_leases_json(self.len(), backend, vteps)
@@ -571,21 +604,38 @@ impl Cluster {
         let leases = self.dir.join(format!("leases-{i}.json"));
         fs::write(&leases, leases_json)
             .unwrap_or_else(|e| panic!("writing {}: {e}", leases.display()));
+        let leases_s = leases.display().to_string();
+        self.try_ringlay_from(i, public_ip, &["--static-leases", &leases_s], extra_args)
+    }
+
+    /// Runs `ringlay run --etcd-endpoints <endpoint>` on host i (its lease comes
+    /// from etcd) and waits for `ready`, like [`Cluster::ringlay`].
+    pub fn ringlay_etcd(&self, i: usize, endpoint: &str, extra_args: &[&str]) -> Daemon {
+        self.try_ringlay_from(
+            i,
+            self.underlay_ip(i),
+            &["--etcd-endpoints", endpoint],
+            extra_args,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Runs `ringlay run <source_args> --public-ip <public_ip> --subnet-file …`
+    /// on host i and waits for `ready`.
+    pub fn try_ringlay_from(
+        &self,
+        i: usize,
+        public_ip: Ipv4Addr,
+        source_args: &[&str],
+        extra_args: &[&str],
+    ) -> Result<Daemon, String> {
         let subnet_file = self.dir.join(format!("subnet-{i}.env"));
         let bin = ringlay_bin();
         let public_ip = public_ip.to_string();
-        let leases_s = leases.display().to_string();
         let subnet_s = subnet_file.display().to_string();
-        let mut argv: Vec<&str> = vec![
-            &bin,
-            "run",
-            "--static-leases",
-            &leases_s,
-            "--public-ip",
-            &public_ip,
-            "--subnet-file",
-            &subnet_s,
-        ];
+        let mut argv: Vec<&str> = vec![&bin, "run"];
+        argv.extend_from_slice(source_args);
+        argv.extend_from_slice(&["--public-ip", &public_ip, "--subnet-file", &subnet_s]);
         argv.extend_from_slice(extra_args);
         let mut cmd = self.host(i).command(&argv);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
