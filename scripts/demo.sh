@@ -2,7 +2,7 @@
 # demo.sh: ringlay forwarding between three hosts, on this machine, in network
 # namespaces.
 #
-#   scripts/demo.sh [--backend vxlan|udp]      (as root; default vxlan)
+#   scripts/demo.sh [--backend vxlan|udp|host-gw]      (as root; default vxlan)
 #
 # Builds the release binary, then a cluster: hosts h1..h3 on a switch (a bridge,
 # underlay 192.0.2.0/24), each with one container behind it, and etcd in its own
@@ -11,6 +11,8 @@
 # subnet.env), moves each container into its host's subnet as the CNI plugin
 # would. With vxlan, a fourth host is a flanneld node: its lease written as
 # flanneld writes it, the kernel's vxlan device set up from the leases in etcd.
+# With host-gw there is no tunnel: each ringlay routes the other hosts' subnets
+# via their underlay addresses (route protocol 114), as flanneld's host-gw does.
 # Shows the leases in etcd, ping between every pair of containers, a 3-second
 # iperf3 from container 1 to container 2, and each ringlay's counters (SIGUSR1). Then it stops everything it started and deletes
 # the namespaces.
@@ -39,13 +41,14 @@ usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
 backend=vxlan
 while (($#)); do
     case $1 in
-    --backend) backend=${2:?--backend needs vxlan or udp}; shift 2 ;;
+    --backend) backend=${2:?--backend needs vxlan, udp or host-gw}; shift 2 ;;
     --backend=*) backend=${1#--backend=}; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
     esac
 done
-[[ $backend == vxlan || $backend == udp ]] || tb_die "--backend: vxlan or udp, not '$backend'"
+[[ $backend == vxlan || $backend == udp || $backend == host-gw ]] ||
+    tb_die "--backend: vxlan, udp or host-gw, not '$backend'"
 
 [[ $(id -u) == 0 ]] || tb_die "must run as root (network namespaces)"
 for tool in ip bridge iperf3 ping ss timeout; do
@@ -95,8 +98,10 @@ trap 'exit 143' TERM
 # --- 2. the cluster ------------------------------------------------------------------
 if [[ $backend == vxlan ]]; then
     mtu=1450 kernel=$((HOSTS + 1)) all=$((HOSTS + 1))
-else
+elif [[ $backend == udp ]]; then
     mtu=1472 kernel='' all=$HOSTS
+else
+    mtu=1500 kernel='' all=$HOSTS
 fi
 step "Creating $all hosts and their containers (network namespaces $TB_PFX-*)"
 tb_build "$all" "$mtu"

@@ -995,6 +995,17 @@ impl Daemon {
         }
     }
 
+    /// SIGKILL by PID (a crash: nothing is cleaned up), and reaps it; returns its
+    /// exit status.
+    pub fn kill(&mut self) -> ExitStatus {
+        if let Some(s) = self.status {
+            return s;
+        }
+        let _ = self.child.kill();
+        let s = self.child.wait().expect("wait for ringlay");
+        self.finish(s)
+    }
+
     fn finish(&mut self, s: ExitStatus) -> ExitStatus {
         self.status = Some(s);
         self.join_readers();
