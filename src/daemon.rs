@@ -364,7 +364,7 @@ pub fn run(opts: Options) -> Result<()> {
         }
     };
     let lease_info = |tun: Option<String>| LeaseInfo {
-        subnet: local.key.to_string(),
+        subnet: ops::subnets(&local.key),
         public_ip: under.public_ip,
         vtep_mac: matches!(config.backend, Backend::Vxlan { .. })
             .then(|| local.vtep_mac.to_string()),

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
+use crate::config::SubnetKey;
 use crate::control::etcd::FollowStats;
 use crate::dataplane::{Offload, Stats};
 use crate::table::{Snapshot, Table};
@@ -27,7 +28,7 @@ use crate::table::{Snapshot, Table};
 /// This host's lease, as the endpoints show it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LeaseInfo {
-    /// The lease's subnet key (e.g. `100.96.1.0/24`).
+    /// The lease's subnets (e.g. `100.96.1.0/24`; see [`subnets`]).
     pub subnet: String,
     /// The public IP peers reach us at.
     pub public_ip: Ipv4Addr,
@@ -125,6 +126,17 @@ impl State {
             table: i.table.as_ref().map(|t| (t.load_full(), t.published_at())),
             follow: i.follow.clone(),
         }
+    }
+}
+
+/// A lease's subnets in CIDR notation: `100.96.1.0/24`, or both families
+/// separated by a comma.
+pub fn subnets(key: &SubnetKey) -> String {
+    match (key.v4, key.v6) {
+        (Some(a), Some(b)) => format!("{a},{b}"),
+        (Some(a), None) => a.to_string(),
+        (None, Some(b)) => b.to_string(),
+        (None, None) => key.to_string(),
     }
 }
 

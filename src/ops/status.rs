@@ -22,7 +22,7 @@ pub fn default_socket(tun: &str) -> PathBuf {
 /// One peer of the table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PeerStatus {
-    /// The peer's subnet key.
+    /// The peer's subnets (see [`super::subnets`]).
     pub subnet: String,
     /// Its public IP.
     pub public_ip: String,
@@ -119,7 +119,7 @@ impl Status {
                 snap.peers()
                     .iter()
                     .map(|p| PeerStatus {
-                        subnet: p.key.to_string(),
+                        subnet: super::subnets(&p.key),
                         public_ip: p.public_ip.to_string(),
                         vtep_mac: p.vtep_mac.map(|m| m.to_string()),
                         backend: p.backend.as_str().to_owned(),
@@ -249,13 +249,21 @@ impl Status {
             let _ = writeln!(
                 o,
                 "{:<19} {:<15} {:<17} {:<7} {:>8} {:>8}",
-                p.subnet,
+                // The IPv6 subnet, if any, is in --json: one family fits 80 columns.
+                p.subnet.split(',').next().unwrap_or_default(),
                 p.public_ip,
                 p.vtep_mac.as_deref().unwrap_or("-"),
                 p.backend,
                 cell(p.tx_packets, p.tx_bytes),
                 cell(p.rx_packets, p.rx_bytes)
             );
+        }
+        if self
+            .peers
+            .iter()
+            .any(|p| p.tx_packets.is_none() || p.rx_packets.is_none())
+        {
+            o.push_str("(TX/RX per peer: not counted by the data path, shown as -)\n");
         }
         if self.drops.is_empty() {
             o.push_str("\ndrops: none\n");

@@ -629,6 +629,18 @@ impl Cluster {
         source_args: &[&str],
         extra_args: &[&str],
     ) -> Result<Daemon, String> {
+        self.try_ringlay_env(i, public_ip, source_args, extra_args, &[])
+    }
+
+    /// [`Cluster::try_ringlay_from`] with extra environment variables for ringlay.
+    pub fn try_ringlay_env(
+        &self,
+        i: usize,
+        public_ip: Ipv4Addr,
+        source_args: &[&str],
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Daemon, String> {
         let subnet_file = self.dir.join(format!("subnet-{i}.env"));
         let bin = ringlay_bin();
         let public_ip = public_ip.to_string();
@@ -638,6 +650,7 @@ impl Cluster {
         argv.extend_from_slice(&["--public-ip", &public_ip, "--subnet-file", &subnet_s]);
         argv.extend_from_slice(extra_args);
         let mut cmd = self.host(i).command(&argv);
+        cmd.envs(env.iter().copied());
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = self.host(i).spawn_command(cmd);
         let proc = Proc::of(child.id());
