@@ -15,7 +15,11 @@
 //!    worker, start the workers;
 //! 5. with `DirectRouting`, route the peers on this L2 segment directly
 //!    ([`control::routes`]), after the table holds them;
-//! 6. write subnet.env and log `ready`.
+//! 6. with `--ip-masq`, install the masquerade table ([`ops::masq`]); write
+//!    subnet.env, mark the daemon ready (`/readyz`) and log `ready`.
+//!
+//! The operator endpoints ([`ops`]: metrics, health, the status socket) start
+//! before step 1, so that `/readyz` answers 503 during start-up, and stop last.
 //!
 //! The host-gw backend has no tunnel: no io_uring, TUN or workers. Start-up is 1,
 //! 2, a route `<subnet> via <PublicIP> dev <underlay>` per peer (IPv4 and IPv6),
@@ -26,7 +30,8 @@
 //! becomes a new table, and our lease is renewed (if it is taken by another node,
 //! the daemon exits with an error — see [`control::etcd`]); SIGUSR1 logs every
 //! worker's counters;
-//! SIGTERM/SIGINT stop the workers, close the TUN (the kernel removes the device,
+//! SIGTERM/SIGINT mark the daemon not ready, delete the masquerade table, stop the
+//! workers, close the TUN (the kernel removes the device,
 //! its address and route with it) and log the counters a last time.
 //!
 //! Direct routes (host-gw, DirectRouting) follow the leases: on every reload the

@@ -620,8 +620,8 @@ impl Cluster {
         .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Runs `ringlay run <source_args> --public-ip <public_ip> --subnet-file …`
-    /// on host i and waits for `ready`.
+    /// Runs `ringlay run <source_args> --public-ip <public_ip> --subnet-file …
+    /// --status-socket <dir>/status-<i>.sock` on host i and waits for `ready`.
     pub fn try_ringlay_from(
         &self,
         i: usize,
@@ -649,6 +649,15 @@ impl Cluster {
         argv.extend_from_slice(source_args);
         argv.extend_from_slice(&["--public-ip", &public_ip, "--subnet-file", &subnet_s]);
         argv.extend_from_slice(extra_args);
+        // The status socket in the test's directory, not in /run.
+        let socket = self
+            .dir
+            .join(format!("status-{i}.sock"))
+            .display()
+            .to_string();
+        if !extra_args.contains(&"--status-socket") {
+            argv.extend_from_slice(&["--status-socket", &socket]);
+        }
         let mut cmd = self.host(i).command(&argv);
         cmd.envs(env.iter().copied());
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());

@@ -292,19 +292,19 @@ impl Follower {
             Applied::Added(k) => {
                 self.pending.added += 1;
                 if each {
-                    tracing::info!(lease = %k, "lease added");
+                    tracing::info!(lease = %k, reason = "etcd watch", "lease added");
                 }
             }
             Applied::Removed(k) => {
                 self.pending.removed += 1;
                 if each {
-                    tracing::info!(lease = %k, "lease removed");
+                    tracing::info!(lease = %k, reason = "etcd watch", "lease removed");
                 }
             }
             Applied::Changed(k) => {
                 self.pending.changed += 1;
                 if each {
-                    tracing::info!(lease = %k, "lease changed");
+                    tracing::info!(lease = %k, reason = "etcd watch", "lease changed");
                 }
             }
             Applied::Skipped { key, error } => {
@@ -350,7 +350,7 @@ impl Follower {
             ("changed", &d.changed),
         ] {
             for k in keys.iter().take(LOG_EACH) {
-                tracing::info!(lease = %k, "lease {what} while the watch was down");
+                tracing::info!(lease = %k, reason = "etcd resync", "lease {what} while the watch was down");
             }
             if keys.len() > LOG_EACH {
                 tracing::info!("and {} more leases {what}", keys.len() - LOG_EACH);
