@@ -2,7 +2,8 @@
 //! namespace) while traffic flows, a forged datagram's drop reason counted,
 //! `ringlay status` listing the peers of a three-host cluster, the `--ip-masq`
 //! table present while running and gone after SIGTERM, flanneld's `FLANNELD_*`
-//! variables taking effect, and `/readyz` answering 503 until start-up is done.
+//! variables taking effect, `/readyz` answering 503 until start-up is done, and
+//! the etcd metrics (lease expiry, watch reconnects and resyncs).
 
 mod common;
 
@@ -263,10 +264,10 @@ fn readyz_answers_503_until_started() {
     let c = Cluster::hosts("opsready", 3);
     let ns = Netns::new("opsready-etcd");
     c.attach_to_switch(&ns, ETCD_IP);
-    let e = Etcd::start_in(&ns, ETCD_IP, "opsready");
+    let mut e = Etcd::start_in(&ns, ETCD_IP, "opsready");
     let socket = c.dir().join("status-1.sock").display().to_string();
     let url = "http://192.0.2.1:9467/readyz";
-    thread::scope(|s| {
+    let mut d = thread::scope(|s| {
         // The daemon waits for the network config; the harness waits for `ready`.
         let daemon = s.spawn(|| {
             c.try_ringlay_from(
@@ -282,6 +283,8 @@ fn readyz_answers_503_until_started() {
                     "192.0.2.1",
                     "--healthz-port",
                     "9467",
+                    "--metrics-addr",
+                    "192.0.2.1:9468",
                 ],
             )
         });
@@ -304,6 +307,39 @@ fn readyz_answers_503_until_started() {
             .expect("the starting thread")
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(get(c.host(1), url).0, 200, "{}", d.log());
-        let _ = d.terminate();
+        // With etcd: our lease's expiry, about 24 h ahead, and the watch counters.
+        let (code, m) = get(c.host(1), "http://192.0.2.1:9468/metrics");
+        assert_eq!(code, 200, "{m}");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs();
+        let expiry = sum(&m, "ringlay_lease_expiry_timestamp_seconds", &[]);
+        assert!(
+            (now + 23 * 3600..=now + 25 * 3600).contains(&expiry),
+            "expiry {expiry}, now {now}:\n{m}"
+        );
+        assert!(m.contains("ringlay_etcd_watch_reconnects_total 0"), "{m}");
+        assert!(m.contains("ringlay_etcd_resyncs_total 0"), "{m}");
+        d
     });
+    // etcd restarted: the watch is re-established after a full listing.
+    e.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let m = loop {
+        let (_, m) = get(c.host(1), "http://192.0.2.1:9468/metrics");
+        let counted = sum(&m, "ringlay_etcd_watch_reconnects_total", &[]) >= 1
+            && sum(&m, "ringlay_etcd_resyncs_total", &[]) >= 1;
+        if counted || Instant::now() >= deadline {
+            break m;
+        }
+        thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        sum(&m, "ringlay_etcd_watch_reconnects_total", &[]) >= 1
+            && sum(&m, "ringlay_etcd_resyncs_total", &[]) >= 1,
+        "no reconnect counted:\n{m}\n{}",
+        d.log()
+    );
+    let _ = d.terminate();
 }
