@@ -302,7 +302,7 @@ fn readyz_answers_503_until_started() {
             "/coreos.com/network/config",
             r#"{"Network": "100.96.0.0/16", "Backend": {"Type": "vxlan"}}"#,
         );
-        let mut d = daemon
+        let d = daemon
             .join()
             .expect("the starting thread")
             .unwrap_or_else(|e| panic!("{e}"));
