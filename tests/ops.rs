@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::etcd::{require_etcd, Etcd};
-use common::netns::{require_root, ringlay_bin, Cluster, Netns};
+use common::netns::{in_ci, require_root, ringlay_bin, Cluster, Netns};
 
 /// Forges `count` vxlan datagrams from `bind` to 192.0.2.1:8472 whose inner source
 /// (100.96.9.9) lies outside the sender's lease: `spoofed_source` on host 1.
@@ -37,6 +37,23 @@ for _ in range(int(sys.argv[2])):
     s.sendto(frame, ('192.0.2.1', 8472))
     time.sleep(0.01)
 "#;
+
+/// Whether `curl` and `nft` are installed; outside CI a missing one skips the
+/// test with the reason, in CI it fails (scripts/test.sh installs both).
+fn require_tools(test: &str) -> bool {
+    for tool in ["curl", "nft"] {
+        let found = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            assert!(!in_ci(), "{test}: {tool} is not installed");
+            eprintln!("{test}: skipped: {tool} is not installed (Debian: curl, nftables)");
+            return false;
+        }
+    }
+    true
+}
 
 /// `curl` of `url` inside `ns`: (HTTP status, body).
 fn get(ns: &Netns, url: &str) -> (u16, String) {
@@ -91,7 +108,9 @@ fn status(ns: &Netns, socket: &Path, json: bool) -> String {
 
 #[test]
 fn metrics_status_masquerade_and_flanneld_env() {
-    if !require_root("metrics_status_masquerade_and_flanneld_env") {
+    if !require_root("metrics_status_masquerade_and_flanneld_env")
+        || !require_tools("metrics_status_masquerade_and_flanneld_env")
+    {
         return;
     }
     let started = Instant::now();
@@ -257,6 +276,7 @@ fn metrics_status_masquerade_and_flanneld_env() {
 fn readyz_answers_503_until_started() {
     if !require_root("readyz_answers_503_until_started")
         || !require_etcd("readyz_answers_503_until_started")
+        || !require_tools("readyz_answers_503_until_started")
     {
         return;
     }
