@@ -213,8 +213,9 @@ impl Status {
             };
             let _ = writeln!(
                 o,
-                "device    {tun}, {} workers, offloads {off}",
-                self.workers
+                "device    {tun}, {} worker{}, offloads {off}",
+                self.workers,
+                if self.workers == 1 { "" } else { "s" }
             );
         }
         let t = &self.traffic;
