@@ -53,7 +53,7 @@ enum Command {
     /// and the offloads, read from its status socket (root only).
     Status {
         /// The daemon's status socket [default: /run/ringlay/<TUN>.sock].
-        #[arg(long, value_name = "PATH")]
+        #[arg(long, value_name = "PATH", env = "RINGLAY_STATUS_SOCKET")]
         socket: Option<PathBuf>,
         /// The daemon's TUN device name, to find its default socket.
         #[arg(long, value_name = "NAME", default_value = "ringlay0")]
@@ -369,9 +369,19 @@ fn import_flanneld_env() {
     }
 }
 
-/// Every long flag of every subcommand also read from `RINGLAY_<FLAG>`.
+/// The commands whose flags are also read from `RINGLAY_<FLAG>` (the validators
+/// take their input from the command line only).
+const ENV_COMMANDS: [&str; 3] = ["run", "watch", "status"];
+
+/// Every long flag of [`ENV_COMMANDS`] also read from `RINGLAY_<FLAG>`.
 fn with_env(cmd: clap::Command) -> clap::Command {
-    let cmd = cmd.mut_args(|a| {
+    ENV_COMMANDS
+        .iter()
+        .fold(cmd, |cmd, name| cmd.mut_subcommand(*name, flags_from_env))
+}
+
+fn flags_from_env(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|a| {
         match a.get_long() {
             Some(long) if a.get_env().is_none() && long != "help" && long != "version" => {
                 // clap keeps `&'static str`s; the command is built once per process.
@@ -380,14 +390,7 @@ fn with_env(cmd: clap::Command) -> clap::Command {
             }
             _ => a,
         }
-    });
-    let names: Vec<String> = cmd
-        .get_subcommands()
-        .map(|c| c.get_name().to_owned())
-        .collect();
-    names
-        .iter()
-        .fold(cmd, |cmd, n| cmd.mut_subcommand(n, with_env))
+    })
 }
 
 fn parse() -> Cli {
