@@ -41,6 +41,8 @@ pub struct Server {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     socket: Option<PathBuf>,
+    /// The socket's directory, if we created it (removed on drop when empty).
+    created_dir: Option<PathBuf>,
 }
 
 /// One bound HTTP listener and whether it serves `/metrics`.
@@ -77,9 +79,9 @@ impl Server {
                 metrics: with_metrics,
             });
         }
-        let unix = match &endpoints.status_socket {
+        let (unix, created_dir) = match &endpoints.status_socket {
             Some(path) => bind_status(path)?,
-            None => None,
+            None => (None, None),
         };
         let socket = unix.as_ref().map(|_| {
             endpoints
@@ -96,6 +98,7 @@ impl Server {
             stop: Some(stop),
             thread: Some(thread),
             socket,
+            created_dir,
         })
     }
 }
@@ -111,25 +114,36 @@ impl Drop for Server {
         if let Some(p) = &self.socket {
             let _ = std::fs::remove_file(p);
         }
+        if let Some(d) = &self.created_dir {
+            // Only if empty: another daemon's socket may live there.
+            let _ = std::fs::remove_dir(d);
+        }
     }
 }
 
 /// Binds the status socket at `path`, mode 0600 in a directory of mode 0700 it
-/// creates if missing. A socket another live ringlay answers on is left alone
-/// (with a warning, and no status socket for us); a stale one is replaced.
-fn bind_status(path: &Path) -> Result<Option<std::os::unix::net::UnixListener>> {
+/// creates if missing (and then returns, so that it is removed again). A socket
+/// another live ringlay answers on is left alone (with a warning, and no status
+/// socket for us); a stale one is replaced.
+fn bind_status(path: &Path) -> Result<(Option<std::os::unix::net::UnixListener>, Option<PathBuf>)> {
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
         tracing::warn!(
             socket = %path.display(),
             "another ringlay answers on this status socket: running without one (give --status-socket)"
         );
-        return Ok(None);
+        return Ok((None, None));
     }
     let fail = |e| Error::setup(format!("creating the status socket {}", path.display()), e);
+    let mut created = None;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(fail)?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)?;
+        match std::fs::create_dir(dir) {
+            Ok(()) => {
+                created = Some(dir.to_path_buf());
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(fail)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(fail(e)),
         }
     }
     match std::fs::remove_file(path) {
@@ -139,7 +153,7 @@ fn bind_status(path: &Path) -> Result<Option<std::os::unix::net::UnixListener>> 
     let listener = std::os::unix::net::UnixListener::bind(path).map_err(fail)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
     listener.set_nonblocking(true).map_err(fail)?;
-    Ok(Some(listener))
+    Ok((Some(listener), created))
 }
 
 fn serve(
