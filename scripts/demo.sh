@@ -14,7 +14,8 @@
 # With host-gw there is no tunnel: each ringlay routes the other hosts' subnets
 # via their underlay addresses (route protocol 114), as flanneld's host-gw does.
 # Shows the leases in etcd, ping between every pair of containers, a 3-second
-# iperf3 from container 1 to container 2, and each ringlay's counters (SIGUSR1). Then it stops everything it started and deletes
+# iperf3 from container 1 to container 2, each ringlay's counters (SIGUSR1) and
+# `ringlay status` of host 1. Then it stops everything it started and deletes
 # the namespaces.
 #
 # Environment: RINGLAY_BIN to use that binary instead of building one;
@@ -209,6 +210,11 @@ for ((i = 1; i <= HOSTS; i++)); do
         say "    (printed nothing within 2 s)"
     fi
 done
+
+step "ringlay status on host 1 (its status socket)"
+if ! "$bin" status --socket "$TB_TMP/status-1.sock" | indent; then
+    failures=$((failures + 1))
+fi
 
 # --- 8. cleanup ------------------------------------------------------------------------
 step "Stopping ringlay and etcd, and deleting the namespaces"

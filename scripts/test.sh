@@ -18,6 +18,7 @@ declare -A pkg_for=(
   [protoc]=protobuf-compiler [tshark]=tshark [tcpdump]=tcpdump [iperf3]=iperf3
   [etcd]=etcd-server [etcdctl]=etcd-client [ip]=iproute2 [ping]=iputils-ping
   [bridge]=iproute2 [xxd]=xxd [ethtool]=ethtool [openssl]=openssl
+  [nft]=nftables [curl]=curl [python3]=python3-minimal
 )
 missing=()
 for cmd in "${!pkg_for[@]}"; do

@@ -15,7 +15,11 @@
 //!    worker, start the workers;
 //! 5. with `DirectRouting`, route the peers on this L2 segment directly
 //!    ([`control::routes`]), after the table holds them;
-//! 6. write subnet.env and log `ready`.
+//! 6. with `--ip-masq`, install the masquerade table ([`ops::masq`]); write
+//!    subnet.env, mark the daemon ready (`/readyz`) and log `ready`.
+//!
+//! The operator endpoints ([`ops`]: metrics, health, the status socket) start
+//! before step 1, so that `/readyz` answers 503 during start-up, and stop last.
 //!
 //! The host-gw backend has no tunnel: no io_uring, TUN or workers. Start-up is 1,
 //! 2, a route `<subnet> via <PublicIP> dev <underlay>` per peer (IPv4 and IPv6),
@@ -26,7 +30,8 @@
 //! becomes a new table, and our lease is renewed (if it is taken by another node,
 //! the daemon exits with an error — see [`control::etcd`]); SIGUSR1 logs every
 //! worker's counters;
-//! SIGTERM/SIGINT stop the workers, close the TUN (the kernel removes the device,
+//! SIGTERM/SIGINT mark the daemon not ready, delete the masquerade table, stop the
+//! workers, close the TUN (the kernel removes the device,
 //! its address and route with it) and log the counters a last time.
 //!
 //! Direct routes (host-gw, DirectRouting) follow the leases: on every reload the
@@ -39,6 +44,7 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
@@ -50,6 +56,7 @@ use crate::control::routes::{Mode, RECONCILE_INTERVAL};
 use crate::control::{self, FileStamp, Lease, LocalLease, RouteSync, StaticLeases};
 use crate::dataplane::{Dataplane, Offload, Report, Settings, Tunnel, WorkerIo};
 use crate::encap::Local;
+use crate::ops::{self, masq::IpMasq, LeaseInfo};
 use crate::sys::uring::Features;
 use crate::sys::{caps, cpu, netdev, socket, tun};
 use crate::table::Table;
@@ -88,6 +95,10 @@ pub struct Options {
     pub pin_workers: bool,
     /// The offloads to use, where the kernel has them.
     pub offload: Offload,
+    /// The operator endpoints: metrics, health, the status socket.
+    pub endpoints: ops::http::Endpoints,
+    /// Masquerade traffic leaving the cluster network (flanneld's `--ip-masq`).
+    pub ip_masq: bool,
 }
 
 /// Where this host sits on the underlay.
@@ -316,6 +327,10 @@ pub fn run(opts: Options) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| Error::setup("starting the control runtime", e))?;
+    // Serving from the start, so that /readyz answers 503 while we set up; dropped
+    // last, after everything else is torn down.
+    let state = ops::State::new();
+    let _endpoints = ops::http::Server::start(&opts.endpoints, Arc::clone(&state))?;
     let (config, peers, local, under, source) = match &opts.source {
         Source::Static(path) => {
             let leases = StaticLeases::load(path)?;
@@ -336,6 +351,7 @@ pub fn run(opts: Options) -> Result<()> {
             let (config, follower, view) =
                 runtime.block_on(etcd_start(&opts, settings, under.public_ip))?;
             let held = *follower.held().expect("a running node holds a lease");
+            state.set_follow(follower.stats());
             let local = LocalLease {
                 key: held.key,
                 public_ip: under.public_ip,
@@ -352,8 +368,19 @@ pub fn run(opts: Options) -> Result<()> {
             )
         }
     };
+    let lease_info = |tun: Option<String>| LeaseInfo {
+        subnet: ops::subnets(&local.key),
+        public_ip: under.public_ip,
+        vtep_mac: matches!(config.backend, Backend::Vxlan { .. })
+            .then(|| local.vtep_mac.to_string()),
+        backend: config.backend.backend_type().as_str().to_owned(),
+        tun,
+    };
     if config.backend == Backend::HostGw {
-        return run_host_gw(&opts, &runtime, &config, &peers, &local, &under, source);
+        state.set_lease(lease_info(None));
+        return run_host_gw(
+            &opts, &runtime, &config, &peers, &local, &under, source, &state,
+        );
     }
     let features = Features::probe().map_err(|e| Error::setup("probing io_uring", e))?;
     if let Some(what) = features.missing() {
@@ -397,6 +424,7 @@ pub fn run(opts: Options) -> Result<()> {
     let queues = device.queues().len();
     let table = Table::new();
     table.publish(control::build_snapshot(&config, &peers, &local.key));
+    state.set_table(&table);
     let sockets = bind_sockets(port, queues)?;
     let offload = setup_offload(opts.offload, &device, &sockets);
     tracing::info!(asked = %opts.offload, in_use = %offload, "offloads");
@@ -413,6 +441,7 @@ pub fn run(opts: Options) -> Result<()> {
         offload,
     };
     let tun_name = device.name().to_owned();
+    state.set_lease(lease_info(Some(tun_name.clone())));
     let io = device
         .into_queues()
         .into_iter()
@@ -431,6 +460,7 @@ pub fn run(opts: Options) -> Result<()> {
         .collect();
     let dataplane = Dataplane::start(io, settings, &table)
         .map_err(|e| Error::setup("starting the workers", e))?;
+    state.set_dataplane(dataplane.stats(), offload);
     // After the table holds every peer: a direct route's peer is always in it.
     let mut routes = match direct_routes(&config, &under, &local, &peers) {
         Ok(r) => r,
@@ -440,14 +470,24 @@ pub fn run(opts: Options) -> Result<()> {
         }
     };
 
-    let env = control::subnet_env::render(&config, &local.key, mtu, false);
-    if let Err(e) = control::subnet_env::write_atomic(&opts.subnet_file, &env) {
-        if let Some(r) = &mut routes {
-            r.remove_all("start-up failed");
+    let masq = opts
+        .ip_masq
+        .then(|| IpMasq::install(network, subnet))
+        .transpose();
+    let env = control::subnet_env::render(&config, &local.key, mtu, opts.ip_masq);
+    let masq = match masq
+        .and_then(|m| control::subnet_env::write_atomic(&opts.subnet_file, &env).map(|()| m))
+    {
+        Ok(m) => m,
+        Err(e) => {
+            if let Some(r) = &mut routes {
+                r.remove_all("start-up failed");
+            }
+            let _ = dataplane.stop();
+            return Err(e);
         }
-        let _ = dataplane.stop();
-        return Err(e);
-    }
+    };
+    state.set_ready(true);
     tracing::info!(
         tun = %tun_name, subnet = %subnet, public_ip = %under.public_ip, iface = %under.iface,
         mtu, backend = config.backend.backend_type().as_str(), port, workers = queues,
@@ -475,6 +515,8 @@ pub fn run(opts: Options) -> Result<()> {
         )),
     };
 
+    state.set_ready(false);
+    drop(masq);
     if let Some(r) = &mut routes {
         // Before the TUN goes: until then their traffic falls back to the tunnel.
         let n = r.remove_all("stop");
@@ -519,6 +561,7 @@ fn direct_routes(
 /// `ringlay run` for the host-gw backend: no tunnel, no workers; a kernel route
 /// per peer, kept in line with the leases (file or etcd) until SIGTERM or
 /// SIGINT, then removed.
+#[allow(clippy::too_many_arguments)]
 fn run_host_gw(
     opts: &Options,
     runtime: &tokio::runtime::Runtime,
@@ -527,16 +570,32 @@ fn run_host_gw(
     local: &LocalLease,
     under: &Underlay,
     source: Running,
+    state: &ops::State,
 ) -> Result<()> {
     let mut routes = RouteSync::new(Mode::HostGw, &under.iface, local.key, config)?;
     routes.sync(peers, "start");
     // host-gw's overlay MTU is the underlay's: nothing is added to a packet.
     let mtu = control::tunnel_mtu(&config.backend, under.mtu);
-    let env = control::subnet_env::render(config, &local.key, mtu, false);
-    if let Err(e) = control::subnet_env::write_atomic(&opts.subnet_file, &env) {
-        routes.remove_all("start-up failed");
-        return Err(e);
+    let masq = match (opts.ip_masq, config.ipv4.as_ref(), local.key.v4) {
+        (true, Some(c), Some(subnet)) => Some(IpMasq::install(c.network, subnet)),
+        (true, ..) => {
+            tracing::warn!("--ip-masq: no IPv4 network or lease; nothing to masquerade");
+            None
+        }
+        (false, ..) => None,
     }
+    .transpose();
+    let env = control::subnet_env::render(config, &local.key, mtu, opts.ip_masq);
+    let masq = match masq
+        .and_then(|m| control::subnet_env::write_atomic(&opts.subnet_file, &env).map(|()| m))
+    {
+        Ok(m) => m,
+        Err(e) => {
+            routes.remove_all("start-up failed");
+            return Err(e);
+        }
+    };
+    state.set_ready(true);
     let stats = routes.stats();
     tracing::info!(
         subnet = %local.key, public_ip = %under.public_ip, iface = %under.iface, mtu,
@@ -544,9 +603,10 @@ fn run_host_gw(
         peers = peers.iter().filter(|l| l.key != local.key).count(),
         "ready: routing (host-gw, route protocol {})", control::routes::ROUTE_PROTOCOL
     );
-    // Nothing reads this table (no workers); reloads keep it current regardless.
+    // No workers read this table; reloads keep it current for the endpoints.
     let table = Table::new();
     table.publish(control::build_snapshot(config, peers, &local.key));
+    state.set_table(&table);
     let result = match source {
         Running::Static(path, leases) => runtime.block_on(control_loop(
             &path,
@@ -566,6 +626,8 @@ fn run_host_gw(
             Some(&mut routes),
         )),
     };
+    state.set_ready(false);
+    drop(masq);
     let n = routes.remove_all("stop");
     tracing::info!("final route counters: {}", routes.stats());
     tracing::info!("stopped; removed {n} host-gw routes");
@@ -625,6 +687,7 @@ fn publish_view(
     tracing::info!(
         generation,
         peers = leases.iter().filter(|l| l.key != local.key).count(),
+        reason = "etcd watch",
         "published a new table"
     );
     generation
@@ -774,6 +837,7 @@ fn reload(
     tracing::info!(
         generation,
         peers = new.leases.len().saturating_sub(1),
+        reason = why,
         "published a new table"
     );
     Some(new)

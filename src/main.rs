@@ -1,12 +1,12 @@
 //! The `ringlay` command: the only place that uses `anyhow`.
 
 use std::io::{IsTerminal, Read};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use ringlay::config::{LeaseAttrs, NetworkConfig, SubnetKey};
 
 /// ringlay: a flannel-compatible userspace overlay forwarding engine.
@@ -46,9 +46,21 @@ enum Command {
     Watch {
         #[command(flatten)]
         etcd: EtcdArgs,
-        /// Log level: error, warn, info, debug or trace (or a tracing filter).
-        #[arg(long, value_name = "LEVEL", default_value = "info")]
-        log_level: String,
+        #[command(flatten)]
+        log: LogArgs,
+    },
+    /// Show the running daemon: our lease, the peers, the traffic, drops by reason
+    /// and the offloads, read from its status socket (root only).
+    Status {
+        /// The daemon's status socket [default: /run/ringlay/<TUN>.sock].
+        #[arg(long, value_name = "PATH", env = "RINGLAY_STATUS_SOCKET")]
+        socket: Option<PathBuf>,
+        /// The daemon's TUN device name, to find its default socket.
+        #[arg(long, value_name = "NAME", default_value = "ringlay0")]
+        tun_name: String,
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Validate a flannel network config (the value of <prefix>/config) and print it
     /// with every default resolved.
@@ -174,20 +186,58 @@ struct RunArgs {
         env = "RINGLAY_OFFLOAD"
     )]
     offload: ringlay::dataplane::Offload,
+    /// Serve Prometheus metrics (and /healthz, /readyz) on this address, e.g.
+    /// 127.0.0.1:9465. Off by default.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<SocketAddr>,
+    /// The address /healthz and /readyz listen on (flanneld's flag).
+    #[arg(long, value_name = "IP", default_value = "0.0.0.0")]
+    healthz_ip: IpAddr,
+    /// The port of /healthz and /readyz; 0 (the default, as flanneld's) is off.
+    #[arg(long, value_name = "PORT", default_value_t = 0)]
+    healthz_port: u16,
+    /// The unix socket `ringlay status` reads (mode 0600)
+    /// [default: /run/ringlay/<TUN>.sock].
+    #[arg(long, value_name = "PATH")]
+    status_socket: Option<PathBuf>,
+    /// Masquerade traffic leaving the cluster network, as flanneld's --ip-masq
+    /// (an nftables table `ip ringlay`, removed on exit; needs the nft command).
+    #[arg(long)]
+    ip_masq: bool,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+/// How the daemon logs.
+#[derive(Debug, clap::Args)]
+struct LogArgs {
     /// Log level: error, warn, info, debug or trace (or a tracing filter).
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     log_level: String,
+    /// Log format: human-readable text, or one JSON object per line.
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
-fn init_logging(level: &str) -> anyhow::Result<()> {
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(log: &LogArgs) -> anyhow::Result<()> {
+    let level = &log.log_level;
     let filter = tracing_subscriber::EnvFilter::try_new(level).with_context(|| {
         format!("--log-level {level:?}: expected error, warn, info, debug or trace")
     })?;
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match log.log_format {
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => fmt.json().with_current_span(false).init(),
+    }
     Ok(())
 }
 
@@ -196,7 +246,16 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
         Some(path) => ringlay::daemon::Source::Static(path),
         None => ringlay::daemon::Source::Etcd(args.etcd.settings()?),
     };
-    init_logging(&args.log_level)?;
+    init_logging(&args.log)?;
+    let status_socket = args
+        .status_socket
+        .unwrap_or_else(|| ringlay::ops::status::default_socket(&args.tun_name));
+    let endpoints = ringlay::ops::http::Endpoints {
+        metrics: args.metrics_addr,
+        health: (args.healthz_port != 0)
+            .then(|| SocketAddr::new(args.healthz_ip, args.healthz_port)),
+        status_socket: Some(status_socket),
+    };
     ringlay::daemon::run(ringlay::daemon::Options {
         source,
         public_ip: args.public_ip,
@@ -206,6 +265,8 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
         subnet_file: args.subnet_file,
         pin_workers: args.pin_workers,
         offload: args.offload,
+        endpoints,
+        ip_masq: args.ip_masq,
     })?;
     Ok(())
 }
@@ -225,10 +286,28 @@ fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run_daemon(args)?,
-        Command::Watch { etcd, log_level } => {
+        Command::Watch { etcd, log } => {
             let settings = etcd.settings()?;
-            init_logging(&log_level)?;
+            init_logging(&log)?;
             ringlay::control::etcd::watch_only(&settings)?;
+        }
+        Command::Status {
+            socket,
+            tun_name,
+            json,
+        } => {
+            let path = socket.unwrap_or_else(|| ringlay::ops::status::default_socket(&tun_name));
+            let status = ringlay::ops::http::fetch_status(&path).with_context(|| {
+                format!(
+                    "reading {} (is ringlay running, and are you root?)",
+                    path.display()
+                )
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", status.render());
+            }
         }
         Command::CheckConfig { file } => {
             let bytes = read_input(&file)?;
@@ -252,8 +331,76 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// flanneld's flags that ringlay has under the same name: `FLANNELD_<FLAG>` is
+/// read as `RINGLAY_<FLAG>` when that is unset.
+const FLANNELD_FLAGS: [&str; 14] = [
+    "etcd-endpoints",
+    "etcd-prefix",
+    "etcd-keyfile",
+    "etcd-certfile",
+    "etcd-cafile",
+    "etcd-username",
+    "etcd-password",
+    "iface",
+    "public-ip",
+    "subnet-file",
+    "subnet-lease-renew-margin",
+    "ip-masq",
+    "healthz-ip",
+    "healthz-port",
+];
+
+/// `FLAG` → `PREFIX_FLAG` (upper case, `-` → `_`), flanneld's convention.
+fn env_name(prefix: &str, flag: &str) -> String {
+    format!("{prefix}_{}", flag.to_ascii_uppercase().replace('-', "_"))
+}
+
+/// Copies each `FLANNELD_<FLAG>` of [`FLANNELD_FLAGS`] to `RINGLAY_<FLAG>` where
+/// that is unset, so the precedence is: flag, `RINGLAY_`, `FLANNELD_`, default.
+fn import_flanneld_env() {
+    for flag in FLANNELD_FLAGS {
+        let ours = env_name("RINGLAY", flag);
+        if std::env::var_os(&ours).is_some() {
+            continue;
+        }
+        if let Some(v) = std::env::var_os(env_name("FLANNELD", flag)) {
+            std::env::set_var(ours, v);
+        }
+    }
+}
+
+/// The commands whose flags are also read from `RINGLAY_<FLAG>` (the validators
+/// take their input from the command line only).
+const ENV_COMMANDS: [&str; 3] = ["run", "watch", "status"];
+
+/// Every long flag of [`ENV_COMMANDS`] also read from `RINGLAY_<FLAG>`.
+fn with_env(cmd: clap::Command) -> clap::Command {
+    ENV_COMMANDS
+        .iter()
+        .fold(cmd, |cmd, name| cmd.mut_subcommand(*name, flags_from_env))
+}
+
+fn flags_from_env(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|a| {
+        match a.get_long() {
+            Some(long) if a.get_env().is_none() && long != "help" && long != "version" => {
+                // clap keeps `&'static str`s; the command is built once per process.
+                let name: &'static str = Box::leak(env_name("RINGLAY", long).into_boxed_str());
+                a.env(name)
+            }
+            _ => a,
+        }
+    })
+}
+
+fn parse() -> Cli {
+    let matches = with_env(Cli::command()).get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    import_flanneld_env();
+    match run(parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ringlay: {e:#}");

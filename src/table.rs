@@ -70,6 +70,7 @@ use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
 
 use arc_swap::{ArcSwap, Cache, Guard};
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -353,6 +354,8 @@ pub struct Table {
 /// Writer-only state; readers never touch its lock.
 struct Writer {
     generation: u64,
+    /// When the current snapshot was published (`None`: never).
+    published_at: Option<SystemTime>,
     /// Replaced snapshots some reader may still hold; freed here once only the
     /// writer does, so a worker never pays for a free.
     retired: Vec<Arc<Snapshot>>,
@@ -365,6 +368,7 @@ impl Table {
             current: Arc::new(ArcSwap::from_pointee(SnapshotBuilder::new(None).build())),
             writer: Arc::new(Mutex::new(Writer {
                 generation: 0,
+                published_at: None,
                 retired: Vec::new(),
             })),
         }
@@ -376,6 +380,7 @@ impl Table {
     pub fn publish(&self, mut snapshot: Snapshot) -> u64 {
         let mut w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         w.generation += 1;
+        w.published_at = Some(SystemTime::now());
         snapshot.generation = w.generation;
         // `swap` converts every reader's outstanding borrow of the old snapshot into
         // a counted reference before it returns, so `strong_count` below is exact.
@@ -392,6 +397,15 @@ impl Table {
         let mut w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         w.retired.retain(|s| Arc::strong_count(s) > 1);
         w.retired.len()
+    }
+
+    /// When the current snapshot was published (`None` before the first publish).
+    /// Takes the writer's lock: for the control plane, not the workers.
+    pub fn published_at(&self) -> Option<SystemTime> {
+        self.writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .published_at
     }
 
     /// The current snapshot, borrowed without touching its reference count where

@@ -112,3 +112,48 @@ fn etcd_endpoints_must_be_urls() {
         "{err}"
     );
 }
+
+/// `ringlay watch` with `vars` set (and every RINGLAY_/FLANNELD_ variable of the
+/// test's own environment removed): its stderr. The endpoint is refused before
+/// anything connects.
+fn watch_with_env(vars: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringlay"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("RINGLAY_") || k.starts_with("FLANNELD_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd
+        .arg("watch")
+        .envs(vars.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("ringlay runs");
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn flags_come_from_ringlay_then_flanneld_variables() {
+    // FLANNELD_ETCD_ENDPOINTS is read as --etcd-endpoints...
+    let err = watch_with_env(&[("FLANNELD_ETCD_ENDPOINTS", "etcd.invalid:1")]);
+    assert!(err.contains("\"etcd.invalid:1\" is invalid"), "{err}");
+    // ...unless RINGLAY_ETCD_ENDPOINTS is set...
+    let err = watch_with_env(&[
+        ("FLANNELD_ETCD_ENDPOINTS", "etcd.invalid:1"),
+        ("RINGLAY_ETCD_ENDPOINTS", "etcd.invalid:2"),
+    ]);
+    assert!(err.contains("\"etcd.invalid:2\" is invalid"), "{err}");
+    // ...and a flag beats both.
+    let out = Command::new(env!("CARGO_BIN_EXE_ringlay"))
+        .args(["watch", "--etcd-endpoints", "etcd.invalid:3"])
+        .env("RINGLAY_ETCD_ENDPOINTS", "etcd.invalid:2")
+        .stdin(Stdio::null())
+        .output()
+        .expect("ringlay runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"etcd.invalid:3\" is invalid"), "{err}");
+    // Every flag has its RINGLAY_ variable.
+    let err = watch_with_env(&[("RINGLAY_LOG_FORMAT", "yaml")]);
+    assert!(err.contains("--log-format"), "{err}");
+}

@@ -258,7 +258,8 @@ tb_leases_json() {
 }
 
 # tb_ringlay I LEASES BIN [ARGS...]: starts `BIN run` on host I (log in
-# $TB_TMP/ringlay-I.log, subnet file $TB_TMP/subnet-I.env; PID in TB_LAST_PID)
+# $TB_TMP/ringlay-I.log, subnet file $TB_TMP/subnet-I.env, status socket
+# $TB_TMP/status-I.sock; PID in TB_LAST_PID)
 # and waits up to 10 s for `ready`. Returns 1, with the log's tail on stderr, if
 # it exits or times out first (the process is stopped then).
 tb_ringlay() {
@@ -266,7 +267,8 @@ tb_ringlay() {
     shift 3
     local log=$TB_TMP/ringlay-$i.log
     tb_spawn "$(tb_host "$i")" "$log" "$bin" run --static-leases "$leases" \
-        --public-ip "192.0.2.$i" --subnet-file "$TB_TMP/subnet-$i.env" "$@"
+        --public-ip "192.0.2.$i" --subnet-file "$TB_TMP/subnet-$i.env" \
+        --status-socket "$TB_TMP/status-$i.sock" "$@"
     local pid=$TB_LAST_PID
     if ! tb_wait_for "$log" ready 10 "$pid"; then
         tb_stop "$pid"
@@ -328,7 +330,8 @@ tb_ringlay_etcd() {
     shift 3
     local log=$TB_TMP/ringlay-$i.log
     tb_spawn "$(tb_host "$i")" "$log" "$bin" run --etcd-endpoints "$endpoint" \
-        --public-ip "192.0.2.$i" --subnet-file "$TB_TMP/subnet-$i.env" "$@"
+        --public-ip "192.0.2.$i" --subnet-file "$TB_TMP/subnet-$i.env" \
+        --status-socket "$TB_TMP/status-$i.sock" "$@"
     local pid=$TB_LAST_PID
     if ! tb_wait_for "$log" ready 20 "$pid"; then
         tb_stop "$pid"

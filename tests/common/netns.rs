@@ -620,14 +620,26 @@ impl Cluster {
         .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Runs `ringlay run <source_args> --public-ip <public_ip> --subnet-file …`
-    /// on host i and waits for `ready`.
+    /// Runs `ringlay run <source_args> --public-ip <public_ip> --subnet-file …
+    /// --status-socket <dir>/status-<i>.sock` on host i and waits for `ready`.
     pub fn try_ringlay_from(
         &self,
         i: usize,
         public_ip: Ipv4Addr,
         source_args: &[&str],
         extra_args: &[&str],
+    ) -> Result<Daemon, String> {
+        self.try_ringlay_env(i, public_ip, source_args, extra_args, &[])
+    }
+
+    /// [`Cluster::try_ringlay_from`] with extra environment variables for ringlay.
+    pub fn try_ringlay_env(
+        &self,
+        i: usize,
+        public_ip: Ipv4Addr,
+        source_args: &[&str],
+        extra_args: &[&str],
+        env: &[(&str, &str)],
     ) -> Result<Daemon, String> {
         let subnet_file = self.dir.join(format!("subnet-{i}.env"));
         let bin = ringlay_bin();
@@ -637,7 +649,17 @@ impl Cluster {
         argv.extend_from_slice(source_args);
         argv.extend_from_slice(&["--public-ip", &public_ip, "--subnet-file", &subnet_s]);
         argv.extend_from_slice(extra_args);
+        // The status socket in the test's directory, not in /run.
+        let socket = self
+            .dir
+            .join(format!("status-{i}.sock"))
+            .display()
+            .to_string();
+        if !extra_args.contains(&"--status-socket") {
+            argv.extend_from_slice(&["--status-socket", &socket]);
+        }
         let mut cmd = self.host(i).command(&argv);
+        cmd.envs(env.iter().copied());
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = self.host(i).spawn_command(cmd);
         let proc = Proc::of(child.id());

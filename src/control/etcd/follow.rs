@@ -23,6 +23,7 @@
 //!   claiming the subnet (our etcd lease is revoked; nothing is written) and
 //!   [`Follower::run`] returns [`Error::LeaseTaken`].
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,6 +81,31 @@ pub struct Follower {
     renew_at: Option<Instant>,
     pending: Pending,
     out: watch::Sender<View>,
+    stats: Arc<FollowStats>,
+}
+
+/// What the follower did, for the metrics: written by the follower task, read by
+/// anyone holding the `Arc`.
+#[derive(Debug, Default)]
+pub struct FollowStats {
+    /// Watches re-established after one was lost (etcd away, compaction, cancel).
+    pub watch_reconnects: AtomicU64,
+    /// Full listings of the prefix after a lost watch.
+    pub resyncs: AtomicU64,
+    /// When our lease expires, in seconds since the Unix epoch (0: none held).
+    pub lease_expires_unix: AtomicU64,
+}
+
+impl FollowStats {
+    /// Records `held`'s expiry.
+    fn held(&self, held: &Held) {
+        let left = held.expires.saturating_duration_since(Instant::now());
+        let at = std::time::SystemTime::now() + left;
+        let secs = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.lease_expires_unix.store(secs, Ordering::Relaxed);
+    }
 }
 
 impl Follower {
@@ -100,6 +126,10 @@ impl Follower {
         };
         let (out, rx) = watch::channel(view);
         let renew_at = held.map(|h| renew_instant(&h, margin));
+        let stats = Arc::new(FollowStats::default());
+        if let Some(h) = &held {
+            stats.held(h);
+        }
         let f = Follower {
             registry,
             config,
@@ -110,8 +140,15 @@ impl Follower {
             renew_at,
             pending: Pending::default(),
             out,
+            stats,
         };
         Ok((f, rx))
+    }
+
+    /// The follower's counters (shared; they keep counting after [`Follower::run`]
+    /// takes the follower).
+    pub fn stats(&self) -> Arc<FollowStats> {
+        Arc::clone(&self.stats)
     }
 
     /// Our lease as the follower holds it now.
@@ -212,6 +249,7 @@ impl Follower {
                 self.registry.prefix()
             );
             listed = false;
+            self.stats.watch_reconnects.fetch_add(1, Ordering::Relaxed);
             sleep(delay).await;
         }
     }
@@ -254,19 +292,19 @@ impl Follower {
             Applied::Added(k) => {
                 self.pending.added += 1;
                 if each {
-                    tracing::info!(lease = %k, "lease added");
+                    tracing::info!(lease = %k, reason = "etcd watch", "lease added");
                 }
             }
             Applied::Removed(k) => {
                 self.pending.removed += 1;
                 if each {
-                    tracing::info!(lease = %k, "lease removed");
+                    tracing::info!(lease = %k, reason = "etcd watch", "lease removed");
                 }
             }
             Applied::Changed(k) => {
                 self.pending.changed += 1;
                 if each {
-                    tracing::info!(lease = %k, "lease changed");
+                    tracing::info!(lease = %k, reason = "etcd watch", "lease changed");
                 }
             }
             Applied::Skipped { key, error } => {
@@ -298,6 +336,7 @@ impl Follower {
     /// Lists the prefix again, diffs it against what we had, and publishes.
     async fn resync(&mut self) -> Result<()> {
         let listing = self.registry.list(&self.config).await?;
+        self.stats.resyncs.fetch_add(1, Ordering::Relaxed);
         for (key, error) in &listing.skipped {
             tracing::warn!(key = %key, "skipping a malformed lease: {error}");
         }
@@ -311,7 +350,7 @@ impl Follower {
             ("changed", &d.changed),
         ] {
             for k in keys.iter().take(LOG_EACH) {
-                tracing::info!(lease = %k, "lease {what} while the watch was down");
+                tracing::info!(lease = %k, reason = "etcd resync", "lease {what} while the watch was down");
             }
             if keys.len() > LOG_EACH {
                 tracing::info!("and {} more leases {what}", keys.len() - LOG_EACH);
@@ -364,6 +403,7 @@ impl Follower {
                 tracing::warn!(lease = %held.key, revision = held.mod_revision, "re-created our lease; forwarding was not interrupted");
                 self.held = Some(held);
                 self.renew_at = Some(renew_instant(&held, self.margin));
+                self.stats.held(&held);
                 Ok(())
             }
             Ok(Renewal::Taken { holder }) => self.taken(holder.to_string()).await,
@@ -405,6 +445,7 @@ impl Follower {
                 backoff.reset();
                 self.held = Some(held);
                 self.renew_at = Some(renew_instant(&held, self.margin));
+                self.stats.held(&held);
                 tracing::info!(lease = %held.key, revision = held.mod_revision, "renewed our lease for 24 h");
                 Ok(())
             }

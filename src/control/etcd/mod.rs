@@ -51,7 +51,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use client::{Acquired, Held, Registry, Renewal};
-pub use follow::{Follower, View};
+pub use follow::{FollowStats, Follower, View};
 
 /// flannel's default key prefix.
 pub const DEFAULT_PREFIX: &str = "/coreos.com/network";

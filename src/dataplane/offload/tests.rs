@@ -62,12 +62,15 @@ impl Tcp {
         self.l3_len() + tcp::HEADER_LEN + if self.timestamps { 12 } else { 0 }
     }
 
-    /// The packet with every checksum complete.
+    /// The packet with every checksum complete, written as the kernel's
+    /// `skb_checksum_help` writes it: a sum that folds to 0 is stored as 0xffff
+    /// (the same value in one's complement), as `Split` does.
     fn packet(&self, payload: &[u8]) -> Vec<u8> {
         let mut p = self.headers(payload);
         let sum = transport_sum(&p, self.l3_len());
         let l3 = self.l3_len();
-        tcp::Packet::new_unchecked(&mut p[l3..]).set_checksum(!sum);
+        let csum = if !sum == 0 { 0xffff } else { !sum };
+        tcp::Packet::new_unchecked(&mut p[l3..]).set_checksum(csum);
         p
     }
 

@@ -1,0 +1,341 @@
+//! The Prometheus text exposition (format 0.0.4) of a [`Sample`]: pure, no I/O.
+//!
+//! Names follow Prometheus conventions: a `ringlay_` prefix, `_total` on counters,
+//! base units (bytes, seconds). Every drop reason and every data-path error is
+//! exported for every worker, zero or not, so a rate over a new reason needs no
+//! special case in a dashboard.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use super::{unix_seconds, Sample};
+use crate::dataplane::Counter;
+use crate::encap::Drop;
+
+/// `(counter for packets, counter for bytes, direction label)`.
+const DIRECTIONS: [(Counter, Counter, &str); 4] = [
+    (Counter::TunRxPackets, Counter::TunRxBytes, "tun_rx"),
+    (
+        Counter::TunnelTxPackets,
+        Counter::TunnelTxBytes,
+        "tunnel_tx",
+    ),
+    (
+        Counter::TunnelRxPackets,
+        Counter::TunnelRxBytes,
+        "tunnel_rx",
+    ),
+    (Counter::TunTxPackets, Counter::TunTxBytes, "tun_tx"),
+];
+
+/// Data-path errors, exported as `ringlay_datapath_errors_total{kind}`.
+const ERRORS: [(Counter, &str); 6] = [
+    (Counter::SendErrors, "send"),
+    (Counter::RecvErrors, "recv"),
+    (Counter::TunReadErrors, "tun_read"),
+    (Counter::TunWriteErrors, "tun_write"),
+    (Counter::NoSendBuffer, "no_send_buffer"),
+    (Counter::GsoFallbacks, "gso_fallback"),
+];
+
+/// The other per-worker counters: `(counter, metric name, help)`.
+const OTHERS: [(Counter, &str, &str); 6] = [
+    (
+        Counter::IcmpUnreachable,
+        "ringlay_icmp_unreachable_sent_total",
+        "ICMP destination-unreachable messages written back for packets without a lease.",
+    ),
+    (
+        Counter::IcmpRateLimited,
+        "ringlay_icmp_rate_limited_total",
+        "ICMP messages not sent because of the rate limit.",
+    ),
+    (
+        Counter::TsoSuperPackets,
+        "ringlay_tso_super_packets_total",
+        "TUN reads that were segmentation-offload super-packets, cut in userspace.",
+    ),
+    (
+        Counter::GsoSends,
+        "ringlay_gso_sends_total",
+        "Sends that carried several datagrams (UDP_SEGMENT).",
+    ),
+    (
+        Counter::GroReceives,
+        "ringlay_gro_receives_total",
+        "Receives that returned several coalesced datagrams (UDP_GRO).",
+    ),
+    (
+        Counter::CoalescedWrites,
+        "ringlay_coalesced_writes_total",
+        "TUN writes that carried several coalesced TCP segments.",
+    ),
+];
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A label value with `\`, `"` and newlines escaped, as the format requires.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Renders every metric of `s`.
+pub fn render(s: &Sample) -> String {
+    let mut out = String::with_capacity(8192);
+    let o = &mut out;
+    family(o, "ringlay_build_info", "gauge", "ringlay's version.");
+    let _ = writeln!(
+        o,
+        "ringlay_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    family(
+        o,
+        "ringlay_ready",
+        "gauge",
+        "1 once the lease is held, the TUN device (or the routes) is up and subnet.env is written.",
+    );
+    let _ = writeln!(o, "ringlay_ready {}", u8::from(s.ready));
+
+    if let Some(l) = &s.lease {
+        family(
+            o,
+            "ringlay_lease_info",
+            "gauge",
+            "This host's lease: subnet, public IP and backend (value always 1).",
+        );
+        let _ = writeln!(
+            o,
+            "ringlay_lease_info{{subnet=\"{}\",public_ip=\"{}\",backend=\"{}\",vtep_mac=\"{}\"}} 1",
+            escape(&l.subnet),
+            l.public_ip,
+            escape(&l.backend),
+            escape(l.vtep_mac.as_deref().unwrap_or(""))
+        );
+    }
+    if let Some(f) = &s.follow {
+        let expires = f.lease_expires_unix.load(Ordering::Relaxed);
+        if expires > 0 {
+            family(
+                o,
+                "ringlay_lease_expiry_timestamp_seconds",
+                "gauge",
+                "When our lease in etcd expires unless renewed (Unix time).",
+            );
+            let _ = writeln!(o, "ringlay_lease_expiry_timestamp_seconds {expires}");
+        }
+        family(
+            o,
+            "ringlay_etcd_watch_reconnects_total",
+            "counter",
+            "Watches of the etcd prefix re-established after one was lost.",
+        );
+        let _ = writeln!(
+            o,
+            "ringlay_etcd_watch_reconnects_total {}",
+            f.watch_reconnects.load(Ordering::Relaxed)
+        );
+        family(
+            o,
+            "ringlay_etcd_resyncs_total",
+            "counter",
+            "Full listings of the etcd prefix after a lost watch.",
+        );
+        let _ = writeln!(
+            o,
+            "ringlay_etcd_resyncs_total {}",
+            f.resyncs.load(Ordering::Relaxed)
+        );
+    }
+    if let Some((snap, at)) = &s.table {
+        family(
+            o,
+            "ringlay_table_peers",
+            "gauge",
+            "Peers (leases other than ours) in the current table.",
+        );
+        let _ = writeln!(o, "ringlay_table_peers {}", snap.len());
+        family(
+            o,
+            "ringlay_table_generation",
+            "gauge",
+            "The current table's generation (one more per publish).",
+        );
+        let _ = writeln!(o, "ringlay_table_generation {}", snap.generation());
+        if let Some(at) = at {
+            family(
+                o,
+                "ringlay_table_last_update_timestamp_seconds",
+                "gauge",
+                "When the current table was published (Unix time).",
+            );
+            let _ = writeln!(
+                o,
+                "ringlay_table_last_update_timestamp_seconds {:.3}",
+                unix_seconds(*at)
+            );
+        }
+    }
+    if let Some(off) = s.offload {
+        family(
+            o,
+            "ringlay_offload_enabled",
+            "gauge",
+            "1 for each offload in use (tso, gso, gro), 0 otherwise.",
+        );
+        for (name, on) in [("tso", off.tso), ("gso", off.gso), ("gro", off.gro)] {
+            let _ = writeln!(
+                o,
+                "ringlay_offload_enabled{{feature=\"{name}\"}} {}",
+                u8::from(on)
+            );
+        }
+    }
+    if s.workers.is_empty() {
+        return out;
+    }
+    family(
+        o,
+        "ringlay_packets_total",
+        "counter",
+        "Packets per worker and direction: tun_rx (read from the TUN), tunnel_tx (sent to peers), tunnel_rx (received from peers), tun_tx (written to the TUN).",
+    );
+    for (w, st) in s.workers.iter().enumerate() {
+        for (p, _, dir) in DIRECTIONS {
+            let _ = writeln!(
+                o,
+                "ringlay_packets_total{{worker=\"{w}\",direction=\"{dir}\"}} {}",
+                st.get(p)
+            );
+        }
+    }
+    family(
+        o,
+        "ringlay_bytes_total",
+        "counter",
+        "Bytes per worker and direction (tunnel directions count the UDP payload).",
+    );
+    for (w, st) in s.workers.iter().enumerate() {
+        for (_, b, dir) in DIRECTIONS {
+            let _ = writeln!(
+                o,
+                "ringlay_bytes_total{{worker=\"{w}\",direction=\"{dir}\"}} {}",
+                st.get(b)
+            );
+        }
+    }
+    family(
+        o,
+        "ringlay_drops_total",
+        "counter",
+        "Packets dropped per worker and reason.",
+    );
+    for (w, st) in s.workers.iter().enumerate() {
+        for d in Drop::ALL {
+            let _ = writeln!(
+                o,
+                "ringlay_drops_total{{worker=\"{w}\",reason=\"{}\"}} {}",
+                d.name(),
+                st.drops(d)
+            );
+        }
+    }
+    family(
+        o,
+        "ringlay_datapath_errors_total",
+        "counter",
+        "Data-path errors per worker and kind.",
+    );
+    for (w, st) in s.workers.iter().enumerate() {
+        for (c, kind) in ERRORS {
+            let _ = writeln!(
+                o,
+                "ringlay_datapath_errors_total{{worker=\"{w}\",kind=\"{kind}\"}} {}",
+                st.get(c)
+            );
+        }
+    }
+    for (c, name, help) in OTHERS {
+        family(o, name, "counter", help);
+        for (w, st) in s.workers.iter().enumerate() {
+            let _ = writeln!(o, "{name}{{worker=\"{w}\"}} {}", st.get(c));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::dataplane::{Offload, Stats};
+    use crate::ops::{LeaseInfo, Sample};
+
+    fn sample() -> Sample {
+        let w0 = Arc::new(Stats::default());
+        w0.add(Counter::TunRxPackets, 3);
+        w0.add(Counter::TunRxBytes, 252);
+        w0.count_drop(Drop::SpoofedSource);
+        Sample {
+            ready: true,
+            lease: Some(LeaseInfo {
+                subnet: "100.96.1.0/24".into(),
+                public_ip: "192.0.2.1".parse().expect("literal"),
+                vtep_mac: None,
+                backend: "udp".into(),
+                tun: Some("ringlay0".into()),
+            }),
+            workers: vec![w0, Arc::new(Stats::default())],
+            offload: Some(Offload::ALL),
+            table: None,
+            follow: None,
+        }
+    }
+
+    #[test]
+    fn renders_counters_per_worker_and_reason() {
+        let text = render(&sample());
+        for line in [
+            "ringlay_ready 1",
+            "ringlay_packets_total{worker=\"0\",direction=\"tun_rx\"} 3",
+            "ringlay_bytes_total{worker=\"0\",direction=\"tun_rx\"} 252",
+            "ringlay_drops_total{worker=\"0\",reason=\"spoofed_source\"} 1",
+            "ringlay_drops_total{worker=\"1\",reason=\"spoofed_source\"} 0",
+            "ringlay_offload_enabled{feature=\"gro\"} 1",
+            "ringlay_lease_info{subnet=\"100.96.1.0/24\",public_ip=\"192.0.2.1\",backend=\"udp\",vtep_mac=\"\"} 1",
+            "# TYPE ringlay_drops_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+    }
+
+    #[test]
+    fn every_sample_line_is_well_formed() {
+        for line in render(&sample()).lines() {
+            if line.starts_with('#') {
+                continue;
+            }
+            let (name, value) = line.rsplit_once(' ').expect("name value");
+            assert!(name.starts_with("ringlay_"), "{line}");
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+            let metric = name.split('{').next().expect("a name");
+            assert!(
+                metric
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn escapes_label_values() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
