@@ -226,6 +226,24 @@ fn metrics_status_masquerade_and_flanneld_env() {
     let peers = json["peers"].as_array().expect("peers");
     assert_eq!(peers.len(), 2, "{json}");
     assert_eq!(json["ready"], true, "{json}");
+    // Per peer: the pings each way (2 to host 2, 3 to host 3) and their replies;
+    // the forged datagrams were dropped, so they count as nobody's traffic.
+    for (ip, pings) in [("192.0.2.2", 2), ("192.0.2.3", 3)] {
+        let p = peers
+            .iter()
+            .find(|p| p["public_ip"] == ip)
+            .unwrap_or_else(|| panic!("no peer {ip}: {json}"));
+        let n = |k: &str| p[k].as_u64().unwrap_or_else(|| panic!("{k} of {ip}: {p}"));
+        assert!(n("tx_packets") >= pings && n("rx_packets") >= pings, "{p}");
+        assert!(
+            n("rx_packets") < pings + 10,
+            "forged datagrams counted: {p}"
+        );
+        assert!(
+            n("tx_bytes") >= 84 * pings && n("rx_bytes") >= 84 * pings,
+            "{p}"
+        );
+    }
     let mode = std::fs::metadata(&socket).map(|m| {
         use std::os::unix::fs::PermissionsExt;
         m.permissions().mode() & 0o777

@@ -9,6 +9,7 @@
 
 pub mod icmp;
 pub mod offload;
+pub mod peers;
 pub mod stats;
 pub mod worker;
 

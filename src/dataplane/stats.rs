@@ -112,6 +112,8 @@ impl Counter {
 pub struct Stats {
     counters: [AtomicU64; Counter::ALL.len()],
     drops: [AtomicU64; Drop::ALL.len()],
+    /// Datagrams and bytes per peer.
+    pub peers: super::peers::PeerCounters,
 }
 
 /// Adds `n` to a counter that only the calling thread writes.

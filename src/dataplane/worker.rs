@@ -237,15 +237,17 @@ impl Inbound<'_> {
             Tunnel::Udp => encap::decap_udp(payload, self.local, sender),
             Tunnel::Vxlan => encap::decap_vxlan(payload, self.local, sender),
         };
-        match inner {
-            Ok(r) => match self.coalescer.as_deref_mut() {
-                Some(c) => {
-                    let out = &self.out;
-                    c.push(&payload[r], &mut |framed: &[u8]| out.write_framed(framed));
-                }
-                None => self.out.write(&payload[r]),
-            },
-            Err(reason) => stats.count_drop(reason),
+        let r = match inner {
+            Ok(r) => r,
+            Err(reason) => return stats.count_drop(reason),
+        };
+        stats.peers.received(*source.ip(), payload.len() as u64);
+        match self.coalescer.as_deref_mut() {
+            Some(c) => {
+                let out = &self.out;
+                c.push(&payload[r], &mut |framed: &[u8]| out.write_framed(framed));
+            }
+            None => self.out.write(&payload[r]),
         }
     }
 
@@ -750,10 +752,15 @@ impl Worker {
         segment: Option<u16>,
     ) {
         let tx = self.tx.as_raw_fd();
-        if let Err(e) = self.ring.send_to(tx, slot, range, dest, segment, TAG_SEND) {
-            tracing::debug!(worker = self.index, "cannot queue a send: {e}");
-            self.stats.add(Counter::SendErrors, 1);
-            self.free.push(slot);
+        let (datagrams, bytes) = (u64::from(self.datagrams[slot as usize]), range.len());
+        match self.ring.send_to(tx, slot, range, dest, segment, TAG_SEND) {
+            // Per peer, a send counts when queued; a failure shows in send_errors.
+            Ok(()) => self.stats.peers.sent(*dest.ip(), datagrams, bytes as u64),
+            Err(e) => {
+                tracing::debug!(worker = self.index, "cannot queue a send: {e}");
+                self.stats.add(Counter::SendErrors, 1);
+                self.free.push(slot);
+            }
         }
     }
 
@@ -775,6 +782,7 @@ impl Worker {
                     let bytes: usize = datagrams[sent..sent + m].iter().map(|d| d.len()).sum();
                     self.stats.add(Counter::TunnelTxPackets, m as u64);
                     self.stats.add(Counter::TunnelTxBytes, bytes as u64);
+                    self.stats.peers.sent(*dest.ip(), m as u64, bytes as u64);
                     sent += m;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

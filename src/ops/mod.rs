@@ -6,9 +6,11 @@
 //! read it. Nothing here touches the data path: the workers' [`Stats`] are atomics
 //! the workers alone write, and the table is read through its published snapshots.
 //!
-//! Per-peer traffic is not counted: the workers count per worker and per drop
-//! reason only, so `ringlay status` shows `-` in the per-peer columns rather than
-//! adding a counter update per packet to the hot loop.
+//! Per-peer traffic comes from each worker's [`PeerCounters`], keyed by the
+//! peer's public IP and summed here; the host-gw backend has no workers, so its
+//! per-peer columns show `-`.
+//!
+//! [`PeerCounters`]: crate::dataplane::peers::PeerCounters
 
 pub mod http;
 pub mod masq;

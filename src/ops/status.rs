@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{unix_seconds, LeaseInfo, Sample};
+use crate::dataplane::peers::PeerTraffic;
 use crate::dataplane::Counter;
 use crate::encap::Drop;
 
@@ -30,7 +31,7 @@ pub struct PeerStatus {
     pub vtep_mac: Option<String>,
     /// Its backend type.
     pub backend: String,
-    /// Packets sent to it (`None`: not counted per peer, see [`crate::ops`]).
+    /// Datagrams sent to it (`None`: not counted per peer, as with host-gw).
     pub tx_packets: Option<u64>,
     /// Bytes sent to it.
     pub tx_bytes: Option<u64>,
@@ -118,15 +119,25 @@ impl Status {
             Some((snap, at)) => (
                 snap.peers()
                     .iter()
-                    .map(|p| PeerStatus {
-                        subnet: super::subnets(&p.key),
-                        public_ip: p.public_ip.to_string(),
-                        vtep_mac: p.vtep_mac.map(|m| m.to_string()),
-                        backend: p.backend.as_str().to_owned(),
-                        tx_packets: None,
-                        tx_bytes: None,
-                        rx_packets: None,
-                        rx_bytes: None,
+                    .map(|p| {
+                        // With workers (the tunnel backends), each counts per peer.
+                        let t = (!s.workers.is_empty()).then(|| {
+                            let mut t = PeerTraffic::default();
+                            for w in &s.workers {
+                                t += w.peers.get(p.public_ip);
+                            }
+                            t
+                        });
+                        PeerStatus {
+                            subnet: super::subnets(&p.key),
+                            public_ip: p.public_ip.to_string(),
+                            vtep_mac: p.vtep_mac.map(|m| m.to_string()),
+                            backend: p.backend.as_str().to_owned(),
+                            tx_packets: t.map(|t| t.tx_packets),
+                            tx_bytes: t.map(|t| t.tx_bytes),
+                            rx_packets: t.map(|t| t.rx_packets),
+                            rx_bytes: t.map(|t| t.rx_bytes),
+                        }
                     })
                     .collect(),
                 snap.generation(),
@@ -264,7 +275,7 @@ impl Status {
             .iter()
             .any(|p| p.tx_packets.is_none() || p.rx_packets.is_none())
         {
-            o.push_str("(TX/RX per peer: not counted by the data path, shown as -)\n");
+            o.push_str("(TX/RX per peer: counted by the tunnel workers only, shown as -)\n");
         }
         if self.drops.is_empty() {
             o.push_str("\ndrops: none\n");
