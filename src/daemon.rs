@@ -729,16 +729,7 @@ async fn etcd_loop(
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break Ok(()); }
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); break Ok(()); }
-            _ = usr1.recv() => {
-                if let Some(d) = dataplane {
-                    for line in Report(d.stats()).to_string().lines() {
-                        tracing::info!("counters: {line}");
-                    }
-                }
-                if let Some(r) = &routes {
-                    tracing::info!("route counters: {}", r.stats());
-                }
-            }
+            _ = usr1.recv() => log_counters(dataplane, routes.as_deref()),
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: the leases come from etcd's watch; nothing to re-read");
             }
@@ -771,6 +762,18 @@ async fn etcd_loop(
     };
     task.abort();
     result
+}
+
+/// SIGUSR1: logs every worker's counters and the route counters.
+fn log_counters(dataplane: Option<&Dataplane>, routes: Option<&RouteSync>) {
+    if let Some(d) = dataplane {
+        for line in Report(d.stats()).to_string().lines() {
+            tracing::info!("counters: {line}");
+        }
+    }
+    if let Some(r) = routes {
+        tracing::info!("route counters: {}", r.stats());
+    }
 }
 
 /// Reloads the leases file; on success publishes the new table and returns the
@@ -868,16 +871,7 @@ async fn control_loop(
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); return Ok(()); }
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); return Ok(()); }
-            _ = usr1.recv() => {
-                if let Some(d) = dataplane {
-                    for line in Report(d.stats()).to_string().lines() {
-                        tracing::info!("counters: {line}");
-                    }
-                }
-                if let Some(r) = &routes {
-                    tracing::info!("route counters: {}", r.stats());
-                }
-            }
+            _ = usr1.recv() => log_counters(dataplane, routes.as_deref()),
             _ = hup.recv() => {
                 stamp = FileStamp::of(path).ok();
                 if let Some(n) = reload(path, &leases, local, table, routes.as_deref_mut(), "SIGHUP") {
