@@ -48,7 +48,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::config::{Backend, NetworkConfig};
 use crate::control::etcd::{self, Follower, View};
@@ -704,18 +704,9 @@ async fn etcd_loop(
     dataplane: Option<&Dataplane>,
     mut routes: Option<&mut RouteSync>,
 ) -> Result<()> {
-    let sig = |k: SignalKind| signal(k).map_err(|e| Error::setup("installing signal handlers", e));
-    let (mut hup, mut usr1, mut term, mut int) = (
-        sig(SignalKind::hangup())?,
-        sig(SignalKind::user_defined1())?,
-        sig(SignalKind::terminate())?,
-        sig(SignalKind::interrupt())?,
-    );
+    let (mut hup, mut usr1, mut term, mut int) = signals()?;
     let mut leases = view.borrow().leases.to_vec();
-    let mut reconcile = tokio::time::interval_at(
-        tokio::time::Instant::now() + RECONCILE_INTERVAL,
-        RECONCILE_INTERVAL,
-    );
+    let mut reconcile = reconcile_interval();
     let mut task = tokio::spawn(follower.run());
     let mut tick = tokio::time::interval(WATCH_INTERVAL);
     let ended = |r: std::result::Result<Result<()>, tokio::task::JoinError>| match r {
@@ -762,6 +753,25 @@ async fn etcd_loop(
     };
     task.abort();
     result
+}
+
+/// The signals both control loops answer: SIGHUP, SIGUSR1, SIGTERM, SIGINT.
+fn signals() -> Result<(Signal, Signal, Signal, Signal)> {
+    let sig = |k: SignalKind| signal(k).map_err(|e| Error::setup("installing signal handlers", e));
+    Ok((
+        sig(SignalKind::hangup())?,
+        sig(SignalKind::user_defined1())?,
+        sig(SignalKind::terminate())?,
+        sig(SignalKind::interrupt())?,
+    ))
+}
+
+/// The route reconcile timer: first tick one interval from now.
+fn reconcile_interval() -> tokio::time::Interval {
+    tokio::time::interval_at(
+        tokio::time::Instant::now() + RECONCILE_INTERVAL,
+        RECONCILE_INTERVAL,
+    )
 }
 
 /// SIGUSR1: logs every worker's counters and the route counters.
@@ -854,19 +864,10 @@ async fn control_loop(
     dataplane: Option<&Dataplane>,
     mut routes: Option<&mut RouteSync>,
 ) -> Result<()> {
-    let sig = |k: SignalKind| signal(k).map_err(|e| Error::setup("installing signal handlers", e));
-    let (mut hup, mut usr1, mut term, mut int) = (
-        sig(SignalKind::hangup())?,
-        sig(SignalKind::user_defined1())?,
-        sig(SignalKind::terminate())?,
-        sig(SignalKind::interrupt())?,
-    );
+    let (mut hup, mut usr1, mut term, mut int) = signals()?;
     let mut stamp = FileStamp::of(path).ok();
     let mut tick = tokio::time::interval(WATCH_INTERVAL);
-    let mut reconcile = tokio::time::interval_at(
-        tokio::time::Instant::now() + RECONCILE_INTERVAL,
-        RECONCILE_INTERVAL,
-    );
+    let mut reconcile = reconcile_interval();
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); return Ok(()); }

@@ -265,14 +265,23 @@ tb_leases_json() {
 tb_ringlay() {
     local i=$1 leases=$2 bin=$3
     shift 3
+    tb_ringlay_run "$i" 10 "$bin" --static-leases "$leases" "$@"
+}
+
+# tb_ringlay_run I SECS BIN ARGS...: `BIN run` on host I with the testbed's
+# public IP, subnet file and status socket, then ARGS (the lease source first);
+# waits SECS for `ready`.
+tb_ringlay_run() {
+    local i=$1 secs=$2 bin=$3
+    shift 3
     local log=$TB_TMP/ringlay-$i.log
-    tb_spawn "$(tb_host "$i")" "$log" "$bin" run --static-leases "$leases" \
+    tb_spawn "$(tb_host "$i")" "$log" "$bin" run \
         --public-ip "192.0.2.$i" --subnet-file "$TB_TMP/subnet-$i.env" \
         --status-socket "$TB_TMP/status-$i.sock" "$@"
     local pid=$TB_LAST_PID
-    if ! tb_wait_for "$log" ready 10 "$pid"; then
+    if ! tb_wait_for "$log" ready "$secs" "$pid"; then
         tb_stop "$pid"
-        tb_log "ringlay on host $i did not come up within 10 s; its output:"
+        tb_log "ringlay on host $i did not come up within $secs s; its output:"
         tail -n 15 "$log" | sed 's/^/    /' >&2
         return 1
     fi
@@ -328,17 +337,7 @@ tb_etcdctl() {
 tb_ringlay_etcd() {
     local i=$1 endpoint=$2 bin=$3
     shift 3
-    local log=$TB_TMP/ringlay-$i.log
-    tb_spawn "$(tb_host "$i")" "$log" "$bin" run --etcd-endpoints "$endpoint" \
-        --public-ip "192.0.2.$i" --subnet-file "$TB_TMP/subnet-$i.env" \
-        --status-socket "$TB_TMP/status-$i.sock" "$@"
-    local pid=$TB_LAST_PID
-    if ! tb_wait_for "$log" ready 20 "$pid"; then
-        tb_stop "$pid"
-        tb_log "ringlay on host $i did not come up within 20 s; its output:"
-        tail -n 15 "$log" | sed 's/^/    /' >&2
-        return 1
-    fi
+    tb_ringlay_run "$i" 20 "$bin" --etcd-endpoints "$endpoint" "$@"
 }
 
 # tb_acquired_subnet I: the network address of the /24 in host I's subnet file
