@@ -476,7 +476,7 @@ pub fn run(opts: Options) -> Result<()> {
         .transpose();
     let env = control::subnet_env::render(&config, &local.key, mtu, opts.ip_masq);
     let masq = match masq
-        .and_then(|m| control::subnet_env::write_atomic(&opts.subnet_file, &env).map(|()| m))
+        .and_then(|m| control::subnet_env::write_or_keep(&opts.subnet_file, &env).map(|()| m))
     {
         Ok(m) => m,
         Err(e) => {
@@ -587,7 +587,7 @@ fn run_host_gw(
     .transpose();
     let env = control::subnet_env::render(config, &local.key, mtu, opts.ip_masq);
     let masq = match masq
-        .and_then(|m| control::subnet_env::write_atomic(&opts.subnet_file, &env).map(|()| m))
+        .and_then(|m| control::subnet_env::write_or_keep(&opts.subnet_file, &env).map(|()| m))
     {
         Ok(m) => m,
         Err(e) => {

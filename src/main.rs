@@ -403,8 +403,50 @@ fn main() -> ExitCode {
     match run(parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ringlay: {e:#}");
+            eprintln!("ringlay: {}", describe(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The error and its causes joined by `: `, each cause once: ringlay's own errors
+/// already end with their source (`…: cannot write …: No space left on device`),
+/// which the chain would otherwise repeat.
+fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describe_names_each_cause_once() {
+        let io = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let e: anyhow::Error = ringlay::Error::Io {
+            path: "/run/flannel/subnet.env".into(),
+            action: "write the subnet file",
+            source: io,
+        }
+        .into();
+        let text = describe(&e);
+        assert_eq!(text.matches("No space left on device").count(), 1, "{text}");
+        assert!(
+            text.starts_with("/run/flannel/subnet.env: cannot write"),
+            "{text}"
+        );
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(describe(&e), "outer: inner");
     }
 }

@@ -128,9 +128,11 @@ pub fn write_atomic(path: &Path, contents: &str) -> Result<()> {
     })();
     if let Err(source) = written {
         let _ = fs::remove_file(&tmp);
+        // Named after the target: the temporary copy is gone, the file is what
+        // the operator looks for.
         return Err(Error::Io {
-            path: tmp,
-            action: "write the subnet file's temporary copy",
+            path: path.to_owned(),
+            action: "write the subnet file (through a temporary copy beside it)",
             source,
         });
     }
@@ -148,6 +150,24 @@ pub fn write_atomic(path: &Path, contents: &str) -> Result<()> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Writes subnet.env with [`write_atomic`]; if that fails but the file already
+/// holds exactly `contents` (a restart with the same lease, on a filesystem that
+/// has since become full or read-only), logs the error and returns `Ok`: the CNI
+/// plugin reads the right values, and refusing to start would stop forwarding
+/// for nothing. Any other failure is returned.
+pub fn write_or_keep(path: &Path, contents: &str) -> Result<()> {
+    match write_atomic(path, contents) {
+        Ok(()) => Ok(()),
+        Err(e) if fs::read(path).is_ok_and(|b| b == contents.as_bytes()) => {
+            tracing::error!(
+                "{e}; it already holds the current values, so the CNI plugin reads them and forwarding continues"
+            );
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -249,6 +269,25 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(names, ["subnet.env"]);
+    }
+
+    #[test]
+    fn write_or_keep_writes_and_returns_a_failure_that_would_leave_other_values() {
+        let t = TempDir::new("subnet-env-keep");
+        let path = t.0.join("subnet.env");
+        write_or_keep(&path, "FLANNEL_MTU=1450\n").expect("written");
+        assert_eq!(
+            fs::read_to_string(&path).expect("read"),
+            "FLANNEL_MTU=1450\n"
+        );
+        // Unwritable (a directory is in the way) and not holding these values.
+        let taken = t.0.join("taken");
+        fs::create_dir(&taken).expect("mkdir");
+        let err = write_or_keep(&taken, "FLANNEL_MTU=1450\n").expect_err("a directory");
+        assert!(
+            matches!(&err, Error::Io { path, .. } if *path == taken),
+            "{err}"
+        );
     }
 
     #[test]

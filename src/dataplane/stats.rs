@@ -53,11 +53,14 @@ pub enum Counter {
     GsoFallbacks,
     /// Packets dropped because every send buffer was in flight.
     NoSendBuffer,
+    /// Times the receive buffer ring ran empty (`ENOBUFS`): receiving paused
+    /// until buffers were recycled; the datagrams waited in the socket's buffer.
+    RecvBuffersExhausted,
 }
 
 impl Counter {
     /// Every counter, in declaration order.
-    pub const ALL: [Counter; 20] = [
+    pub const ALL: [Counter; 21] = [
         Counter::TunRxPackets,
         Counter::TunRxBytes,
         Counter::TunnelTxPackets,
@@ -78,6 +81,7 @@ impl Counter {
         Counter::CoalescedWrites,
         Counter::GsoFallbacks,
         Counter::NoSendBuffer,
+        Counter::RecvBuffersExhausted,
     ];
 
     /// A stable `snake_case` name.
@@ -103,6 +107,7 @@ impl Counter {
             Counter::CoalescedWrites => "coalesced_writes",
             Counter::GsoFallbacks => "gso_fallbacks",
             Counter::NoSendBuffer => "no_send_buffer",
+            Counter::RecvBuffersExhausted => "recv_buffers_exhausted",
         }
     }
 }

@@ -410,8 +410,11 @@ fn on_recv_multi(
     rx: RawFd,
     c: &Completion,
 ) -> io::Result<()> {
-    if c.result < 0 {
-        // ENOBUFS: every provided buffer was in use; the receive re-arms below.
+    if c.result == -libc::ENOBUFS {
+        // Every provided buffer was in use: back pressure, not a failure. The
+        // datagrams wait in the socket's buffer; the receive re-arms below.
+        inbound.out.stats.add(Counter::RecvBuffersExhausted, 1);
+    } else if c.result < 0 {
         inbound.out.stats.add(Counter::RecvErrors, 1);
     } else if let Some(bid) = c.buffer {
         match ring.received(bid, c.result as usize) {

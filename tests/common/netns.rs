@@ -562,7 +562,7 @@ impl Cluster {
     /// Writes `leases_json` to `<dir>/leases-<i>.json` and runs ringlay on host i:
     /// `ringlay run --static-leases FILE --public-ip 192.0.2.i --subnet-file
     /// <dir>/subnet-<i>.env EXTRA...`, then waits up to 10 s for a line holding
-    /// `ready` on its stderr. The binary is `$RINGLAY_BIN` if set, else the one
+    /// `ready: ` (its ready line; not `already`) on its stderr. The binary is `$RINGLAY_BIN` if set, else the one
     /// cargo built for this test. Panics with the daemon's log if it exits or
     /// times out first.
     pub fn ringlay(&self, i: usize, leases_json: &str, extra_args: &[&str]) -> Daemon {
@@ -684,7 +684,7 @@ impl Cluster {
 
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            if daemon.log().lines().any(|l| l.contains("ready")) {
+            if daemon.log().lines().any(|l| l.contains("ready: ")) {
                 return Ok(daemon);
             }
             if let Ok(Some(status)) = daemon.child.try_wait() {
@@ -731,6 +731,20 @@ impl Cluster {
         secs: u32,
         streams: u32,
     ) -> f64 {
+        let ip = self.container_ip(server_container);
+        self.iperf3_to(server_container, ip, client_container, secs, streams)
+    }
+
+    /// [`Cluster::iperf3`] to the server container at `server_ip` (a container
+    /// moved into its host's lease, see [`Cluster::readdress_container`]).
+    pub fn iperf3_to(
+        &self,
+        server_container: usize,
+        server_ip: Ipv4Addr,
+        client_container: usize,
+        secs: u32,
+        streams: u32,
+    ) -> f64 {
         assert!(
             (1..=10).contains(&secs),
             "iperf3: secs = {secs}, bound is 10"
@@ -750,7 +764,7 @@ impl Cluster {
         let mut srv = server.spawn_command(cmd);
         wait_listening(server, IPERF_PORT, Duration::from_secs(5));
 
-        let ip = self.container_ip(server_container).to_string();
+        let ip = server_ip.to_string();
         let out = self.container(client_container).exec(&[
             "timeout",
             &(secs + 10).to_string(),
