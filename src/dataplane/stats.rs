@@ -53,11 +53,15 @@ pub enum Counter {
     GsoFallbacks,
     /// Packets dropped because every send buffer was in flight.
     NoSendBuffer,
+    /// Multishot receives that stopped because every provided buffer was in use
+    /// (`ENOBUFS`). Back-pressure, not a loss: the datagrams wait in the socket
+    /// and the receive is re-armed.
+    RecvRingEmpty,
 }
 
 impl Counter {
     /// Every counter, in declaration order.
-    pub const ALL: [Counter; 20] = [
+    pub const ALL: [Counter; 21] = [
         Counter::TunRxPackets,
         Counter::TunRxBytes,
         Counter::TunnelTxPackets,
@@ -78,6 +82,7 @@ impl Counter {
         Counter::CoalescedWrites,
         Counter::GsoFallbacks,
         Counter::NoSendBuffer,
+        Counter::RecvRingEmpty,
     ];
 
     /// A stable `snake_case` name.
@@ -103,6 +108,7 @@ impl Counter {
             Counter::CoalescedWrites => "coalesced_writes",
             Counter::GsoFallbacks => "gso_fallbacks",
             Counter::NoSendBuffer => "no_send_buffer",
+            Counter::RecvRingEmpty => "recv_ring_empty",
         }
     }
 }

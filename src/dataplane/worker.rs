@@ -404,6 +404,18 @@ pub fn run(p: WorkerParams) -> io::Result<()> {
     }
 }
 
+/// What a failed multishot receive (`result` < 0) counts as. `ENOBUFS`: every
+/// provided buffer was in use, and the kernel ended the receive before taking a
+/// datagram, so nothing was lost (a flood of small datagrams does this); the
+/// caller re-arms. Anything else is an error.
+fn recv_failure(result: i32) -> Counter {
+    if result == -libc::ENOBUFS {
+        Counter::RecvRingEmpty
+    } else {
+        Counter::RecvErrors
+    }
+}
+
 fn on_recv_multi(
     ring: &mut Ring,
     inbound: &mut Inbound<'_>,
@@ -411,8 +423,7 @@ fn on_recv_multi(
     c: &Completion,
 ) -> io::Result<()> {
     if c.result < 0 {
-        // ENOBUFS: every provided buffer was in use; the receive re-arms below.
-        inbound.out.stats.add(Counter::RecvErrors, 1);
+        inbound.out.stats.add(recv_failure(c.result), 1);
     } else if let Some(bid) = c.buffer {
         match ring.received(bid, c.result as usize) {
             Some(d) => inbound.receive(d),
@@ -857,6 +868,13 @@ mod tests {
         assert_eq!(destination(&v4[..19]), Err(Drop::IpTruncated));
         assert_eq!(destination(&[]), Err(Drop::IpTruncated));
         assert_eq!(destination(&[0x50; 40]), Err(Drop::IpVersion));
+    }
+
+    #[test]
+    fn an_exhausted_receive_ring_is_not_an_error() {
+        assert_eq!(recv_failure(-libc::ENOBUFS), Counter::RecvRingEmpty);
+        assert_eq!(recv_failure(-libc::EINVAL), Counter::RecvErrors);
+        assert_eq!(recv_failure(-libc::ECANCELED), Counter::RecvErrors);
     }
 
     #[test]

@@ -39,7 +39,7 @@ const ERRORS: [(Counter, &str); 6] = [
 ];
 
 /// The other per-worker counters: `(counter, metric name, help)`.
-const OTHERS: [(Counter, &str, &str); 6] = [
+const OTHERS: [(Counter, &str, &str); 7] = [
     (
         Counter::IcmpUnreachable,
         "ringlay_icmp_unreachable_sent_total",
@@ -69,6 +69,11 @@ const OTHERS: [(Counter, &str, &str); 6] = [
         Counter::CoalescedWrites,
         "ringlay_coalesced_writes_total",
         "TUN writes that carried several coalesced TCP segments.",
+    ),
+    (
+        Counter::RecvRingEmpty,
+        "ringlay_recv_ring_empty_total",
+        "Multishot receives re-armed because every receive buffer was in use (no datagram lost).",
     ),
 ];
 
