@@ -26,18 +26,27 @@
 //! traffic (flannel's formats carry no authentication, RFC 7348 §7) and is not
 //! sent here: the underlay must keep forged sources out.
 //!
-//! Needs root and python3. Run: `cargo test --test hostile`.
+//! And hostile values in etcd while two ringlay nodes follow it
+//! ([`hostile_etcd_values`]): values of 1 MiB, not UTF-8, JSON of the wrong
+//! types; keys of another prefix length, outside the network, not a subnet, not
+//! UTF-8; garbage over a peer's lease and over a node's own lease; a network
+//! config that is not JSON and one with another network. Each bad key is
+//! warned about once (not again on later events nor after the resync that an
+//! etcd restart causes), the table keeps its peers, traffic flows, nothing exits.
+//!
+//! Needs root, python3, etcd and etcdctl. Run: `cargo test --test hostile`.
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::netns::{in_ci, require_root, ringlay_bin, Cluster, Daemon, Netns};
+use common::etcd::{require_etcd, Etcd};
+use common::netns::{in_ci, require_root, ringlay_bin, vtep_mac, Cluster, Daemon, Netns};
 
 /// The attacker: `python3 -c FLOOD_PY BACKEND OWN_IP PEER_IP MODE ARGS...`.
 ///
@@ -550,4 +559,228 @@ fn hostile_input_vxlan() {
 #[test]
 fn hostile_input_udp() {
     hostile_input("udp");
+}
+
+// --- hostile values in etcd ------------------------------------------------------
+
+const PREFIX: &str = "/coreos.com/network";
+const ETCD_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
+const VXLAN_CONFIG: &str = r#"{"Network": "100.96.0.0/16", "Backend": {"Type": "vxlan"}}"#;
+/// The warning a skipped lease gets.
+const SKIPPED: &str = "skipping a malformed lease";
+
+/// The subnet (its network address) a daemon wrote to its subnet.env.
+fn acquired_subnet(d: &Daemon) -> Ipv4Addr {
+    let text = std::fs::read_to_string(d.subnet_file()).expect("subnet.env written");
+    let addr: Ipv4Addr = text
+        .lines()
+        .find_map(|l| l.strip_prefix("FLANNEL_SUBNET="))
+        .and_then(|l| l.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no FLANNEL_SUBNET in:\n{text}"));
+    Ipv4Addr::from(u32::from(addr) & 0xffff_ff00)
+}
+
+/// The keys (under `<prefix>/subnets/`) and values a hostile writer puts.
+fn hostile_leases() -> Vec<(Vec<u8>, Vec<u8>)> {
+    let vx = |ip: &str, data: &str| {
+        format!(r#"{{"PublicIP":"{ip}","BackendType":"vxlan","BackendData":{data}}}"#).into_bytes()
+    };
+    let udp = br#"{"PublicIP":"192.0.2.150","PublicIPv6":null}"#.to_vec();
+    let key = |k: &str| format!("{PREFIX}/subnets/{k}").into_bytes();
+    vec![
+        // values
+        (key("100.96.200.0-24"), vec![b'{'; 1 << 20]),
+        (
+            key("100.96.201.0-24"),
+            b"{\"PublicIP\":\"192.0.2.\xff\xfe\"}".to_vec(),
+        ),
+        (
+            key("100.96.202.0-24"),
+            br#"{"PublicIP":7,"PublicIPv6":null}"#.to_vec(),
+        ),
+        (
+            key("100.96.203.0-24"),
+            vx("192.0.2.203", r#""0e:00:00:00:cb:00""#),
+        ),
+        (
+            key("100.96.204.0-24"),
+            vx(
+                "192.0.2.204",
+                r#"{"VNI":"1","VtepMAC":"0e:00:00:00:cc:00"}"#,
+            ),
+        ),
+        (
+            key("100.96.205.0-24"),
+            vx("192.0.2.205", r#"{"VNI":1,"VtepMAC":[14,0,0,0,205,0]}"#),
+        ),
+        (
+            key("100.96.206.0-24"),
+            br#"["PublicIP","192.0.2.206"]"#.to_vec(),
+        ),
+        (key("100.96.207.0-24"), b"null".to_vec()),
+        // keys
+        (key("100.96.0.0-16"), udp.clone()),
+        (key("100.96.208.0-25"), udp.clone()),
+        (key("100.97.1.0-24"), udp.clone()),
+        (key("10.0.0.0-24"), udp.clone()),
+        (key("garbage"), udp.clone()),
+        (key("100.96.209.0-24/extra"), udp.clone()),
+        ([key(""), b"\xff\xfe-24".to_vec()].concat(), udp),
+    ]
+}
+
+#[test]
+fn hostile_etcd_values() {
+    let test = "hostile_etcd_values";
+    if !require_root(test) || !require_etcd(test) {
+        return;
+    }
+    let started = Instant::now();
+    let c = Cluster::hosts("hostetcd", 3);
+    let ns = Netns::new("hostetcd-etcd");
+    c.attach_to_switch(&ns, ETCD_IP);
+    let mut e = Etcd::start_in(&ns, ETCD_IP, "hostetcd");
+    e.put(&format!("{PREFIX}/config"), VXLAN_CONFIG);
+    // The lease of a node that runs no ringlay: garbage is written over it below.
+    let absent = format!("{PREFIX}/subnets/100.96.99.0-24");
+    e.put(
+        &absent,
+        &format!(
+            r#"{{"PublicIP":"192.0.2.99","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{}"}}}}"#,
+            vtep_mac(99)
+        ),
+    );
+    let d1 = c.ringlay_etcd(1, e.endpoint(), &["--queues", "1"]);
+    let d2 = c.ringlay_etcd(2, e.endpoint(), &["--queues", "1"]);
+    let (s1, s2) = (acquired_subnet(&d1), acquired_subnet(&d2));
+    let a1 = c.readdress_container(1, s1);
+    let a2 = c.readdress_container(2, s2);
+    assert!(c.ping(1, a2.into(), 2), "c1 -> c2\n{}", d1.log());
+    let socket = c.dir().join("status-1.sock");
+    let peers = |ns: &Netns| -> Vec<String> {
+        let s = status(ns, &socket);
+        let mut v: Vec<String> = s["peers"]
+            .as_array()
+            .expect("peers")
+            .iter()
+            .map(|p| format!("{} {}", p["subnet"], p["public_ip"]))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = peers(c.host(1));
+    assert_eq!(before.len(), 2, "host 2 and the absent node: {before:?}");
+    let from = (d1.log().len(), d2.log().len());
+
+    // --- bad keys and values ---
+    let bad = hostile_leases();
+    for (k, v) in &bad {
+        e.put_bytes(k, v);
+    }
+    // Garbage over the absent node's lease (its last good value stays) and over
+    // host 2's own (host 2 writes its lease back; host 1 warns once, then
+    // takes the restored value).
+    let own2 = format!("{PREFIX}/subnets/{}-24", s2);
+    e.put(&absent, "{\"PublicIP\":");
+    e.put(&own2, "not a lease");
+    let expected_warnings = bad.len() + 2;
+    let restored = |e: &Etcd| {
+        e.get(&own2)
+            .is_some_and(|v| v.contains("\"PublicIP\":\"192.0.2.2\""))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !restored(&e) {
+        assert!(
+            Instant::now() < deadline,
+            "host 2 did not write its lease back: {:?}\n{}",
+            e.get(&own2),
+            d2.log()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+
+    // --- a hostile network config: not JSON, then another network ---
+    let config_key = format!("{PREFIX}/config");
+    e.put(&config_key, "{\"Network\": ");
+    e.put(&config_key, "{\"Network\": ");
+    let other = r#"{"Network": "10.0.0.0/8", "Backend": {"Type": "udp"}}"#;
+    e.put(&config_key, other);
+    e.put(&config_key, other);
+
+    // --- a later good event, then a resync after an etcd restart ---
+    let later = format!("{PREFIX}/subnets/100.96.98.0-24");
+    e.put(&later, r#"{"PublicIP":"192.0.2.98","PublicIPv6":null}"#);
+    assert!(
+        d1.wait_log(
+            "lease added lease=100.96.98.0-24",
+            from.0,
+            Duration::from_secs(10)
+        ),
+        "the later lease was not seen:\n{}",
+        d1.log()
+    );
+    e.del(&later);
+    thread::sleep(Duration::from_secs(1));
+    let before_restart = d1.log().len();
+    e.restart();
+    assert!(
+        d1.wait_log("watch resumed", before_restart, Duration::from_secs(30)),
+        "no resync after the etcd restart:\n{}",
+        d1.log()
+    );
+    thread::sleep(Duration::from_secs(1));
+
+    // --- one warning per bad key, table and traffic intact ---
+    for (i, d) in [(1, &d1), (2, &d2)] {
+        let log = d.log();
+        let log = &log[if i == 1 { from.0 } else { from.1 }..];
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(SKIPPED)).collect();
+        assert_eq!(
+            lines.len(),
+            expected_warnings,
+            "host {i}: {} warnings for {expected_warnings} bad keys:\n{}",
+            lines.len(),
+            lines.join("\n")
+        );
+        for (k, _) in &bad {
+            let Ok(k) = std::str::from_utf8(k) else {
+                continue;
+            };
+            let n = lines
+                .iter()
+                .filter(|l| l.trim_end().ends_with(&format!("key={k}")))
+                .count();
+            assert_eq!(
+                n,
+                1,
+                "host {i}: {n} warnings for {k}:\n{}",
+                lines.join("\n")
+            );
+        }
+        let longest = log.lines().map(str::len).max().unwrap_or(0);
+        assert!(longest < 2000, "host {i}: a log line of {longest} bytes");
+        let refused = log.matches("a config ringlay refuses").count();
+        let restart = log.matches("requires a restart").count();
+        assert_eq!(
+            (refused, restart),
+            (1, 1),
+            "host {i} config reports:\n{log}"
+        );
+        assert!(!log.contains("panicked"), "host {i}:\n{log}");
+        check_running(d);
+    }
+    eprintln!(
+        "host 1 after {} bad keys, 2 overwritten leases, 2 bad configs and an etcd restart:\n{}",
+        bad.len(),
+        d1.log()[from.0..]
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(peers(c.host(1)), before, "host 1's table changed");
+    assert!(c.ping(1, a2.into(), 3), "c1 -> c2 after\n{}", d1.log());
+    assert!(c.ping(2, a1.into(), 3), "c2 -> c1 after\n{}", d2.log());
+    eprintln!("{test}: took {:.1?}", started.elapsed());
 }
