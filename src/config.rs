@@ -50,7 +50,7 @@
 //! records it in [`NetworkConfig::backend_defaulted`] so the daemon can log that
 //! the slow udp backend was chosen by default rather than asked for.
 
-mod json;
+pub(crate) mod json;
 mod key;
 mod lease;
 mod network;

@@ -351,7 +351,7 @@ fn renewal_never_overwrites_a_key_another_writer_replaced() {
 }
 
 #[test]
-fn the_follower_recreates_a_deleted_lease_and_gives_up_a_taken_one() {
+fn the_follower_recreates_a_deleted_or_overwritten_lease_and_gives_up_a_taken_one() {
     if !require_etcd("follower_own") {
         return;
     }
@@ -390,6 +390,16 @@ fn the_follower_recreates_a_deleted_lease_and_gives_up_a_taken_one() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(e.get(&k).as_deref(), Some(ours.as_str()));
+
+        // Overwritten with values that are no lease (no node's claim): ours again.
+        for garbage in ["{not a lease", r#"{"PublicIP":7}"#] {
+            e.put(&k, garbage);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while e.get(&k).as_deref() != Some(ours.as_str()) {
+                assert!(Instant::now() < deadline, "{garbage:?} stayed at our key");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
 
         // Taken by another node: never overwritten, and the follower stops.
         let theirs = r#"{"PublicIP":"192.0.2.99","PublicIPv6":null}"#;

@@ -691,7 +691,7 @@ fn underlay_loss_duplication_and_reordering() {
     d23[0].sigusr1();
     assert!(d23[0].wait_log("counters:", mark, Duration::from_secs(5)));
     let exhausted: u64 = d23[0].log()[mark..]
-        .split("recv_buffers_exhausted=")
+        .split("recv_ring_empty=")
         .skip(1)
         .filter_map(|r| r.split_whitespace().next()?.parse::<u64>().ok())
         .sum();

@@ -53,9 +53,10 @@ pub enum Counter {
     GsoFallbacks,
     /// Packets dropped because every send buffer was in flight.
     NoSendBuffer,
-    /// Times the receive buffer ring ran empty (`ENOBUFS`): receiving paused
-    /// until buffers were recycled; the datagrams waited in the socket's buffer.
-    RecvBuffersExhausted,
+    /// Multishot receives that stopped because every provided buffer was in use
+    /// (`ENOBUFS`). Back-pressure, not a loss: the datagrams wait in the socket
+    /// and the receive is re-armed.
+    RecvRingEmpty,
 }
 
 impl Counter {
@@ -81,7 +82,7 @@ impl Counter {
         Counter::CoalescedWrites,
         Counter::GsoFallbacks,
         Counter::NoSendBuffer,
-        Counter::RecvBuffersExhausted,
+        Counter::RecvRingEmpty,
     ];
 
     /// A stable `snake_case` name.
@@ -107,7 +108,7 @@ impl Counter {
             Counter::CoalescedWrites => "coalesced_writes",
             Counter::GsoFallbacks => "gso_fallbacks",
             Counter::NoSendBuffer => "no_send_buffer",
-            Counter::RecvBuffersExhausted => "recv_buffers_exhausted",
+            Counter::RecvRingEmpty => "recv_ring_empty",
         }
     }
 }

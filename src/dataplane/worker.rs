@@ -404,18 +404,26 @@ pub fn run(p: WorkerParams) -> io::Result<()> {
     }
 }
 
+/// What a failed multishot receive (`result` < 0) counts as. `ENOBUFS`: every
+/// provided buffer was in use, and the kernel ended the receive before taking a
+/// datagram, so nothing was lost (a flood of small datagrams does this); the
+/// caller re-arms. Anything else is an error.
+fn recv_failure(result: i32) -> Counter {
+    if result == -libc::ENOBUFS {
+        Counter::RecvRingEmpty
+    } else {
+        Counter::RecvErrors
+    }
+}
+
 fn on_recv_multi(
     ring: &mut Ring,
     inbound: &mut Inbound<'_>,
     rx: RawFd,
     c: &Completion,
 ) -> io::Result<()> {
-    if c.result == -libc::ENOBUFS {
-        // Every provided buffer was in use: back pressure, not a failure. The
-        // datagrams wait in the socket's buffer; the receive re-arms below.
-        inbound.out.stats.add(Counter::RecvBuffersExhausted, 1);
-    } else if c.result < 0 {
-        inbound.out.stats.add(Counter::RecvErrors, 1);
+    if c.result < 0 {
+        inbound.out.stats.add(recv_failure(c.result), 1);
     } else if let Some(bid) = c.buffer {
         match ring.received(bid, c.result as usize) {
             Some(d) => inbound.receive(d),
@@ -860,6 +868,13 @@ mod tests {
         assert_eq!(destination(&v4[..19]), Err(Drop::IpTruncated));
         assert_eq!(destination(&[]), Err(Drop::IpTruncated));
         assert_eq!(destination(&[0x50; 40]), Err(Drop::IpVersion));
+    }
+
+    #[test]
+    fn an_exhausted_receive_ring_is_not_an_error() {
+        assert_eq!(recv_failure(-libc::ENOBUFS), Counter::RecvRingEmpty);
+        assert_eq!(recv_failure(-libc::EINVAL), Counter::RecvErrors);
+        assert_eq!(recv_failure(-libc::ECANCELED), Counter::RecvErrors);
     }
 
     #[test]

@@ -71,9 +71,9 @@ const OTHERS: [(Counter, &str, &str); 7] = [
         "TUN writes that carried several coalesced TCP segments.",
     ),
     (
-        Counter::RecvBuffersExhausted,
-        "ringlay_recv_buffers_exhausted_total",
-        "Times the receive buffer ring ran empty; the datagrams waited in the socket buffer.",
+        Counter::RecvRingEmpty,
+        "ringlay_recv_ring_empty_total",
+        "Multishot receives re-armed because every receive buffer was in use (no datagram lost).",
     ),
 ];
 

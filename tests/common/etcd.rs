@@ -306,6 +306,37 @@ impl Etcd {
         self.ctl_ok(&["put", key, "--", value]);
     }
 
+    /// `etcdctl put` of raw bytes: the key as given (it need not be UTF-8), the
+    /// value through standard input (it may be larger than an argument may be).
+    pub fn put_bytes(&self, key: &[u8], value: &[u8]) {
+        use std::os::unix::ffi::OsStrExt;
+        let mut argv: Vec<String> = vec![
+            "etcdctl".into(),
+            format!("--endpoints={}", self.client_url),
+            "--dial-timeout=2s".into(),
+        ];
+        argv.extend(self.ctl_tls.iter().cloned());
+        argv.push("put".into());
+        let mut c = self.command(&argv);
+        c.arg(std::ffi::OsStr::from_bytes(key));
+        c.env("ETCDCTL_API", "3");
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("run etcdctl");
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(value).expect("etcdctl's stdin");
+        }
+        let out = child.wait_with_output().expect("wait for etcdctl");
+        assert!(
+            out.status.success(),
+            "etcdctl put {}: {}{}",
+            String::from_utf8_lossy(key),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `etcdctl del key`.
     pub fn del(&self, key: &str) {
         self.ctl_ok(&["del", key]);

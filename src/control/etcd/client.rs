@@ -214,23 +214,23 @@ impl Registry {
         };
         for kv in resp.take_kvs() {
             match classify(kv.key(), &self.prefix) {
-                Key::Config => listing.config = Some(kv.value().to_vec()),
-                Key::Lease(k) => {
-                    listing.taken.insert(&k);
-                    if let Applied::Skipped { key, error } = listing.leases.apply_put(
-                        config,
-                        &self.prefix,
-                        kv.key(),
-                        kv.value(),
-                        kv.mod_revision(),
-                    ) {
-                        listing.skipped.push((key, error));
-                    }
+                Key::Config => {
+                    listing.config = Some(kv.value().to_vec());
+                    continue;
                 }
-                Key::Malformed(error) => listing
-                    .skipped
-                    .push((String::from_utf8_lossy(kv.key()).into_owned(), error)),
-                Key::Other => {}
+                Key::Lease(k) => listing.taken.insert(&k),
+                // Refused by the set too, so that it remembers the key.
+                Key::Malformed(_) => {}
+                Key::Other => continue,
+            }
+            if let Applied::Skipped { key, error } = listing.leases.apply_put(
+                config,
+                &self.prefix,
+                kv.key(),
+                kv.value(),
+                kv.mod_revision(),
+            ) {
+                listing.skipped.push((key, error));
             }
         }
         Ok(listing)
@@ -249,8 +249,9 @@ impl Registry {
     ) -> Result<Held> {
         for _ in 0..ACQUIRE_ATTEMPTS {
             let listing = self.list(config).await?;
+            // The follower's first listing warns about these, once.
             for (key, error) in &listing.skipped {
-                tracing::warn!(key = %key, "skipping a lease etcd holds: {error}");
+                tracing::debug!(key = %key, "skipping a lease etcd holds: {error}");
             }
             let mine = listing
                 .leases
@@ -300,7 +301,18 @@ impl Registry {
                 *held = h;
                 Ok(Renewal::Renewed)
             }
-            None => self.holder(&held.key).await,
+            None => match self.current(&held.key).await? {
+                None => Ok(Renewal::Deleted),
+                // Not a lease at all (garbage written by hand): nobody's claim, and
+                // no other node takes a subnet whose key exists. Ours again.
+                Some((None, rev)) => {
+                    held.mod_revision = rev;
+                    self.renew(held).await
+                }
+                Some((Some(attrs), _)) => Ok(Renewal::Taken {
+                    holder: attrs.public_ip,
+                }),
+            },
         }
     }
 
@@ -309,7 +321,8 @@ impl Registry {
     /// then revoked. If another writer replaced it, nothing is written.
     ///
     /// A key rewritten with our own PublicIP is still ours (a write of ours whose
-    /// reply was lost): the renewal continues from its new `mod_revision`.
+    /// reply was lost): the renewal continues from its new `mod_revision`. So is a
+    /// key whose value is not a lease at all: only another node's lease is a claim.
     pub async fn renew(&mut self, held: &mut Held) -> Result<Renewal> {
         for _ in 0..3 {
             let guard =
@@ -322,14 +335,13 @@ impl Registry {
             }
             match self.current(&held.key).await? {
                 None => return Ok(Renewal::Deleted),
-                Some((attrs, rev)) if attrs.public_ip == held.attrs.public_ip => {
-                    held.mod_revision = rev;
-                }
-                Some((attrs, _)) => {
+                Some((Some(attrs), _)) if attrs.public_ip != held.attrs.public_ip => {
                     return Ok(Renewal::Taken {
                         holder: attrs.public_ip,
                     })
                 }
+                // Ours, or a value that is no lease (nobody's claim): overwrite it.
+                Some((_, rev)) => held.mod_revision = rev,
             }
         }
         let key = self.key(&held.key);
@@ -339,20 +351,8 @@ impl Registry {
         ))
     }
 
-    /// Who holds `key` now: [`Renewal::Deleted`] if nobody, else [`Renewal::Taken`]
-    /// with the holder's PublicIP (ours, if it is ours).
-    async fn holder(&mut self, key: &SubnetKey) -> Result<Renewal> {
-        Ok(match self.current(key).await? {
-            None => Renewal::Deleted,
-            Some((attrs, _)) => Renewal::Taken {
-                holder: attrs.public_ip,
-            },
-        })
-    }
-
-    /// The value and `mod_revision` at `key`; a value that does not parse counts as
-    /// held by 0.0.0.0 (not us).
-    async fn current(&mut self, key: &SubnetKey) -> Result<Option<(LeaseAttrs, i64)>> {
+    /// The value and `mod_revision` at `key`; `None` for a value that is not a lease.
+    async fn current(&mut self, key: &SubnetKey) -> Result<Option<(Option<LeaseAttrs>, i64)>> {
         self.count();
         let full = self.key(key);
         let mut resp = self
@@ -360,16 +360,11 @@ impl Registry {
             .get(full.as_str(), None)
             .await
             .map_err(|e| Error::etcd(format!("reading {full}"), e))?;
-        Ok(resp.take_kvs().into_iter().next().map(|kv| {
-            let attrs = LeaseAttrs::parse(kv.value()).unwrap_or(LeaseAttrs {
-                public_ip: Ipv4Addr::UNSPECIFIED,
-                public_ipv6: None,
-                backend_type: None,
-                backend_data: None,
-                backend_v6_data: None,
-            });
-            (attrs, kv.mod_revision())
-        }))
+        Ok(resp
+            .take_kvs()
+            .into_iter()
+            .next()
+            .map(|kv| (LeaseAttrs::parse(kv.value()).ok(), kv.mod_revision())))
     }
 
     /// Opens a watch on every key under the prefix from `revision` on.

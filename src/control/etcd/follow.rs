@@ -34,6 +34,7 @@ use super::alloc::Rng;
 use super::client::{Held, Registry, Renewal};
 use super::leases::{classify, config_key, Applied, Key, LeaseSet};
 use super::timing::{renew_delay, Backoff};
+use crate::config::json::clip;
 use crate::config::NetworkConfig;
 use crate::control::{diff, Lease};
 use crate::{Error, Result};
@@ -82,6 +83,9 @@ pub struct Follower {
     pending: Pending,
     out: watch::Sender<View>,
     stats: Arc<FollowStats>,
+    /// A hash of the last config value reported as refused or as needing a
+    /// restart: the same value seen again (a resync) is not reported again.
+    config_reported: Option<u64>,
 }
 
 /// What the follower did, for the metrics: written by the follower task, read by
@@ -119,7 +123,7 @@ impl Follower {
     ) -> Result<(Follower, watch::Receiver<View>)> {
         let listing = registry.list(&config).await?;
         for (key, error) in &listing.skipped {
-            tracing::warn!(key = %key, "skipping a malformed lease: {error}");
+            tracing::warn!(key = %clip(key), "skipping a malformed lease: {error}");
         }
         let view = View {
             leases: Arc::new(listing.leases.leases()),
@@ -141,6 +145,7 @@ impl Follower {
             pending: Pending::default(),
             out,
             stats,
+            config_reported: None,
         };
         Ok((f, rx))
     }
@@ -308,7 +313,7 @@ impl Follower {
                 }
             }
             Applied::Skipped { key, error } => {
-                tracing::warn!(key = %key, "skipping a malformed lease, the rest of the table is unchanged: {error}");
+                tracing::warn!(key = %clip(&key), "skipping a malformed lease, the rest of the table is unchanged: {error}");
                 return;
             }
             Applied::Unchanged => return,
@@ -335,10 +340,18 @@ impl Follower {
 
     /// Lists the prefix again, diffs it against what we had, and publishes.
     async fn resync(&mut self) -> Result<()> {
-        let listing = self.registry.list(&self.config).await?;
+        let mut listing = self.registry.list(&self.config).await?;
         self.stats.resyncs.fetch_add(1, Ordering::Relaxed);
+        listing.leases.keep_last_good(
+            &self.leases,
+            self.registry.prefix(),
+            self.held.map(|h| h.key),
+        );
+        // Keys refused before were reported then: only new refusals are news.
         for (key, error) in &listing.skipped {
-            tracing::warn!(key = %key, "skipping a malformed lease: {error}");
+            if !self.leases.is_refused(key) {
+                tracing::warn!(key = %clip(key), "skipping a malformed lease: {error}");
+            }
         }
         self.config_event(listing.config.as_deref());
         let before = self.leases.leases();
@@ -384,9 +397,37 @@ impl Follower {
             if mod_revision == held.mod_revision {
                 return Ok(()); // our own write
             }
-            let holder = crate::config::LeaseAttrs::parse(value)
-                .map(|a| a.public_ip)
-                .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+            let holder = match crate::config::LeaseAttrs::parse(value) {
+                Ok(a) => a.public_ip,
+                Err(e) => {
+                    // No node's lease: nobody claims the subnet (and no other node
+                    // acquires a subnet whose key exists). Put ours back over it.
+                    tracing::error!(
+                        lease = %held.key,
+                        "our lease's value was replaced by one that is not a lease ({e}); writing ours back"
+                    );
+                    held.mod_revision = mod_revision;
+                    self.held = Some(held);
+                    return match self.registry.renew(&mut held).await {
+                        Ok(Renewal::Renewed) => {
+                            tracing::warn!(lease = %held.key, revision = held.mod_revision, "wrote our lease back");
+                            self.held = Some(held);
+                            self.renew_at = Some(renew_instant(&held, self.margin));
+                            self.stats.held(&held);
+                            Ok(())
+                        }
+                        Ok(Renewal::Taken { holder }) => self.taken(holder.to_string()).await,
+                        // Its delete event re-creates it.
+                        Ok(Renewal::Deleted) => Ok(()),
+                        Err(e) => {
+                            // The renewal, compared on the value now there, retries.
+                            tracing::warn!(lease = %held.key, "writing our lease back failed, will retry: {e}");
+                            self.renew_at = Some(Instant::now() + RENEW_RETRY.0);
+                            Ok(())
+                        }
+                    };
+                }
+            };
             if holder == held.attrs.public_ip {
                 held.mod_revision = mod_revision;
                 self.held = Some(held);
@@ -464,17 +505,29 @@ impl Follower {
     fn config_event(&mut self, value: Option<&[u8]>) {
         let key = config_key(self.registry.prefix());
         let Some(value) = value else {
+            self.config_reported = None;
             tracing::warn!("{key} was deleted; continuing with the config in force");
             return;
         };
+        let hash = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            value.hash(&mut h);
+            h.finish()
+        };
+        if self.config_reported == Some(hash) {
+            return;
+        }
         let new = match NetworkConfig::parse_bytes(value) {
             Ok(c) => c,
             Err(e) => {
+                self.config_reported = Some(hash);
                 tracing::error!("{key} was changed to a config ringlay refuses; continuing with the config in force: {e}");
                 return;
             }
         };
         if new == self.config {
+            self.config_reported = None;
             return;
         }
         let (restart, range) = config_changes(&self.config, &new);
@@ -485,6 +538,7 @@ impl Follower {
             );
             self.config = new;
         } else {
+            self.config_reported = Some(hash);
             tracing::warn!(
                 "{key} changed: {}; that requires a restart of ringlay, which keeps running with the config it started with",
                 restart.iter().chain(&range).cloned().collect::<Vec<_>>().join(", ")

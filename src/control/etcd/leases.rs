@@ -178,6 +178,28 @@ impl LeaseSet {
         }
     }
 
+    /// Whether the etcd key `key` (as text) was refused and not written since: a
+    /// fresh listing uses it to warn only about keys not reported before.
+    pub fn is_refused(&self, key: &str) -> bool {
+        self.refused.contains(key)
+    }
+
+    /// After a fresh listing (this set) replaces `old`: a key whose value is now
+    /// refused keeps the lease `old` held for it, as a refused write seen by the
+    /// watch does, so a resync does not drop a peer for a bad write either. The
+    /// key `except` (our own, which is written back instead) is not kept.
+    pub fn keep_last_good(&mut self, old: &LeaseSet, prefix: &str, except: Option<SubnetKey>) {
+        let dir = subnets_prefix(prefix);
+        for (k, e) in &old.map {
+            if Some(*k) != except
+                && !self.map.contains_key(k)
+                && self.refused.contains(&format!("{dir}{k}"))
+            {
+                self.map.insert(*k, *e);
+            }
+        }
+    }
+
     /// Applies a delete of the etcd key `full`.
     pub fn apply_delete(&mut self, prefix: &str, full: &[u8]) -> Applied {
         self.refused.remove(&lossy(full));
@@ -308,5 +330,77 @@ mod tests {
             Applied::Skipped { .. }
         ));
         assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn hostile_keys_and_values_are_refused_once_each() {
+        let c = config();
+        let mut s = LeaseSet::new();
+        let good = b"/coreos.com/network/subnets/100.96.1.0-24";
+        s.apply_put(&c, P, good, VX, 1);
+        let huge = vec![b'x'; 1 << 20];
+        let long_key = [&b"/coreos.com/network/subnets/"[..], &[b'k'; 4096][..]].concat();
+        let cases: [(&[u8], &[u8]); 12] = [
+            (b"/coreos.com/network/subnets/100.96.10.0-24", &huge),
+            (b"/coreos.com/network/subnets/100.96.11.0-24", b"\xff\xfe{\x80}"),
+            (b"/coreos.com/network/subnets/100.96.12.0-24", br#"{"PublicIP":7}"#),
+            (
+                b"/coreos.com/network/subnets/100.96.13.0-24",
+                br#"{"PublicIP":"192.0.2.13","BackendType":"vxlan","BackendData":"x"}"#,
+            ),
+            (
+                b"/coreos.com/network/subnets/100.96.14.0-24",
+                br#"{"PublicIP":"192.0.2.14","BackendType":"vxlan","BackendData":{"VNI":"1","VtepMAC":"0e:00:00:00:0e:00"}}"#,
+            ),
+            (b"/coreos.com/network/subnets/100.96.15.0-24", br#"["PublicIP"]"#),
+            (b"/coreos.com/network/subnets/100.96.16.0-24", b"null"),
+            (b"/coreos.com/network/subnets/100.96.0.0-16", UDP),
+            (b"/coreos.com/network/subnets/100.97.1.0-24", UDP),
+            (b"/coreos.com/network/subnets/100.96.17.0-25", UDP),
+            (b"/coreos.com/network/subnets/\xff\xfe", UDP),
+            (&long_key, UDP),
+        ];
+        for (i, (key, value)) in cases.iter().enumerate() {
+            let rev = 10 + i as i64;
+            match s.apply_put(&c, P, key, value, rev) {
+                Applied::Skipped { error, .. } => {
+                    assert!(error.to_string().len() < 1000, "{error}");
+                }
+                other => panic!("case {i}: {other:?}"),
+            }
+            assert!(s.is_refused(&lossy(key)), "case {i}");
+            // Written again: no second report.
+            assert!(matches!(
+                s.apply_put(&c, P, key, value, rev + 100),
+                Applied::Unchanged
+            ));
+        }
+        assert_eq!(s.len(), 1);
+        assert!(s.get(&"100.96.1.0-24".parse().expect("key")).is_some());
+    }
+
+    #[test]
+    fn a_relisting_keeps_the_last_good_value_of_a_refused_key() {
+        let c = config();
+        let k1 = b"/coreos.com/network/subnets/100.96.1.0-24";
+        let k2 = b"/coreos.com/network/subnets/100.96.2.0-24";
+        let k3 = b"/coreos.com/network/subnets/100.96.3.0-24";
+        let mut old = LeaseSet::new();
+        old.apply_put(&c, P, k1, VX, 1);
+        old.apply_put(&c, P, k2, UDP, 2);
+        old.apply_put(&c, P, k3, UDP, 3);
+        // The listing: garbage at k1 and k3 (ours), k2 deleted.
+        let mut new = LeaseSet::new();
+        new.apply_put(&c, P, k1, b"{garbage", 4);
+        new.apply_put(&c, P, k3, b"{garbage", 5);
+        let ours: SubnetKey = "100.96.3.0-24".parse().expect("key");
+        new.keep_last_good(&old, P, Some(ours));
+        let keys: Vec<String> = new.leases().iter().map(|l| l.key.to_string()).collect();
+        assert_eq!(keys, ["100.96.1.0-24"]);
+        assert_eq!(
+            new.get(&"100.96.1.0-24".parse().expect("key"))
+                .map(|e| e.mod_revision),
+            Some(1)
+        );
     }
 }
