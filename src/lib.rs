@@ -13,6 +13,7 @@
 //! | [`dataplane`]| the workers: one per TUN queue, each with its sockets and io_uring | no allocation or copy per packet; the table is read once per batch |
 //! | [`daemon`]| `ringlay run`: host setup, workers, signals, reloads    | a failed start leaves nothing behind; stop removes the device |
 //! | [`ops`]   | what an operator sees: Prometheus metrics, `/healthz` and `/readyz`, the `ringlay status` socket, `--ip-masq` rules | reads the data path's counters, never writes them; the status socket is root-only; the masquerade table is removed on exit |
+//! | [`privilege`]| the capabilities `ringlay run` keeps after set-up, and why | every thread ends set-up with at most `CAP_NET_ADMIN` (only where routes or the masquerade table need it) and `no_new_privs` |
 //! | [`sys`]   | TUN, interface ioctls, rtnetlink routes, sockets, io_uring, CPU affinity | the only module with `unsafe`; io_uring memory outlives its operations |
 //!
 //! `unsafe` is denied crate-wide; only [`sys`] allows it.
@@ -25,6 +26,7 @@ pub mod dataplane;
 pub mod encap;
 pub mod error;
 pub mod ops;
+pub mod privilege;
 pub mod sys;
 pub mod table;
 pub mod wire;
