@@ -7,10 +7,11 @@
 //! - the workers read and write file descriptors opened during set-up (TUN
 //!   queues, UDP sockets, io_uring rings): nothing;
 //! - the control loop re-reads the leases file, re-creates and renews the lease
-//!   in etcd, publishes tables, writes `subnet.env` and removes the status socket
-//!   on exit, all as uid 0 on root's files in root's directories: nothing (no
-//!   `CAP_DAC_OVERRIDE`: a leases file or directory root does not own must be
-//!   readable or writable by its mode);
+//!   in etcd (over the network), publishes tables, and removes the status socket
+//!   (and its directory, if it created it) on exit, all as uid 0 on root's files
+//!   in root's directories: nothing (without `CAP_DAC_OVERRIDE`, a leases file
+//!   root does not own must be readable by its mode). `subnet.env` is written
+//!   once, during set-up;
 //! - closing the TUN device removes it with its address and routes: nothing;
 //! - direct routes (host-gw, `DirectRouting`) are reconciled while running and
 //!   deleted on exit, and the `--ip-masq` nftables table is deleted on exit (by

@@ -17,10 +17,14 @@
 //!   happens.
 //! - `etcd_lease_recreated_without_capabilities`: leases from etcd: nothing is
 //!   kept, and deleting our lease's key in etcd still gets it re-created.
+//! - `started_like_the_service_with_net_admin_only`: started as dist/ringlay.service
+//!   starts it (root, bounding set CAP_NET_ADMIN, so no CAP_SETPCAP): it sets up
+//!   and forwards, gives up CAP_NET_ADMIN in every thread, and says that the
+//!   bounding set stays as given (no_new_privs keeps it out of reach).
 //!
 //! Needs root (skips with a printed reason otherwise; fails under `CI=true`), and
 //! `nft` and `etcd` for the tests that use them. Loads are counted pings only.
-//! Runtime: about 25 s with two test threads (the host-gw route restore waits for
+//! Runtime: about 15 s with two test threads (the host-gw route restore waits for
 //! the 10 s reconcile).
 //!
 //! Run: `cargo test --test privilege -- --test-threads=2`.
@@ -382,4 +386,90 @@ fn etcd_lease_recreated_without_capabilities() {
     assert_reduced(&d1, CapSet::EMPTY, 3);
     assert!(c.ping(2, IpAddr::V4(a1), 3), "{}", d2.log());
     eprintln!("took {:.1?}", started.elapsed());
+}
+
+#[test]
+fn started_like_the_service_with_net_admin_only() {
+    let test = "started_like_the_service_with_net_admin_only";
+    if !netns::require_root(test) {
+        return;
+    }
+    let has_setpriv = std::process::Command::new("sh")
+        .args(["-c", "command -v setpriv"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_setpriv {
+        assert!(!in_ci(), "{test}: setpriv is not installed");
+        eprintln!("{test}: skipped: setpriv is not installed (Debian: util-linux)");
+        return;
+    }
+    let c = Cluster::hosts("prvs", 2);
+    let leases = c.static_leases_json("vxlan", true);
+    let _d2 = c.ringlay(2, &leases, &["--queues", "1"]);
+    let leases_file = c.dir().join("leases-1.json");
+    fs::write(&leases_file, &leases).expect("leases file");
+    let log_file = c.dir().join("ringlay-1.log");
+    let bin = netns::ringlay_bin();
+    let (leases_s, subnet_s, socket_s) = (
+        leases_file.display().to_string(),
+        c.dir().join("subnet-1.env").display().to_string(),
+        c.dir().join("status-1.sock").display().to_string(),
+    );
+    // As systemd runs the unit: root, CapabilityBoundingSet=CAP_NET_ADMIN (so
+    // every set is CAP_NET_ADMIN after exec).
+    let mut cmd = c.host(1).command(&[
+        "setpriv",
+        "--bounding-set",
+        "-all,+net_admin",
+        "--",
+        &bin,
+        "run",
+        "--static-leases",
+        &leases_s,
+        "--public-ip",
+        "192.0.2.1",
+        "--subnet-file",
+        &subnet_s,
+        "--status-socket",
+        &socket_s,
+        "--queues",
+        "2",
+    ]);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&log_file).expect("log file"));
+    let mut child = c.host(1).spawn_command(cmd);
+    let log = || fs::read_to_string(&log_file).unwrap_or_default();
+    assert!(
+        eventually(Duration::from_secs(10), || log()
+            .contains("ready: forwarding")),
+        "{}",
+        log()
+    );
+    let admin = CapSet::only(CAP_NET_ADMIN);
+    assert!(log().contains("kept none"), "{}", log());
+    assert!(
+        log().contains("the bounding set stays as it was given"),
+        "{}",
+        log()
+    );
+    let all = threads(child.id());
+    assert!(all.len() >= 4, "{all:?}");
+    for (tid, name, caps) in &all {
+        assert!(
+            caps.within(CapSet::EMPTY, admin),
+            "thread {tid} ({name}): {caps:?}"
+        );
+        assert_eq!(caps.bounding, admin, "thread {tid} ({name})");
+    }
+    assert!(c.ping(1, IpAddr::V4(c.container_ip(2)), 3), "{}", log());
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(killed);
+    let exited = eventually(Duration::from_secs(5), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    assert!(exited, "no exit after SIGTERM\n{}", log());
+    assert!(log().contains("stopped"), "{}", log());
 }
