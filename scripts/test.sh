@@ -66,13 +66,18 @@ if [ -z "${SKIP_FUZZ:-}" ]; then
   trap 'rm -rf "$work"' EXIT
   for target in $(cd fuzz && cargo fuzz list); do
     step "fuzz $target for ${FUZZ_SECONDS}s"
-    # New inputs go to a scratch corpus; the committed seeds are only read.
-    mkdir -p "$work/$target" "fuzz/corpus/$target"
+    # New inputs go to a scratch corpus; the committed seeds and regression
+    # inputs are only read. A crash's input goes, once fixed, to
+    # fuzz/regressions/<target>/<what-it-found>: `cargo test` replays it for good
+    # (tests/fuzz_regressions.rs).
+    mkdir -p "$work/$target" "fuzz/corpus/$target" "fuzz/regressions/$target"
     log="$work/$target.log"
-    if ! (cd fuzz && cargo fuzz run --release "$target" "$work/$target" "corpus/$target" -- \
+    if ! (cd fuzz && cargo fuzz run --release "$target" "$work/$target" "corpus/$target" \
+      "regressions/$target" -- \
       -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 >"$log" 2>&1); then
       tail -n 80 "$log" >&2
-      echo "fuzz target $target failed: see the crash above; its input is in fuzz/artifacts/$target" >&2
+      echo "fuzz target $target failed: see the crash above; its input is in fuzz/artifacts/$target" \
+        "(once fixed, commit it as fuzz/regressions/$target/<name>)" >&2
       exit 1
     fi
     grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)' "$log" || tail -n 3 "$log"

@@ -16,7 +16,8 @@
 //! 5. with `DirectRouting`, route the peers on this L2 segment directly
 //!    ([`control::routes`]), after the table holds them;
 //! 6. with `--ip-masq`, install the masquerade table ([`ops::masq`]); write
-//!    subnet.env, mark the daemon ready (`/readyz`) and log `ready`.
+//!    subnet.env; drop every capability but those still needed ([`privilege`]);
+//!    mark the daemon ready (`/readyz`) and log `ready`.
 //!
 //! The operator endpoints ([`ops`]: metrics, health, the status socket) start
 //! before step 1, so that `/readyz` answers 503 during start-up, and stop last.
@@ -57,6 +58,7 @@ use crate::control::{self, FileStamp, Lease, LocalLease, RouteSync, StaticLeases
 use crate::dataplane::{Dataplane, Offload, Report, Settings, Tunnel, WorkerIo};
 use crate::encap::Local;
 use crate::ops::{self, masq::IpMasq, LeaseInfo};
+use crate::privilege;
 use crate::sys::uring::Features;
 use crate::sys::{caps, cpu, netdev, socket, tun};
 use crate::table::Table;
@@ -325,6 +327,9 @@ pub fn run(opts: Options) -> Result<()> {
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // No idle blocking threads: one started before the capabilities are
+        // dropped would keep them (see `privilege`).
+        .thread_keep_alive(Duration::ZERO)
         .build()
         .map_err(|e| Error::setup("starting the control runtime", e))?;
     // Serving from the start, so that /readyz answers 503 while we set up; dropped
@@ -475,8 +480,15 @@ pub fn run(opts: Options) -> Result<()> {
         .then(|| IpMasq::install(network, subnet))
         .transpose();
     let env = control::subnet_env::render(&config, &local.key, mtu, opts.ip_masq);
+    let needs = privilege::needs(
+        routes
+            .is_some()
+            .then_some("direct routes are managed (DirectRouting)"),
+        opts.ip_masq,
+    );
     let masq = match masq
         .and_then(|m| control::subnet_env::write_or_keep(&opts.subnet_file, &env).map(|()| m))
+        .and_then(|m| privilege::drop_after_setup(&needs).map(|_| m))
     {
         Ok(m) => m,
         Err(e) => {
@@ -586,8 +598,13 @@ fn run_host_gw(
     }
     .transpose();
     let env = control::subnet_env::render(config, &local.key, mtu, opts.ip_masq);
+    let needs = privilege::needs(
+        Some("routes are managed (host-gw)"),
+        matches!(masq, Ok(Some(_))),
+    );
     let masq = match masq
         .and_then(|m| control::subnet_env::write_or_keep(&opts.subnet_file, &env).map(|()| m))
+        .and_then(|m| privilege::drop_after_setup(&needs).map(|_| m))
     {
         Ok(m) => m,
         Err(e) => {

@@ -1,63 +1,6 @@
-//! Fuzzes coalescing with a sequence of packets, as decapsulated from the network.
-//! Input: one byte choosing how many flows are held (1 to 8), then packets, each a
-//! big-endian two-byte length and that many bytes. Every buffer emitted must begin
-//! with a virtio-net header that validates against the packet after it; a merged
-//! super-packet must split again into segments whose checksums verify.
+//! The `coalesce` fuzz target: the body is [`ringlay::fuzz::coalesce::run`], where the
+//! input format and what is checked are documented, so that the unit test
+//! replaying the committed inputs (tests/fuzz_regressions.rs) runs the same code.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use ringlay::dataplane::offload::{Coalescer, Split, MAX_PACKET};
-use ringlay::wire::virtio::{self, GsoType};
-use ringlay::wire::{checksum, ipv4, ipv6};
-
-/// Checks one buffer the coalescer emitted.
-fn check(buf: &[u8]) {
-    let header = virtio::Header::new_checked(buf).expect("a virtio header leads");
-    let vnet = virtio::Repr::parse(&header).expect("infallible");
-    let packet = header.payload();
-    assert_eq!(vnet.validate(packet.len()), Ok(()));
-    if vnet.gso_type == GsoType::None {
-        assert_eq!(vnet.flags & virtio::FLAG_NEEDS_CSUM, 0);
-        return;
-    }
-    assert!(packet.len() <= MAX_PACKET);
-    let split = Split::new(&vnet, packet).expect("a merged super-packet splits");
-    assert!(split.count() >= 2);
-    let mut out = vec![0u8; split.stride()];
-    for i in 0..split.count() {
-        let len = split.write(i, &mut out);
-        assert!(len > 0);
-        let seg = &out[..len];
-        let sum = if vnet.gso_type == GsoType::TcpV6 {
-            let ip = ipv6::Packet::new_checked(seg).expect("IPv6");
-            let l4 = &seg[ipv6::HEADER_LEN..];
-            checksum::combine(&[
-                checksum::pseudo_header_v6(ip.src_addr(), ip.dst_addr(), 6, l4.len() as u32),
-                checksum::data(l4),
-            ])
-        } else {
-            let ip = ipv4::Packet::new_checked(seg).expect("IPv4");
-            assert!(ip.verify_checksum());
-            let l4 = ip.payload();
-            checksum::combine(&[
-                checksum::pseudo_header_v4(ip.src_addr(), ip.dst_addr(), 6, l4.len() as u16),
-                checksum::data(l4),
-            ])
-        };
-        assert_eq!(sum, 0xffff, "every merged segment had a valid checksum");
-    }
-}
-
-fuzz_target!(|data: &[u8]| {
-    let Some((&flows, mut rest)) = data.split_first() else {
-        return;
-    };
-    let mut co = Coalescer::with_flows(usize::from(flows % 8) + 1);
-    while let [hi, lo, tail @ ..] = rest {
-        let len = usize::from(u16::from_be_bytes([*hi, *lo])).min(tail.len());
-        let (packet, next) = tail.split_at(len);
-        co.push(packet, &mut |b| check(b));
-        rest = next;
-    }
-    co.flush(&mut |b| check(b));
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ringlay::fuzz::coalesce::run(data));

@@ -1,44 +1,6 @@
-//! Watch events from etcd applied to a `LeaseSet`: arbitrary keys and values, puts
-//! and deletes in any order. Never panics; every lease kept is in the network, and
-//! a key refused never replaces a lease that was there.
+//! The `etcd_events` fuzz target: the body is [`ringlay::fuzz::etcd_events::run`], where the
+//! input format and what is checked are documented, so that the unit test
+//! replaying the committed inputs (tests/fuzz_regressions.rs) runs the same code.
 #![no_main]
 
-use ringlay::config::NetworkConfig;
-use ringlay::control::etcd::leases::{Applied, LeaseSet};
-
-const PREFIX: &str = "/coreos.com/network";
-
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let config = NetworkConfig::parse(r#"{"Network":"100.96.0.0/16","Backend":{"Type":"vxlan"}}"#)
-        .expect("a valid config");
-    let mut set = LeaseSet::new();
-    // Events are separated by 0xff; in each, the first byte picks put or delete,
-    // then key and value are split at the first 0x00.
-    for (rev, event) in data.split(|&b| b == 0xff).enumerate() {
-        let Some((&op, rest)) = event.split_first() else {
-            continue;
-        };
-        let (key_tail, value) = match rest.iter().position(|&b| b == 0) {
-            Some(i) => (&rest[..i], &rest[i + 1..]),
-            None => (rest, &[][..]),
-        };
-        let mut key = format!("{PREFIX}/subnets/").into_bytes();
-        key.extend_from_slice(key_tail);
-        let before = set.len();
-        let applied = if op & 1 == 0 {
-            set.apply_put(&config, PREFIX, &key, value, rev as i64)
-        } else {
-            set.apply_delete(PREFIX, &key)
-        };
-        match applied {
-            Applied::Added(_) => assert_eq!(set.len(), before + 1),
-            Applied::Removed(_) => assert_eq!(set.len(), before - 1),
-            _ => assert_eq!(set.len(), before),
-        }
-    }
-    for lease in set.leases() {
-        let net = lease.key.v4.expect("an IPv4 network keeps IPv4 leases");
-        assert_eq!(net.prefix_len(), 24);
-        assert!(config.ipv4.expect("v4").network.contains(&net));
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ringlay::fuzz::etcd_events::run(data));

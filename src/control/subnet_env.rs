@@ -18,6 +18,9 @@
 //! flanneld replaces the file atomically (renameio: a temporary file in the same
 //! directory, renamed over the target, mode 0644 whatever the umask); the CNI plugin
 //! may read it at any moment, so [`write_atomic`] does the same and also fsyncs.
+//! Only its owner (root) may write it; everyone may read it, as flanneld's: it
+//! holds no secret (the subnet and MTU are in any user's `ip addr`), and readers
+//! other than the CNI plugin (scripts, node agents) may not run as root.
 
 use std::fmt::Write as _;
 use std::fs::{self, DirBuilder, OpenOptions, Permissions};

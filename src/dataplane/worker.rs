@@ -335,6 +335,14 @@ pub fn run(p: WorkerParams) -> io::Result<()> {
         .read(p.stop.as_fd().as_raw_fd(), stop_slot, 0, TAG_STOP)?;
     w.ring
         .poll_readable(w.tun.as_raw_fd(), poll_token, TAG_TUN_POLL)?;
+    // Set up: from here on only file descriptors already open are used, so the
+    // thread gives up every capability (they are per thread; see `privilege`).
+    if let Err(e) = crate::sys::caps::restrict_thread(crate::sys::caps::CapSet::EMPTY) {
+        tracing::error!(
+            worker = p.index,
+            "cannot drop the worker's capabilities: {e}"
+        );
+    }
     tracing::debug!(worker = p.index, cpu = ?p.cpu, offload = %p.offload, "worker running");
 
     let mut done: Vec<Completion> = Vec::with_capacity(1024);

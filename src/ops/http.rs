@@ -9,7 +9,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -136,7 +136,8 @@ fn bind_status(path: &Path) -> Result<(Option<std::os::unix::net::UnixListener>,
     let fail = |e| Error::setup(format!("creating the status socket {}", path.display()), e);
     let mut created = None;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        match std::fs::create_dir(dir) {
+        // Created 0700 (less the umask) rather than chmod-ed after: never wider.
+        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
             Ok(()) => {
                 created = Some(dir.to_path_buf());
                 std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
@@ -150,9 +151,10 @@ fn bind_status(path: &Path) -> Result<(Option<std::os::unix::net::UnixListener>,
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(fail(e)),
         _ => {}
     }
-    let listener = std::os::unix::net::UnixListener::bind(path).map_err(fail)?;
+    // Bound 0600 from the start (not chmod-ed after), then made exactly 0600
+    // whatever the umask took away.
+    let listener = crate::sys::socket::unix_listener(path, 0o600).map_err(fail)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
-    listener.set_nonblocking(true).map_err(fail)?;
     Ok((Some(listener), created))
 }
 
@@ -162,6 +164,11 @@ fn serve(
     state: Arc<State>,
     stopped: tokio::sync::oneshot::Receiver<()>,
 ) {
+    // Serving bound sockets needs no privilege: this thread (and the threads
+    // its runtime starts) gives up every capability now (see `privilege`).
+    if let Err(e) = crate::sys::caps::restrict_thread(crate::sys::caps::CapSet::EMPTY) {
+        tracing::error!("cannot drop the endpoint thread's capabilities: {e}");
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -13,6 +13,26 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use super::error::{context, cvt, invalid_input};
 
+/// A listening unix stream socket at `path` whose file is created with at most
+/// `mode` (less the umask): the socket inode's mode is set with `fchmod` before
+/// `bind`, which creates the file from it (Linux `unix_bind`), so there is no
+/// moment when the file is open to more than `mode` allows. Non-blocking and
+/// close-on-exec.
+pub fn unix_listener(
+    path: &std::path::Path,
+    mode: u32,
+) -> io::Result<std::os::unix::net::UnixListener> {
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    // SAFETY: fchmod takes a file descriptor, owned by `socket` and open for the
+    // call, and a mode; no pointer.
+    cvt(unsafe { libc::fchmod(socket.as_raw_fd(), mode as libc::mode_t) })
+        .map_err(|e| context(e, "fchmod on the unix socket"))?;
+    socket.bind(&socket2::SockAddr::unix(path)?)?;
+    socket.listen(128)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
 /// Sets an `int` socket option.
 fn set_int_opt(
     fd: BorrowedFd<'_>,
@@ -328,6 +348,19 @@ pub fn recv_buffer_size(sock: &UdpSocket) -> io::Result<usize> {
 mod tests {
     use super::*;
     use std::net::{Ipv4Addr, SocketAddrV4};
+
+    #[test]
+    fn unix_listener_file_is_created_with_the_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = crate::control::TempDir::new("unix-listener");
+        let path = dir.0.join("s.sock");
+        let listener = unix_listener(&path, 0o600).expect("bind");
+        // Without the fchmod the file would be 0777 less the umask.
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
+        assert!(std::os::unix::net::UnixStream::connect(&path).is_ok());
+        drop(listener);
+    }
 
     #[test]
     fn steering_program_is_cpu_mod_groups() {

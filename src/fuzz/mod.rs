@@ -1,0 +1,44 @@
+//! The bodies of the fuzz targets (`fuzz/fuzz_targets/*.rs`), one module per
+//! target, each with a `run(data)` entry point. This is test code, not API: it
+//! lives in the library so that the fuzz targets and the test that replays every
+//! committed input with plain `cargo test` (tests/fuzz_regressions.rs) call the
+//! very same function, and cannot drift apart.
+//!
+//! Committed inputs, replayed by that test for every target in [`TARGETS`]:
+//!
+//! - `fuzz/corpus/<target>/`: the seed corpora (from real captures and builders);
+//! - `fuzz/regressions/<target>/<name>`: every input a fuzzer ever crashed on,
+//!   kept after the fix, named after what it found.
+//!
+//! Each `run` panics only through its checks (or a bug in ringlay): nothing in
+//! ringlay may panic on bytes from the network or from etcd.
+
+pub mod coalesce;
+pub mod decap_udp;
+pub mod decap_vxlan;
+pub mod etcd_events;
+pub mod ip_parse;
+pub mod lease_json;
+pub mod net_config;
+pub mod split;
+pub mod static_leases;
+pub mod subnet_key;
+pub mod virtio_hdr;
+
+/// A target's entry point.
+pub type Run = fn(&[u8]);
+
+/// Every fuzz target, by its name in `fuzz/Cargo.toml`, and its body.
+pub const TARGETS: &[(&str, Run)] = &[
+    ("coalesce", coalesce::run),
+    ("decap_udp", decap_udp::run),
+    ("decap_vxlan", decap_vxlan::run),
+    ("etcd_events", etcd_events::run),
+    ("ip_parse", ip_parse::run),
+    ("lease_json", lease_json::run),
+    ("net_config", net_config::run),
+    ("split", split::run),
+    ("static_leases", static_leases::run),
+    ("subnet_key", subnet_key::run),
+    ("virtio_hdr", virtio_hdr::run),
+];
