@@ -53,11 +53,15 @@ pub enum Counter {
     GsoFallbacks,
     /// Packets dropped because every send buffer was in flight.
     NoSendBuffer,
+    /// Newer table snapshots the worker switched to. The generation is compared
+    /// once per batch, so a table replaced before the worker's next batch is
+    /// skipped, and not counted.
+    TableUpdatesSeen,
 }
 
 impl Counter {
     /// Every counter, in declaration order.
-    pub const ALL: [Counter; 20] = [
+    pub const ALL: [Counter; 21] = [
         Counter::TunRxPackets,
         Counter::TunRxBytes,
         Counter::TunnelTxPackets,
@@ -78,6 +82,7 @@ impl Counter {
         Counter::CoalescedWrites,
         Counter::GsoFallbacks,
         Counter::NoSendBuffer,
+        Counter::TableUpdatesSeen,
     ];
 
     /// A stable `snake_case` name.
@@ -103,6 +108,7 @@ impl Counter {
             Counter::CoalescedWrites => "coalesced_writes",
             Counter::GsoFallbacks => "gso_fallbacks",
             Counter::NoSendBuffer => "no_send_buffer",
+            Counter::TableUpdatesSeen => "table_updates_seen",
         }
     }
 }

@@ -338,6 +338,10 @@ pub fn run(p: WorkerParams) -> io::Result<()> {
     tracing::debug!(worker = p.index, cpu = ?p.cpu, offload = %p.offload, "worker running");
 
     let mut done: Vec<Completion> = Vec::with_capacity(1024);
+    // The generation of the table the last batch used: a newer one is counted, so
+    // the counters show that tables changed under traffic (and the drop counters
+    // whether that cost any packet).
+    let mut generation = table.snapshot().generation();
     loop {
         // Wait only when there is nothing left to read from the TUN; otherwise
         // just submit and collect what is ready.
@@ -346,6 +350,10 @@ pub fn run(p: WorkerParams) -> io::Result<()> {
         done.clear();
         w.ring.reap(&mut done);
         let snapshot = table.snapshot();
+        if snapshot.generation() != generation {
+            generation = snapshot.generation();
+            w.stats.add(Counter::TableUpdatesSeen, 1);
+        }
         let now = Instant::now();
         {
             let Worker {
