@@ -454,6 +454,18 @@ fn on_recv(
     ring.recv_from(rx, c.slot, HEADROOM, TAG_RECV)
 }
 
+/// Why a packet to `dst` found no lease: a multicast destination (the kernel's own
+/// MLD or IGMP reports on the TUN; no lease ever covers one) or a unicast miss.
+/// Only reached on a miss, so forwarding pays nothing for it.
+#[inline]
+fn miss(dst: IpAddr) -> Drop {
+    if dst.is_multicast() {
+        Drop::MulticastDestination
+    } else {
+        Drop::NoLease
+    }
+}
+
 /// The destination address of an IP packet, if its header is long enough to hold one.
 #[inline]
 fn destination(packet: &[u8]) -> Result<IpAddr, Drop> {
@@ -602,7 +614,7 @@ impl Worker {
     #[inline]
     fn route(&self, snapshot: &Snapshot, packet: &[u8]) -> Result<Route, Drop> {
         let dst = destination(packet)?;
-        let peer = snapshot.lookup(dst).ok_or(Drop::NoLease)?;
+        let peer = snapshot.lookup(dst).ok_or_else(|| miss(dst))?;
         let vxlan = match self.tunnel {
             Tunnel::Udp => None,
             Tunnel::Vxlan => {
@@ -865,6 +877,24 @@ mod tests {
         assert_eq!(destination(&v4[..19]), Err(Drop::IpTruncated));
         assert_eq!(destination(&[]), Err(Drop::IpTruncated));
         assert_eq!(destination(&[0x50; 40]), Err(Drop::IpVersion));
+    }
+
+    #[test]
+    fn a_multicast_miss_is_not_a_missing_lease() {
+        // The kernel's MLDv2 report on a TUN without an IPv6 address: :: -> ff02::16.
+        assert_eq!(
+            miss("ff02::16".parse().expect("literal")),
+            Drop::MulticastDestination
+        );
+        assert_eq!(
+            miss("224.0.0.22".parse().expect("literal")),
+            Drop::MulticastDestination
+        );
+        assert_eq!(miss("100.96.9.2".parse().expect("literal")), Drop::NoLease);
+        assert_eq!(
+            miss("fd00:100:96:9::2".parse().expect("literal")),
+            Drop::NoLease
+        );
     }
 
     #[test]
