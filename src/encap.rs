@@ -107,11 +107,15 @@ pub enum Drop {
     GsoUnsupported,
     /// The TCP or UDP header is truncated or its length field is impossible.
     TransportHeader,
+    /// A packet from the TUN to a multicast address (such as the host's own MLD
+    /// reports): an overlay carries unicast only, so no lease covers it. Counted
+    /// apart from [`Drop::NoLease`], which then counts only unicast misses.
+    MulticastDestination,
 }
 
 impl Drop {
     /// Every reason, in declaration order: index `r as usize` is `r`'s position.
-    pub const ALL: [Drop; 22] = [
+    pub const ALL: [Drop; 23] = [
         Drop::Truncated,
         Drop::VxlanFlags,
         Drop::WrongVni,
@@ -134,6 +138,7 @@ impl Drop {
         Drop::VirtioHeader,
         Drop::GsoUnsupported,
         Drop::TransportHeader,
+        Drop::MulticastDestination,
     ];
 
     /// A stable `snake_case` name, for counters and metric labels.
@@ -161,6 +166,7 @@ impl Drop {
             Drop::VirtioHeader => "virtio_header",
             Drop::GsoUnsupported => "gso_unsupported",
             Drop::TransportHeader => "transport_header",
+            Drop::MulticastDestination => "multicast_destination",
         }
     }
 

@@ -57,11 +57,15 @@ pub enum Counter {
     /// (`ENOBUFS`). Back-pressure, not a loss: the datagrams wait in the socket
     /// and the receive is re-armed.
     RecvRingEmpty,
+    /// Newer table snapshots the worker switched to. The generation is compared
+    /// once per batch, so a table replaced before the worker's next batch is
+    /// skipped, and not counted.
+    TableUpdatesSeen,
 }
 
 impl Counter {
     /// Every counter, in declaration order.
-    pub const ALL: [Counter; 21] = [
+    pub const ALL: [Counter; 22] = [
         Counter::TunRxPackets,
         Counter::TunRxBytes,
         Counter::TunnelTxPackets,
@@ -83,6 +87,7 @@ impl Counter {
         Counter::GsoFallbacks,
         Counter::NoSendBuffer,
         Counter::RecvRingEmpty,
+        Counter::TableUpdatesSeen,
     ];
 
     /// A stable `snake_case` name.
@@ -109,6 +114,7 @@ impl Counter {
             Counter::GsoFallbacks => "gso_fallbacks",
             Counter::NoSendBuffer => "no_send_buffer",
             Counter::RecvRingEmpty => "recv_ring_empty",
+            Counter::TableUpdatesSeen => "table_updates_seen",
         }
     }
 }

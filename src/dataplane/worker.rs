@@ -346,6 +346,10 @@ pub fn run(p: WorkerParams) -> io::Result<()> {
     tracing::debug!(worker = p.index, cpu = ?p.cpu, offload = %p.offload, "worker running");
 
     let mut done: Vec<Completion> = Vec::with_capacity(1024);
+    // The generation of the table the last batch used: a newer one is counted, so
+    // the counters show that tables changed under traffic (and the drop counters
+    // whether that cost any packet).
+    let mut generation = table.snapshot().generation();
     loop {
         // Wait only when there is nothing left to read from the TUN; otherwise
         // just submit and collect what is ready.
@@ -354,6 +358,10 @@ pub fn run(p: WorkerParams) -> io::Result<()> {
         done.clear();
         w.ring.reap(&mut done);
         let snapshot = table.snapshot();
+        if snapshot.generation() != generation {
+            generation = snapshot.generation();
+            w.stats.add(Counter::TableUpdatesSeen, 1);
+        }
         let now = Instant::now();
         {
             let Worker {
@@ -463,6 +471,18 @@ fn on_recv(
     };
     inbound.receive(d);
     ring.recv_from(rx, c.slot, HEADROOM, TAG_RECV)
+}
+
+/// Why a packet to `dst` found no lease: a multicast destination (the kernel's own
+/// MLD or IGMP reports on the TUN; no lease ever covers one) or a unicast miss.
+/// Only reached on a miss, so forwarding pays nothing for it.
+#[inline]
+fn miss(dst: IpAddr) -> Drop {
+    if dst.is_multicast() {
+        Drop::MulticastDestination
+    } else {
+        Drop::NoLease
+    }
 }
 
 /// The destination address of an IP packet, if its header is long enough to hold one.
@@ -613,7 +633,7 @@ impl Worker {
     #[inline]
     fn route(&self, snapshot: &Snapshot, packet: &[u8]) -> Result<Route, Drop> {
         let dst = destination(packet)?;
-        let peer = snapshot.lookup(dst).ok_or(Drop::NoLease)?;
+        let peer = snapshot.lookup(dst).ok_or_else(|| miss(dst))?;
         let vxlan = match self.tunnel {
             Tunnel::Udp => None,
             Tunnel::Vxlan => {
@@ -883,6 +903,24 @@ mod tests {
         assert_eq!(recv_failure(-libc::ENOBUFS), Counter::RecvRingEmpty);
         assert_eq!(recv_failure(-libc::EINVAL), Counter::RecvErrors);
         assert_eq!(recv_failure(-libc::ECANCELED), Counter::RecvErrors);
+    }
+
+    #[test]
+    fn a_multicast_miss_is_not_a_missing_lease() {
+        // The kernel's MLDv2 report on a TUN without an IPv6 address: :: -> ff02::16.
+        assert_eq!(
+            miss("ff02::16".parse().expect("literal")),
+            Drop::MulticastDestination
+        );
+        assert_eq!(
+            miss("224.0.0.22".parse().expect("literal")),
+            Drop::MulticastDestination
+        );
+        assert_eq!(miss("100.96.9.2".parse().expect("literal")), Drop::NoLease);
+        assert_eq!(
+            miss("fd00:100:96:9::2".parse().expect("literal")),
+            Drop::NoLease
+        );
     }
 
     #[test]

@@ -39,7 +39,7 @@ const ERRORS: [(Counter, &str); 6] = [
 ];
 
 /// The other per-worker counters: `(counter, metric name, help)`.
-const OTHERS: [(Counter, &str, &str); 7] = [
+const OTHERS: [(Counter, &str, &str); 8] = [
     (
         Counter::IcmpUnreachable,
         "ringlay_icmp_unreachable_sent_total",
@@ -74,6 +74,11 @@ const OTHERS: [(Counter, &str, &str); 7] = [
         Counter::RecvRingEmpty,
         "ringlay_recv_ring_empty_total",
         "Multishot receives re-armed because every receive buffer was in use (no datagram lost).",
+    ),
+    (
+        Counter::TableUpdatesSeen,
+        "ringlay_table_updates_seen_total",
+        "Newer table snapshots the worker switched to while forwarding.",
     ),
 ];
 
@@ -287,6 +292,7 @@ mod tests {
         w0.add(Counter::TunRxPackets, 3);
         w0.add(Counter::TunRxBytes, 252);
         w0.count_drop(Drop::SpoofedSource);
+        w0.add(Counter::TableUpdatesSeen, 5);
         Sample {
             ready: true,
             lease: Some(LeaseInfo {
@@ -313,6 +319,8 @@ mod tests {
             "ringlay_drops_total{worker=\"0\",reason=\"spoofed_source\"} 1",
             "ringlay_drops_total{worker=\"1\",reason=\"spoofed_source\"} 0",
             "ringlay_offload_enabled{feature=\"gro\"} 1",
+            "ringlay_table_updates_seen_total{worker=\"0\"} 5",
+            "ringlay_table_updates_seen_total{worker=\"1\"} 0",
             "ringlay_lease_info{subnet=\"100.96.1.0/24\",public_ip=\"192.0.2.1\",backend=\"udp\",vtep_mac=\"\"} 1",
             "# TYPE ringlay_drops_total counter",
         ] {

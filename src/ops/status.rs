@@ -81,6 +81,9 @@ pub struct Status {
     pub table_generation: u64,
     /// When the table was published (Unix seconds).
     pub table_updated: Option<f64>,
+    /// Newer tables the workers switched to while running, summed over them.
+    #[serde(default)]
+    pub table_updates_seen: u64,
     /// Every peer.
     pub peers: Vec<PeerStatus>,
     /// Totals over every worker.
@@ -171,6 +174,7 @@ impl Status {
             offloads,
             table_generation,
             table_updated,
+            table_updates_seen: sum(Counter::TableUpdatesSeen),
             peers,
             traffic: Traffic {
                 tun_rx_packets: sum(Counter::TunRxPackets),
@@ -244,9 +248,10 @@ impl Status {
         );
         let _ = writeln!(
             o,
-            "\npeers ({}, table generation {}):",
+            "\npeers ({}, table generation {}, workers switched tables {} times):",
             self.peers.len(),
-            self.table_generation
+            self.table_generation,
+            self.table_updates_seen
         );
         let _ = writeln!(
             o,
@@ -331,6 +336,7 @@ mod tests {
             offloads: vec!["tso".into(), "gro".into()],
             table_generation: 3,
             table_updated: Some(1.0),
+            table_updates_seen: 2,
             peers: vec![PeerStatus {
                 subnet: "100.96.200.0/24".into(),
                 public_ip: "198.51.100.200".into(),
@@ -355,6 +361,10 @@ mod tests {
         }
         assert!(text.contains("100.96.200.0/24"), "{text}");
         assert!(text.contains("spoofed_source"), "{text}");
+        assert!(
+            text.contains("table generation 3, workers switched tables 2 times"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!
 //! * the packet memory is one heap allocation of `slots × slot_size` bytes owned by
 //!   the ring, never moved or resized, together with one `msghdr` / `iovec` /
-//!   `sockaddr_in` per slot for the socket operations;
+//!   `sockaddr_in` per slot for the socket operations; it is made resident when
+//!   the ring is built, so that the resident size does not creep up with use;
 //! * every operation takes a slot index and marks the slot busy; [`Ring::buf`] and
 //!   [`Ring::buf_mut`] refuse (panic, a program bug) to hand out a busy slot, and
 //!   a second operation on a busy slot is refused with [`SlotBusy`];
@@ -31,6 +32,29 @@ use io_uring::{opcode, squeue, types, IoUring, Probe};
 
 /// Index of a buffer slot of a [`Ring`].
 pub type Slot = u32;
+
+/// The smallest page size Linux uses: touching one byte every `PAGE` bytes reaches
+/// every page whatever the real size.
+const PAGE: usize = 4096;
+
+/// `len` zero bytes, every page of them resident.
+///
+/// A large zeroed allocation is mapped copy-on-write to the zero page, and each
+/// page becomes the process's own only when first written. Packet pools are used
+/// piece by piece (the slots a burst needs, the depth a datagram or GRO train
+/// reaches), so left alone the resident size would creep up for as long as traffic
+/// reaches pages not written before, and each first write would be a page fault on
+/// the data path. Writing every page once, here, makes the pools cost what they
+/// cost from the start.
+fn resident_zeroed(len: usize) -> Box<[u8]> {
+    let mut mem = vec![0u8; len].into_boxed_slice();
+    for page in mem.chunks_mut(PAGE) {
+        // An opaque zero: a store of a constant zero into memory known to be
+        // zeroed may be optimised away.
+        page[0] = std::hint::black_box(0);
+    }
+    mem
+}
 
 /// What the kernel supports, probed once at start-up and logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -275,7 +299,7 @@ impl Ring {
             .into_boxed_slice();
         Ok(Ring {
             ring,
-            mem: vec![0u8; total].into_boxed_slice(),
+            mem: resident_zeroed(total),
             meta,
             busy: vec![false; slots as usize],
             slot_size,
@@ -527,7 +551,7 @@ impl Ring {
         let mut br = BufRing {
             entries,
             layout,
-            mem: vec![0u8; usize::from(count) * size].into_boxed_slice(),
+            mem: resident_zeroed(usize::from(count) * size),
             count,
             size,
             tail: 0,
@@ -709,6 +733,46 @@ mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixDatagram;
+
+    /// The resident size, in KiB, of the mapping of this process holding `addr`.
+    fn resident_kib_at(addr: usize) -> Option<u64> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let mut inside = false;
+        for line in smaps.lines() {
+            let range = line
+                .split_whitespace()
+                .next()
+                .and_then(|r| r.split_once('-'))
+                .and_then(|(lo, hi)| {
+                    Some((
+                        usize::from_str_radix(lo, 16).ok()?,
+                        usize::from_str_radix(hi, 16).ok()?,
+                    ))
+                });
+            if let Some((lo, hi)) = range {
+                inside = (lo..hi).contains(&addr);
+            } else if inside {
+                if let Some(kib) = line.strip_prefix("Rss:") {
+                    return kib.trim().trim_end_matches("kB").trim().parse().ok();
+                }
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn packet_memory_is_resident_from_the_start() {
+        // 64 MiB: far above the allocator's mmap threshold, so the allocation is a
+        // mapping of its own, and untouched it would be all zero page.
+        let len = 64 << 20;
+        let mem = resident_zeroed(len);
+        assert!(mem.iter().step_by(PAGE).all(|&b| b == 0));
+        let rss = resident_kib_at(mem.as_ptr() as usize).expect("mapping in smaps");
+        assert!(
+            rss >= (len / 1024) as u64,
+            "only {rss} KiB of {len} bytes resident"
+        );
+    }
 
     #[test]
     fn user_data_round_trips() {
