@@ -142,6 +142,8 @@ for ((i = 1; i <= HOSTS; i++)); do
     ctr_ip[$i]=${subnet%.0}.2
     tb_set_ctr_mtu "$i" "$(tb_flannel_mtu "$i" "$mtu")"
     say "        ready (pid ${ringlay_pid[$i]}), lease $subnet/24; container $i is now ${ctr_ip[$i]}"
+    kept=$(grep -o 'capabilities dropped.*' "$TB_TMP/ringlay-$i.log" | head -n 1 | sed 's/\x1b\[[0-9;]*m//g') || true
+    [[ -z $kept ]] || say "        $kept"
 done
 if [[ -n $kernel ]]; then
     tb_flannel_vxlan_from_etcd "$kernel" "$etcd_ip"
