@@ -14,7 +14,7 @@
 //! | [`daemon`]| `ringlay run`: host setup, workers, signals, reloads    | a failed start leaves nothing behind; stop removes the device |
 //! | [`fuzz`]| the fuzz targets' bodies, shared with the test replaying every committed input | a crash input, once fixed, is replayed by `cargo test` for good |
 //! | [`ops`]   | what an operator sees: Prometheus metrics, `/healthz` and `/readyz`, the `ringlay status` socket, `--ip-masq` rules | reads the data path's counters, never writes them; the status socket is root-only; the masquerade table is removed on exit |
-//! | [`privilege`]| the capabilities `ringlay run` keeps after set-up, and why | every thread ends set-up with at most `CAP_NET_ADMIN` (only where routes or the masquerade table need it) and `no_new_privs` |
+//! | [`privilege`]| the capabilities `ringlay run` keeps after set-up, and why | every thread reduces itself after set-up to at most `CAP_NET_ADMIN` (only where routes or the masquerade table need it), with `no_new_privs`; a thread found holding more 5 s later is logged as an error |
 //! | [`sys`]   | TUN, interface ioctls, rtnetlink routes, sockets, io_uring, CPU affinity | the only module with `unsafe`; io_uring memory outlives its operations |
 //!
 //! `unsafe` is denied crate-wide; only [`sys`] allows it.

@@ -416,7 +416,8 @@ fn describe(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
         let text = cause.to_string();
-        if out.contains(&text) {
+        // A message that ends with its cause's text (`…: {source}`) has said it.
+        if out.ends_with(&text) {
             continue;
         }
         if !out.is_empty() {
@@ -448,5 +449,8 @@ mod tests {
         );
         let e = anyhow::anyhow!("inner").context("outer");
         assert_eq!(describe(&e), "outer: inner");
+        // A short cause that only appears inside an earlier message is kept.
+        let e = anyhow::anyhow!("timed out").context("etcd timed out once, then refused");
+        assert_eq!(describe(&e), "etcd timed out once, then refused: timed out");
     }
 }

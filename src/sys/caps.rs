@@ -230,7 +230,7 @@ fn capget() -> io::Result<[CapData; 2]> {
         pid: 0,
     };
     let mut data = [CapData::default(); 2];
-    // SAFETY: version 3 reads two `CapData` structs through the second pointer;
+    // SAFETY: version 3 writes two `CapData` structs through the second pointer;
     // both pointers point to locals of the right layout (`repr(C)`), live for the
     // whole call. pid 0 is the calling thread.
     let ret = unsafe { libc::syscall(libc::SYS_capget, &raw mut header, data.as_mut_ptr()) };

@@ -53,6 +53,11 @@ fn resident_zeroed(len: usize) -> Box<[u8]> {
         // zeroed may be optimised away.
         page[0] = std::hint::black_box(0);
     }
+    // The allocation need not start on a page boundary: then its last page holds
+    // no chunk's first byte.
+    if let Some(last) = mem.last_mut() {
+        *last = std::hint::black_box(0);
+    }
     mem
 }
 
