@@ -21,7 +21,7 @@ use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::netns::{self, Cluster, Daemon, Netns};
+use common::netns::{self, replace_file, Cluster, Daemon, Netns};
 
 /// Workers (TUN queues) per daemon in every test.
 const QUEUES: &str = "2";
@@ -53,14 +53,6 @@ fn leases_json(hosts: &[usize], backend: &str, vteps: bool) -> String {
         netns::NETWORK,
         leases.join(",\n")
     )
-}
-
-/// Replaces `path` atomically (temporary file + rename), so that the daemon's
-/// once-a-second edit poll never reads a half-written file.
-fn replace_file(path: &Path, contents: &str) {
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, contents).unwrap_or_else(|e| panic!("writing {}: {e}", tmp.display()));
-    fs::rename(&tmp, path).unwrap_or_else(|e| panic!("renaming to {}: {e}", path.display()));
 }
 
 fn text(out: &Output) -> String {

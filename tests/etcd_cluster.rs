@@ -16,50 +16,9 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use common::etcd::{require_etcd, Etcd};
-use common::netns::{require_root, vtep_mac, Cluster, Daemon, Netns};
-
-const PREFIX: &str = "/coreos.com/network";
-const ETCD_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
-
-/// The subnet (its network address) a daemon wrote to its subnet.env.
-fn acquired_subnet(d: &Daemon) -> Ipv4Addr {
-    let text = std::fs::read_to_string(d.subnet_file()).expect("subnet.env written");
-    let line = text
-        .lines()
-        .find_map(|l| l.strip_prefix("FLANNEL_SUBNET="))
-        .unwrap_or_else(|| panic!("no FLANNEL_SUBNET in:\n{text}"));
-    let addr: Ipv4Addr = line
-        .split('/')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .expect("FLANNEL_SUBNET address");
-    assert!(line.ends_with("/24"), "{line}");
-    Ipv4Addr::from(u32::from(addr) & 0xffff_ff00)
-}
-
-/// etcd in its own namespace on the cluster's switch, with the network config.
-fn etcd_on_switch(c: &Cluster, tag: &str, config: &str) -> (Netns, Etcd) {
-    let ns = Netns::new(&format!("{tag}-etcd"));
-    c.attach_to_switch(&ns, ETCD_IP);
-    let e = Etcd::start_in(&ns, ETCD_IP, tag);
-    e.put(&format!("{PREFIX}/config"), config);
-    (ns, e)
-}
-
-/// Starts ringlay on hosts `hosts`, moves each container into the subnet its host
-/// acquired, and returns the daemons and the containers' addresses.
-fn join(c: &Cluster, e: &Etcd, hosts: &[usize]) -> (Vec<Daemon>, Vec<Ipv4Addr>) {
-    let mut daemons = Vec::new();
-    let mut addrs = Vec::new();
-    for &i in hosts {
-        let d = c.ringlay_etcd(i, e.endpoint(), &["--queues", "1"]);
-        let subnet = acquired_subnet(&d);
-        addrs.push(c.readdress_container(i, subnet));
-        daemons.push(d);
-    }
-    (daemons, addrs)
-}
+use common::cluster::{acquired_subnet, etcd_on_switch, join, PREFIX};
+use common::etcd::require_etcd;
+use common::netns::{require_root, vtep_mac, Cluster};
 
 fn ping_all(c: &Cluster, members: &[(usize, Ipv4Addr)]) {
     let mut failed = Vec::new();

@@ -29,16 +29,13 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+use common::cluster::{etcd_on_switch, join, status_of, subnet_in, PREFIX, VXLAN_CONFIG};
 use common::etcd::{require_etcd, Etcd};
-use common::netns::{require_root, ringlay_bin, Cluster, Daemon, Netns};
-
-const PREFIX: &str = "/coreos.com/network";
-const ETCD_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
-const VXLAN: &str = r#"{"Network":"100.96.0.0/16","Backend":{"Type":"vxlan"}}"#;
+use common::netns::{require_root, Cluster, Daemon, Netns};
 
 /// From etcd answering again after a restart to every node's "watch resumed",
 /// and from then to a new lease in every node's table. The watch retries back off
@@ -57,44 +54,6 @@ const LINK_BOUND: Duration = Duration::from_secs(3);
 
 // --- the cluster ----------------------------------------------------------------
 
-/// etcd in its own namespace on the cluster's switch, with the network config.
-fn etcd_on_switch(c: &Cluster, tag: &str) -> (Netns, Etcd) {
-    let ns = Netns::new(&format!("{tag}-etcd"));
-    c.attach_to_switch(&ns, ETCD_IP);
-    let e = Etcd::start_in(&ns, ETCD_IP, tag);
-    e.put(&format!("{PREFIX}/config"), VXLAN);
-    (ns, e)
-}
-
-/// The subnet (network address) recorded in a subnet.env.
-fn subnet_in(file: &Path) -> Ipv4Addr {
-    let text =
-        std::fs::read_to_string(file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
-    let line = text
-        .lines()
-        .find_map(|l| l.strip_prefix("FLANNEL_SUBNET="))
-        .unwrap_or_else(|| panic!("no FLANNEL_SUBNET in:\n{text}"));
-    let addr: Ipv4Addr = line
-        .split('/')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .expect("FLANNEL_SUBNET address");
-    Ipv4Addr::from(u32::from(addr) & 0xffff_ff00)
-}
-
-/// Starts ringlay (vxlan, one worker) on each of `hosts` and moves each container
-/// into its host's subnet; the daemons and the containers' addresses.
-fn join(c: &Cluster, e: &Etcd, hosts: &[usize]) -> (Vec<Daemon>, Vec<Ipv4Addr>) {
-    let mut daemons = Vec::new();
-    let mut addrs = Vec::new();
-    for &i in hosts {
-        let d = c.ringlay_etcd(i, e.endpoint(), &["--queues", "1"]);
-        addrs.push(c.readdress_container(i, subnet_in(d.subnet_file())));
-        daemons.push(d);
-    }
-    (daemons, addrs)
-}
-
 /// A cluster of `n` hosts with etcd, ringlay on every host, checked end to end.
 struct Setup {
     // Drop order: daemons, etcd, its namespace, then the cluster.
@@ -107,7 +66,7 @@ struct Setup {
 
 fn setup(tag: &str, n: usize) -> Setup {
     let c = Cluster::hosts(tag, n);
-    let (etcd_ns, e) = etcd_on_switch(&c, tag);
+    let (etcd_ns, e) = etcd_on_switch(&c, tag, VXLAN_CONFIG);
     let hosts: Vec<usize> = (1..=n).collect();
     let (daemons, addrs) = join(&c, &e, &hosts);
     for (k, &from) in hosts.iter().enumerate() {
@@ -156,29 +115,9 @@ fn assert_leases_intact(e: &Etcd, before: &BTreeMap<String, String>, hosts: &[us
 
 // --- node checks ----------------------------------------------------------------
 
-fn status_socket(c: &Cluster, i: usize) -> PathBuf {
-    c.dir().join(format!("status-{i}.sock"))
-}
-
-/// `ringlay status --json` of host i.
-fn status(c: &Cluster, i: usize) -> serde_json::Value {
-    let bin = ringlay_bin();
-    let sock = status_socket(c, i).display().to_string();
-    let out = c
-        .host(i)
-        .exec(&["timeout", "5", &bin, "status", "--json", "--socket", &sock]);
-    assert!(
-        out.status.success(),
-        "ringlay status on host {i}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("status --json")
-}
-
 /// The subnets (`100.96.7.0/24`) in host i's table.
 fn table_of(c: &Cluster, i: usize) -> BTreeSet<String> {
-    status(c, i)["peers"]
+    status_of(c, i)["peers"]
         .as_array()
         .expect("peers")
         .iter()
@@ -220,7 +159,7 @@ fn wait_tables(c: &Cluster, e: &Etcd, hosts: &[usize], bound: Duration) -> Durat
 /// Host i's error counters and drops by reason, from `ringlay status --json`
 /// (only the non-zero ones are listed).
 fn errors_and_drops(c: &Cluster, i: usize) -> (serde_json::Value, serde_json::Value) {
-    let s = status(c, i);
+    let s = status_of(c, i);
     (s["errors"].clone(), s["drops"].clone())
 }
 
@@ -650,7 +589,7 @@ fn underlay_loss_duplication_and_reordering() {
         return;
     }
     let c = Cluster::hosts("fkn", 3);
-    let (_etcd_ns, e) = etcd_on_switch(&c, "fkn");
+    let (_etcd_ns, e) = etcd_on_switch(&c, "fkn", VXLAN_CONFIG);
     // Host 1 sends each datagram on its own (no UDP GSO), so the faults act on
     // datagrams as a lossy network does, not on whole 64 KiB trains.
     let d1 = c.ringlay_etcd(1, e.endpoint(), &["--queues", "1", "--offload", "tso,gro"]);
@@ -760,7 +699,7 @@ fn subnet_env_on_a_full_then_read_only_filesystem() {
         return;
     }
     let c = Cluster::hosts("fks", 3);
-    let (_etcd_ns, e) = etcd_on_switch(&c, "fks");
+    let (_etcd_ns, e) = etcd_on_switch(&c, "fks", VXLAN_CONFIG);
     // Dropped before the cluster removes its directory.
     let fs = TinyFs::mount(c.dir().join("run-flannel"));
     let env1 = fs.0.join("subnet.env");

@@ -26,11 +26,10 @@ mod common;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::netns::{self, Cluster, Daemon};
+use common::netns::{self, eventually, replace_file, Cluster, Daemon};
 
 /// ringlay's route protocol number, as `ip route show proto` takes it.
 const PROTO: &str = "114";
@@ -38,32 +37,11 @@ const PROTO: &str = "114";
 /// (10 s) and some slack for a loaded machine.
 const RESTORE_WITHIN: Duration = Duration::from_secs(13);
 
-/// Replaces `path` atomically, so the daemon's edit poll never reads half a file.
-fn replace_file(path: &Path, contents: &str) {
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, contents).unwrap_or_else(|e| panic!("writing {}: {e}", tmp.display()));
-    fs::rename(&tmp, path).unwrap_or_else(|e| panic!("renaming to {}: {e}", path.display()));
-}
-
 /// `ip [-6] route show proto 114` on host i, one route per line.
 fn our_routes(c: &Cluster, i: usize, v6: bool) -> String {
     let family = if v6 { "-6" } else { "-4" };
     c.host(i)
         .sh(&format!("ip {family} route show proto {PROTO}"))
-}
-
-/// Polls `check` every 100 ms until it holds or `within` has passed.
-fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// A dual-stack host-gw leases file for `hosts` (lease

@@ -29,11 +29,10 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use common::etcd::{require_etcd, Etcd};
-use common::netns::{require_root, Cluster, Daemon, Netns};
+use common::cluster::{acquired_subnet, etcd_on_switch, PREFIX};
+use common::etcd::require_etcd;
+use common::netns::{eventually, require_root, Cluster, Daemon, Netns};
 
-const PREFIX: &str = "/coreos.com/network";
-const ETCD_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
 /// A fake peer on the segment: a namespace with only an underlay address.
 const PEER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 9);
 /// How long a lease change in etcd may take to reach the routing table.
@@ -45,18 +44,6 @@ const RESTORE_WITHIN: Duration = Duration::from_secs(11);
 /// The value flanneld's host-gw backend writes for an IPv4 node at `ip`.
 fn flannel_host_gw_lease(ip: Ipv4Addr) -> String {
     format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"host-gw"}}"#)
-}
-
-/// The subnet (its network address) a daemon wrote to its subnet.env.
-fn acquired_subnet(d: &Daemon) -> Ipv4Addr {
-    let text = std::fs::read_to_string(d.subnet_file()).expect("subnet.env written");
-    let net = text
-        .lines()
-        .find_map(|l| l.strip_prefix("FLANNEL_SUBNET="))
-        .and_then(|s| s.strip_suffix("/24"))
-        .and_then(|a| a.parse::<Ipv4Addr>().ok())
-        .unwrap_or_else(|| panic!("no FLANNEL_SUBNET=…/24 in:\n{text}"));
-    Ipv4Addr::from(u32::from(net) & 0xffff_ff00)
 }
 
 fn lease_key(net: Ipv4Addr) -> String {
@@ -73,20 +60,6 @@ fn our_route(net: Ipv4Addr, via: Ipv4Addr) -> String {
     format!("{net}/24 via {via} dev eth0 proto 114")
 }
 
-/// Polls `check` every 100 ms until it holds or `within` has passed.
-fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// A /24 of the cluster network that none of `taken` is.
 fn free_subnet(taken: &[Ipv4Addr]) -> Ipv4Addr {
     (200..=250)
@@ -101,11 +74,9 @@ fn host_gw_over_etcd() {
         return;
     }
     let c = Cluster::hosts("hge", 3);
-    let etcd_ns = Netns::new("hge-etcd");
-    c.attach_to_switch(&etcd_ns, ETCD_IP);
-    let e = Etcd::start_in(&etcd_ns, ETCD_IP, "hge");
-    e.put(
-        &format!("{PREFIX}/config"),
+    let (_etcd_ns, e) = etcd_on_switch(
+        &c,
+        "hge",
         r#"{"Network":"100.96.0.0/16","Backend":{"Type":"host-gw"}}"#,
     );
 

@@ -39,14 +39,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::Path;
-use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::cluster::{acquired_subnet, counters, etcd_on_switch, status, PREFIX, VXLAN_CONFIG};
 use common::etcd::{require_etcd, Etcd};
-use common::netns::{in_ci, require_root, ringlay_bin, vtep_mac, Cluster, Daemon, Netns};
+use common::netns::{require_command, require_root, vtep_mac, Cluster, Daemon, Netns};
 
 /// The attacker: `python3 -c FLOOD_PY BACKEND OWN_IP PEER_IP MODE ARGS...`.
 ///
@@ -260,35 +260,6 @@ fn kinds(backend: &str) -> Vec<(&'static str, Option<&'static [&'static str]>)> 
     v
 }
 
-/// Whether python3 is installed; outside CI a missing one skips, in CI it fails.
-fn require_python(test: &str) -> bool {
-    let found = std::process::Command::new("python3")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(!in_ci(), "{test}: python3 is not installed");
-        eprintln!("{test}: skipped: python3 is not installed");
-    }
-    found
-}
-
-/// `ringlay status --json` of the daemon listening on `socket` in `ns`.
-fn status(ns: &Netns, socket: &Path) -> serde_json::Value {
-    let bin = ringlay_bin();
-    let sock = socket.display().to_string();
-    let out = ns.exec(&["timeout", "5", &bin, "status", "--socket", &sock, "--json"]);
-    assert!(
-        out.status.success(),
-        "ringlay status: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("status --json is JSON")
-}
-
 /// What a phase compares before and after.
 #[derive(Debug, Clone, PartialEq)]
 struct Counts {
@@ -307,15 +278,6 @@ struct Counts {
 impl Counts {
     fn read(ns: &Netns, socket: &Path) -> Counts {
         let s = status(ns, socket);
-        let map = |v: &serde_json::Value| -> BTreeMap<String, u64> {
-            v.as_object()
-                .map(|o| {
-                    o.iter()
-                        .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
         let peer_rx = s["peers"]
             .as_array()
             .and_then(|p| p.iter().find(|p| p["public_ip"] == "192.0.2.2"))
@@ -323,8 +285,8 @@ impl Counts {
             .unwrap_or_else(|| panic!("no counted peer 192.0.2.2 in {s}"));
         let snmp = ns.sh("cat /proc/net/snmp");
         Counts {
-            drops: map(&s["drops"]),
-            errors: map(&s["errors"]),
+            drops: counters(&s["drops"]),
+            errors: counters(&s["errors"]),
             tunnel_rx: s["traffic"]["tunnel_rx_packets"].as_u64().expect("rx"),
             tun_tx: s["traffic"]["tun_tx_packets"].as_u64().expect("tun_tx"),
             peer_rx,
@@ -417,7 +379,7 @@ struct Row {
 
 fn hostile_input(backend: &str) {
     let test = format!("hostile_input_{backend}");
-    if !require_root(&test) || !require_python(&test) {
+    if !require_root(&test) || !require_command(&test, "python3", "python3") {
         return;
     }
     let started = Instant::now();
@@ -563,23 +525,8 @@ fn hostile_input_udp() {
 
 // --- hostile values in etcd ------------------------------------------------------
 
-const PREFIX: &str = "/coreos.com/network";
-const ETCD_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
-const VXLAN_CONFIG: &str = r#"{"Network": "100.96.0.0/16", "Backend": {"Type": "vxlan"}}"#;
 /// The warning a skipped lease gets.
 const SKIPPED: &str = "skipping a malformed lease";
-
-/// The subnet (its network address) a daemon wrote to its subnet.env.
-fn acquired_subnet(d: &Daemon) -> Ipv4Addr {
-    let text = std::fs::read_to_string(d.subnet_file()).expect("subnet.env written");
-    let addr: Ipv4Addr = text
-        .lines()
-        .find_map(|l| l.strip_prefix("FLANNEL_SUBNET="))
-        .and_then(|l| l.split('/').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no FLANNEL_SUBNET in:\n{text}"));
-    Ipv4Addr::from(u32::from(addr) & 0xffff_ff00)
-}
 
 /// The keys (under `<prefix>/subnets/`) and values a hostile writer puts.
 fn hostile_leases() -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -638,10 +585,7 @@ fn hostile_etcd_values() {
     }
     let started = Instant::now();
     let c = Cluster::hosts("hostetcd", 3);
-    let ns = Netns::new("hostetcd-etcd");
-    c.attach_to_switch(&ns, ETCD_IP);
-    let mut e = Etcd::start_in(&ns, ETCD_IP, "hostetcd");
-    e.put(&format!("{PREFIX}/config"), VXLAN_CONFIG);
+    let (_etcd_ns, mut e) = etcd_on_switch(&c, "hostetcd", VXLAN_CONFIG);
     // The lease of a node that runs no ringlay: garbage is written over it below.
     let absent = format!("{PREFIX}/subnets/100.96.99.0-24");
     e.put(

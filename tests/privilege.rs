@@ -37,8 +37,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::etcd::{require_etcd, Etcd};
-use common::netns::{self, in_ci, Cluster, Daemon, Netns};
+use common::cluster::{acquired_subnet, etcd_on_switch, PREFIX, VXLAN_CONFIG};
+use common::etcd::require_etcd;
+use common::netns::{self, eventually, Cluster, Daemon};
 use ringlay::sys::caps::{CapSet, TaskCaps, CAP_NET_ADMIN};
 
 /// How long a route deleted by hand may stay missing: the reconcile interval
@@ -111,34 +112,6 @@ fn mode(path: &Path) -> u32 {
         & 0o7777
 }
 
-/// Whether `nft` is installed; outside CI a missing one skips the test with the
-/// reason, in CI it fails.
-fn require_nft(test: &str) -> bool {
-    let found = std::process::Command::new("sh")
-        .args(["-c", "command -v nft"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(!in_ci(), "{test}: nft is not installed");
-        eprintln!("{test}: skipped: nft is not installed (Debian: nftables)");
-    }
-    found
-}
-
-/// Polls `check` every 100 ms until it holds or `within` has passed.
-fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn udp_drops_every_capability() {
     drops_every_capability("prvu", "udp");
@@ -183,13 +156,10 @@ fn drops_every_capability(prefix: &str, backend: &str) {
     assert_eq!(mode(d1.subnet_file()), 0o644);
 
     // A SIGHUP reload: a third lease appears in the table.
-    let three = netns::static_leases_json(3, backend, vteps);
-    fs::write(c.dir().join("leases-1.json.tmp"), &three).expect("write");
-    fs::rename(
-        c.dir().join("leases-1.json.tmp"),
-        c.dir().join("leases-1.json"),
-    )
-    .expect("rename");
+    netns::replace_file(
+        &c.dir().join("leases-1.json"),
+        &netns::static_leases_json(3, backend, vteps),
+    );
     let from = d1.log().len();
     d1.sighup();
     assert!(
@@ -222,7 +192,7 @@ fn drops_every_capability(prefix: &str, backend: &str) {
 #[test]
 fn host_gw_with_ip_masq_keeps_only_net_admin() {
     let test = "host_gw_with_ip_masq_keeps_only_net_admin";
-    if !netns::require_root(test) || !require_nft(test) {
+    if !netns::require_root(test) || !netns::require_command(test, "nft", "nftables") {
         return;
     }
     let started = Instant::now();
@@ -292,7 +262,7 @@ fn host_gw_with_ip_masq_keeps_only_net_admin() {
 #[test]
 fn vxlan_with_ip_masq_keeps_only_net_admin() {
     let test = "vxlan_with_ip_masq_keeps_only_net_admin";
-    if !netns::require_root(test) || !require_nft(test) {
+    if !netns::require_root(test) || !netns::require_command(test, "nft", "nftables") {
         return;
     }
     let c = Cluster::hosts("prvm", 2);
@@ -329,14 +299,7 @@ fn etcd_lease_recreated_without_capabilities() {
     let started = Instant::now();
     // Three hosts: a two-host cluster has no switch for etcd to sit on.
     let c = Cluster::hosts("prve", 3);
-    let ns = Netns::new("prve-etcd");
-    let etcd_ip = std::net::Ipv4Addr::new(192, 0, 2, 254);
-    c.attach_to_switch(&ns, etcd_ip);
-    let e = Etcd::start_in(&ns, etcd_ip, "prve");
-    e.put(
-        "/coreos.com/network/config",
-        r#"{"Network":"100.96.0.0/16","Backend":{"Type":"vxlan"}}"#,
-    );
+    let (_etcd_ns, e) = etcd_on_switch(&c, "prve", VXLAN_CONFIG);
     let d1 = c.ringlay_etcd(1, e.endpoint(), &["--queues", "1"]);
     let d2 = c.ringlay_etcd(2, e.endpoint(), &["--queues", "1"]);
     for d in [&d1, &d2] {
@@ -348,27 +311,13 @@ fn etcd_lease_recreated_without_capabilities() {
         );
         assert_reduced(d, CapSet::EMPTY, 3);
     }
-    let subnet = |d: &Daemon| {
-        let text = fs::read_to_string(d.subnet_file()).expect("subnet.env");
-        let line = text
-            .lines()
-            .find_map(|l| l.strip_prefix("FLANNEL_SUBNET="))
-            .expect("FLANNEL_SUBNET")
-            .to_owned();
-        let addr: std::net::Ipv4Addr = line
-            .split('/')
-            .next()
-            .and_then(|a| a.parse().ok())
-            .expect("address");
-        std::net::Ipv4Addr::from(u32::from(addr) & 0xffff_ff00)
-    };
-    let (s1, s2) = (subnet(&d1), subnet(&d2));
+    let (s1, s2) = (acquired_subnet(&d1), acquired_subnet(&d2));
     let a1 = c.readdress_container(1, s1);
     let a2 = c.readdress_container(2, s2);
     assert!(c.ping(1, IpAddr::V4(a2), 3), "{}", d1.log());
 
     // Our key deleted behind our back: re-created, with no capability at all.
-    let key = format!("/coreos.com/network/subnets/{s1}-24");
+    let key = format!("{PREFIX}/subnets/{s1}-24");
     let value = e.get(&key).expect("our lease");
     let from = d1.log().len();
     e.del(&key);
@@ -391,16 +340,7 @@ fn etcd_lease_recreated_without_capabilities() {
 #[test]
 fn started_like_the_service_with_net_admin_only() {
     let test = "started_like_the_service_with_net_admin_only";
-    if !netns::require_root(test) {
-        return;
-    }
-    let has_setpriv = std::process::Command::new("sh")
-        .args(["-c", "command -v setpriv"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_setpriv {
-        assert!(!in_ci(), "{test}: setpriv is not installed");
-        eprintln!("{test}: skipped: setpriv is not installed (Debian: util-linux)");
+    if !netns::require_root(test) || !netns::require_command(test, "setpriv", "util-linux") {
         return;
     }
     let c = Cluster::hosts("prvs", 2);

@@ -31,16 +31,17 @@ use std::collections::BTreeMap;
 use std::env;
 use std::fs;
 use std::io::Read;
-use std::net::{IpAddr, Ipv4Addr};
-use std::process::{Child, Stdio};
+use std::net::IpAddr;
+use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::etcd::{require_etcd, Etcd};
-use common::netns::{in_ci, require_root, ringlay_bin, sum_received_bps, Cluster, Daemon, Netns};
+use common::cluster::{counters, etcd_on_switch, join, status_of, PREFIX, VXLAN_CONFIG};
+use common::etcd::require_etcd;
+use common::netns::{
+    require_command, require_root, sum_received_bps, wait_child, wait_listening, Cluster,
+};
 
-const PREFIX: &str = "/coreos.com/network";
-const ETCD_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
 const TEST_NAME: &str = "iperf3_through_200_lease_changes_per_second";
 /// Set in the re-executed publisher: `endpoint;seconds;octet,octet,…`.
 const PUBLISHER_ENV: &str = "RINGLAY_SOAK_PUBLISHER";
@@ -56,7 +57,7 @@ const WARM_UP: Duration = Duration::from_secs(5);
 const RSS_SPREAD: f64 = 0.05;
 /// The longest soak the test accepts (`RINGLAY_SOAK_SECONDS`).
 const MAX_SECONDS: u64 = 600;
-const IPERF_PORT: &str = "5201";
+const IPERF_PORT: u16 = 5201;
 
 /// The soak's length: `RINGLAY_SOAK_SECONDS`, default 15, at least 10.
 fn soak_seconds() -> u64 {
@@ -74,48 +75,6 @@ fn soak_seconds() -> u64 {
     s
 }
 
-fn require_iperf3(test: &str) -> bool {
-    let found = std::process::Command::new("sh")
-        .args(["-c", "command -v iperf3"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(!in_ci(), "{test}: iperf3 is not installed");
-        eprintln!("{test}: skipped: iperf3 is not installed (Debian: iperf3)");
-    }
-    found
-}
-
-/// The subnet (its network address) a daemon wrote to its subnet.env.
-fn acquired_subnet(d: &Daemon) -> Ipv4Addr {
-    let text = fs::read_to_string(d.subnet_file()).expect("subnet.env written");
-    let addr: Ipv4Addr = text
-        .lines()
-        .find_map(|l| l.strip_prefix("FLANNEL_SUBNET="))
-        .and_then(|l| l.split('/').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no FLANNEL_SUBNET in:\n{text}"));
-    Ipv4Addr::from(u32::from(addr) & 0xffff_ff00)
-}
-
-/// A daemon's `ringlay status --json`.
-fn status(d: &Daemon, c: &Cluster) -> serde_json::Value {
-    let socket = c.dir().join(format!("status-{}.sock", d.host()));
-    let out = std::process::Command::new(ringlay_bin())
-        .args(["status", "--json", "--socket"])
-        .arg(&socket)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run ringlay status");
-    assert!(
-        out.status.success(),
-        "ringlay status of host {}: {}",
-        d.host(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("status JSON")
-}
-
 /// The counters of one status document that the soak compares.
 #[derive(Debug, Clone, Default)]
 struct Counters {
@@ -128,22 +87,13 @@ struct Counters {
 
 impl Counters {
     fn of(s: &serde_json::Value) -> Counters {
-        let map = |v: &serde_json::Value| -> BTreeMap<String, u64> {
-            v.as_object()
-                .map(|o| {
-                    o.iter()
-                        .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
         Counters {
             generation: s["table_generation"].as_u64().expect("table_generation"),
             updates_seen: s["table_updates_seen"]
                 .as_u64()
                 .expect("table_updates_seen"),
-            drops: map(&s["drops"]),
-            errors: map(&s["errors"]),
+            drops: counters(&s["drops"]),
+            errors: counters(&s["errors"]),
             peers: s["peers"].as_array().map_or(0, Vec::len),
         }
     }
@@ -201,34 +151,6 @@ fn collect<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<Stri
     })
 }
 
-/// Waits for `child` until `deadline`; past it, kills it (it is ours).
-fn wait_until(child: &mut Child, deadline: Instant) -> Option<std::process::ExitStatus> {
-    loop {
-        match child.try_wait() {
-            Ok(Some(s)) => return Some(s),
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-        }
-    }
-}
-
-fn wait_listening(ns: &Netns, timeout: Duration) {
-    let filter = format!("sport = :{IPERF_PORT}");
-    let deadline = Instant::now() + timeout;
-    loop {
-        let out = ns.exec(&["ss", "-Hltn", &filter]);
-        if out.status.success() && !out.stdout.is_empty() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "iperf3 server not listening");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// `(min, max)` of a non-empty sample.
 fn span(v: &[u64]) -> (u64, u64) {
     (
@@ -243,26 +165,17 @@ fn iperf3_through_200_lease_changes_per_second() {
         publisher::run(&spec);
         return;
     }
-    if !require_root(TEST_NAME) || !require_etcd(TEST_NAME) || !require_iperf3(TEST_NAME) {
+    if !require_root(TEST_NAME)
+        || !require_etcd(TEST_NAME)
+        || !require_command(TEST_NAME, "iperf3", "iperf3")
+    {
         return;
     }
     let secs = soak_seconds();
     // The switch (and etcd on it) needs three hosts; ringlay runs on two.
     let c = Cluster::hosts("soak", 3);
-    let etcd_ns = Netns::new("soak-etcd");
-    c.attach_to_switch(&etcd_ns, ETCD_IP);
-    let e = Etcd::start_in(&etcd_ns, ETCD_IP, "soak");
-    e.put(
-        &format!("{PREFIX}/config"),
-        r#"{"Network":"100.96.0.0/16","Backend":{"Type":"vxlan"}}"#,
-    );
-    let mut daemons = Vec::new();
-    let mut addrs = Vec::new();
-    for i in [1, 2] {
-        let d = c.ringlay_etcd(i, e.endpoint(), &["--queues", "1"]);
-        addrs.push(c.readdress_container(i, acquired_subnet(&d)));
-        daemons.push(d);
-    }
+    let (etcd_ns, e) = etcd_on_switch(&c, "soak", VXLAN_CONFIG);
+    let (mut daemons, addrs) = join(&c, &e, &[1, 2]);
     let real: Vec<u8> = addrs.iter().map(|a| a.octets()[2]).collect();
     assert_ne!(real[0], real[1], "distinct subnets");
     assert!(
@@ -278,17 +191,18 @@ fn iperf3_through_200_lease_changes_per_second() {
         .collect();
     let start: Vec<Counters> = daemons
         .iter()
-        .map(|d| Counters::of(&status(d, &c)))
+        .map(|d| Counters::of(&status_of(&c, d.host())))
         .collect();
 
     // The load: the iperf3 server, the publisher, the iperf3 client.
     let bound = (secs + 30).to_string();
+    let port = IPERF_PORT.to_string();
     let mut server_cmd = c
         .container(2)
-        .command(&["timeout", &bound, "iperf3", "-s", "-1", "-p", IPERF_PORT]);
+        .command(&["timeout", &bound, "iperf3", "-s", "-1", "-p", &port]);
     server_cmd.stdout(Stdio::null()).stderr(Stdio::null());
     let mut server = c.container(2).spawn_command(server_cmd);
-    wait_listening(c.container(2), Duration::from_secs(5));
+    wait_listening(c.container(2), IPERF_PORT, Duration::from_secs(5));
 
     let exe = env::current_exe().expect("path of this test binary");
     let exe = exe.display().to_string();
@@ -308,7 +222,7 @@ fn iperf3_through_200_lease_changes_per_second() {
     let target = addrs[1].to_string();
     let t = secs.to_string();
     let mut client_cmd = c.container(1).command(&[
-        "timeout", &bound, "iperf3", "-c", &target, "-p", IPERF_PORT, "-t", &t, "-J",
+        "timeout", &bound, "iperf3", "-c", &target, "-p", &port, "-t", &t, "-J",
     ]);
     client_cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut client = c.container(1).spawn_command(client_cmd);
@@ -319,7 +233,7 @@ fn iperf3_through_200_lease_changes_per_second() {
     thread::sleep(WARM_UP);
     let first: Vec<Counters> = daemons
         .iter()
-        .map(|d| Counters::of(&status(d, &c)))
+        .map(|d| Counters::of(&status_of(&c, d.host())))
         .collect();
     let mut rss: Vec<Vec<u64>> = vec![Vec::new(); daemons.len()];
     let mut fds: Vec<Vec<u64>> = vec![Vec::new(); daemons.len()];
@@ -335,23 +249,24 @@ fn iperf3_through_200_lease_changes_per_second() {
     }
     let last: Vec<Counters> = daemons
         .iter()
-        .map(|d| Counters::of(&status(d, &c)))
+        .map(|d| Counters::of(&status_of(&c, d.host())))
         .collect();
     let window = began.elapsed().saturating_sub(WARM_UP);
 
     let deadline = began + Duration::from_secs(secs + 30);
-    let client_status = wait_until(&mut client, deadline);
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let client_status = wait_child(&mut client, left());
     let json = client_out.join().unwrap_or_default();
     let client_stderr = client_err.join().unwrap_or_default();
-    let pub_status = wait_until(&mut publisher, deadline);
+    let pub_status = wait_child(&mut publisher, left());
     let pub_text = pub_out.join().unwrap_or_default();
     let pub_stderr = pub_err.join().unwrap_or_default();
-    let _ = wait_until(&mut server, Instant::now() + Duration::from_secs(5));
+    let _ = wait_child(&mut server, Duration::from_secs(5));
     // Let the last published table reach the workers' counters, then read them.
     thread::sleep(Duration::from_millis(500));
     let finish: Vec<Counters> = daemons
         .iter()
-        .map(|d| Counters::of(&status(d, &c)))
+        .map(|d| Counters::of(&status_of(&c, d.host())))
         .collect();
 
     // --- figures ---

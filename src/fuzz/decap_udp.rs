@@ -1,24 +1,12 @@
 //! Fuzzes udp decapsulation (flannel's format: the payload is the inner IP packet)
 //! and the outbound router hop on the same bytes: neither may panic.
 
-use crate::config::SubnetKey;
-use crate::encap::{decap_udp, encap_udp, encap_vxlan, Local, VxlanHeader};
+use crate::encap::{decap_udp, encap_udp, encap_vxlan, VxlanHeader};
 use crate::wire::MacAddr;
 
 /// Runs the target on one input; it panics (a failed check) only on a bug.
 pub fn run(data: &[u8]) {
-    let local = Local {
-        subnets: SubnetKey {
-            v4: "100.96.2.0/24".parse().ok(),
-            v6: "fd00:100:96:2::/64".parse().ok(),
-        },
-        vni: 1,
-        vtep_mac: MacAddr([0x0e, 0, 0, 0, 2, 0]),
-    };
-    let sender = SubnetKey {
-        v4: "100.96.1.0/24".parse().ok(),
-        v6: "fd00:100:96:1::/64".parse().ok(),
-    };
+    let (local, sender) = super::host2_and_sender();
     if let Ok(r) = decap_udp(data, &local, Some(&sender)) {
         assert!(r.start == 0 && r.end <= data.len());
     }

@@ -13,6 +13,10 @@
 //! Each `run` panics only through its checks (or a bug in ringlay): nothing in
 //! ringlay may panic on bytes from the network or from etcd.
 
+use crate::config::SubnetKey;
+use crate::encap::Local;
+use crate::wire::MacAddr;
+
 pub mod coalesce;
 pub mod decap_udp;
 pub mod decap_vxlan;
@@ -24,6 +28,25 @@ pub mod split;
 pub mod static_leases;
 pub mod subnet_key;
 pub mod virtio_hdr;
+
+/// Host 2's end of a two-node overlay (VNI 1, VtepMAC 0e:00:00:00:02:00) and the
+/// leases of host 1, the sender: what the decapsulation targets check datagrams
+/// against.
+fn host2_and_sender() -> (Local, SubnetKey) {
+    let local = Local {
+        subnets: SubnetKey {
+            v4: "100.96.2.0/24".parse().ok(),
+            v6: "fd00:100:96:2::/64".parse().ok(),
+        },
+        vni: 1,
+        vtep_mac: MacAddr([0x0e, 0, 0, 0, 2, 0]),
+    };
+    let sender = SubnetKey {
+        v4: "100.96.1.0/24".parse().ok(),
+        v6: "fd00:100:96:1::/64".parse().ok(),
+    };
+    (local, sender)
+}
 
 /// A target's entry point.
 pub type Run = fn(&[u8]);

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: reading and writing classic pcap
 //! files, building outer Ethernet/IPv4/UDP frames, dissecting captures with
-//! tshark, and running a real etcd. Independent of the ringlay crate (std, and
+//! tshark, running a real etcd, and clusters of daemons that lease their subnets in
+//! it. Independent of the ringlay crate (std, and
 //! serde_json to read etcdctl's output), so the helpers stay usable while the
 //! library changes underneath them.
 
@@ -8,6 +9,7 @@
 // part of it; the rest would warn as dead code in every test that does not.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod etcd;
 pub mod netns;
 pub mod pcap;

@@ -86,6 +86,44 @@ pub fn require_root(test: &str) -> bool {
     false
 }
 
+/// Whether the command `cmd` is installed, for a test that needs it. Outside CI a
+/// missing one skips the test with the reason and the Debian `package` to install;
+/// with `CI=true` it fails.
+pub fn require_command(test: &str, cmd: &str, package: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(!in_ci(), "{test}: {cmd} is not installed");
+        eprintln!("{test}: skipped: {cmd} is not installed (Debian: {package})");
+    }
+    found
+}
+
+/// Polls `check` every 100 ms until it holds (true) or `within` has passed (false).
+pub fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Replaces `path` atomically (temporary file + rename), so that a daemon's edit
+/// poll never reads a half-written file.
+pub fn replace_file(path: &Path, contents: &str) {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, contents).unwrap_or_else(|e| panic!("writing {}: {e}", tmp.display()));
+    fs::rename(&tmp, path).unwrap_or_else(|e| panic!("renaming to {}: {e}", path.display()));
+}
+
 // --- processes ------------------------------------------------------------------
 
 /// A process identified by PID and start time (field 22 of `/proc/<pid>/stat`).
@@ -886,7 +924,7 @@ fn pump<R: Read + Send + 'static>(r: R, log: Arc<Mutex<String>>) -> JoinHandle<(
 }
 
 /// Waits until something listens on TCP `port` in `ns`; panics after `timeout`.
-fn wait_listening(ns: &Netns, port: u16, timeout: Duration) {
+pub fn wait_listening(ns: &Netns, port: u16, timeout: Duration) {
     let filter = format!("sport = :{port}");
     let deadline = Instant::now() + timeout;
     loop {
@@ -903,8 +941,8 @@ fn wait_listening(ns: &Netns, port: u16, timeout: Duration) {
     }
 }
 
-/// Waits for `child` up to `timeout`; kills it after that.
-fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+/// Waits for `child` up to `timeout`; kills it after that (it must be the caller's).
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {
         match child.try_wait() {

@@ -411,9 +411,7 @@ impl Follower {
                     return match self.registry.renew(&mut held).await {
                         Ok(Renewal::Renewed) => {
                             tracing::warn!(lease = %held.key, revision = held.mod_revision, "wrote our lease back");
-                            self.held = Some(held);
-                            self.renew_at = Some(renew_instant(&held, self.margin));
-                            self.stats.held(&held);
+                            self.hold(held);
                             Ok(())
                         }
                         Ok(Renewal::Taken { holder }) => self.taken(holder.to_string()).await,
@@ -442,9 +440,7 @@ impl Follower {
         match self.registry.reclaim(&mut held).await {
             Ok(Renewal::Renewed) => {
                 tracing::warn!(lease = %held.key, revision = held.mod_revision, "re-created our lease; forwarding was not interrupted");
-                self.held = Some(held);
-                self.renew_at = Some(renew_instant(&held, self.margin));
-                self.stats.held(&held);
+                self.hold(held);
                 Ok(())
             }
             Ok(Renewal::Taken { holder }) => self.taken(holder.to_string()).await,
@@ -456,6 +452,14 @@ impl Follower {
                 Ok(())
             }
         }
+    }
+
+    /// `held` was just written (renewed, written back or re-created): keep it,
+    /// schedule its next renewal and show it in the stats.
+    fn hold(&mut self, held: Held) {
+        self.held = Some(held);
+        self.renew_at = Some(renew_instant(&held, self.margin));
+        self.stats.held(&held);
     }
 
     /// Another node holds our subnet: stop claiming it and give up.
@@ -484,9 +488,7 @@ impl Follower {
         match self.registry.renew(&mut held).await {
             Ok(Renewal::Renewed) => {
                 backoff.reset();
-                self.held = Some(held);
-                self.renew_at = Some(renew_instant(&held, self.margin));
-                self.stats.held(&held);
+                self.hold(held);
                 tracing::info!(lease = %held.key, revision = held.mod_revision, "renewed our lease for 24 h");
                 Ok(())
             }
