@@ -1,6 +1,8 @@
 //! The etcd subnet manager against a real etcd that each test starts on free ports
 //! with its own data directory (killed by PID when the test ends): acquisition,
-//! reuse, races, flanneld's values, safe renewal, lost leases, compaction, TLS.
+//! reuse, races, flanneld's values, safe renewal, lost leases, compaction, TLS;
+//! values at our own key that name no node (written over) and leases of backends
+//! ringlay does not run (never written over).
 //!
 //! These tests need no privileges: they drive the library's [`Registry`] and
 //! [`Follower`] directly, and check what etcd holds with etcdctl.
@@ -337,7 +339,9 @@ fn renewal_never_overwrites_a_key_another_writer_replaced() {
         let rev_before = e.revision();
         assert_eq!(
             r.renew(&mut held).await.expect("renew"),
-            Renewal::Taken { holder: ip("192.0.2.99") }
+            Renewal::Taken {
+                holder: ip("192.0.2.99").into()
+            }
         );
         assert_eq!(e.get(&k).as_deref(), Some(theirs));
         assert_eq!(e.revision(), rev_before, "nothing was written");
@@ -392,7 +396,12 @@ fn the_follower_recreates_a_deleted_or_overwritten_lease_and_gives_up_a_taken_on
         assert_eq!(e.get(&k).as_deref(), Some(ours.as_str()));
 
         // Overwritten with values that are no lease (no node's claim): ours again.
-        for garbage in ["{not a lease", r#"{"PublicIP":7}"#] {
+        for garbage in [
+            "{not a lease",
+            r#"{"PublicIP":7}"#,
+            "{}",
+            r#"{"PublicIP":"0.0.0.0","PublicIPv6":null}"#,
+        ] {
             e.put(&k, garbage);
             let deadline = Instant::now() + Duration::from_secs(5);
             while e.get(&k).as_deref() != Some(ours.as_str()) {
@@ -413,6 +422,227 @@ fn the_follower_recreates_a_deleted_or_overwritten_lease_and_gives_up_a_taken_on
         assert!(err.to_string().contains("192.0.2.99"), "{err}");
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(e.get(&k).as_deref(), Some(theirs), "never overwritten");
+    });
+}
+
+/// A genuine flannel lease of the wireguard backend (which ringlay does not run):
+/// ringlay's parser refuses it, but it holds the subnet for its node.
+const WIREGUARD: &str = r#"{"PublicIP":"192.0.2.77","PublicIPv6":null,"BackendType":"wireguard","BackendData":{"PublicKey":"dGVzdCBrZXkgZm9yIGEgd2lyZWd1YXJkIGxlYXNlIQ=="}}"#;
+
+#[test]
+fn values_naming_no_node_are_written_over_and_other_backends_leases_are_not() {
+    if !require_etcd("other_backends") {
+        return;
+    }
+    let e = Etcd::start("otherbe");
+    e.put(&format!("{PREFIX}/config"), VXLAN_CONFIG);
+    rt().block_on(async {
+        let c = config(VXLAN_CONFIG);
+        let mut r = connect(&e).await;
+        let mut held = r
+            .acquire(&c, ip("192.0.2.1"), None, &mut Rng::from_entropy())
+            .await
+            .expect("acquire");
+        let k = lease_key(&held.key.to_string());
+        let ours = e.get(&k).expect("ours");
+
+        // No address: no node's claim; the renewal writes ours back.
+        for garbage in ["{}", r#"{"PublicIP":"0.0.0.0"}"#, "[1]"] {
+            e.put(&k, garbage);
+            assert_eq!(r.renew(&mut held).await.expect("renew"), Renewal::Renewed);
+            assert_eq!(e.get(&k).as_deref(), Some(ours.as_str()), "{garbage}");
+        }
+        // Another node's lease of a backend ringlay does not run: taken, as any
+        // other node's lease, by renewal and by reclaim alike, and never written.
+        e.put(&k, WIREGUARD);
+        let rev = e.revision();
+        let taken = Renewal::Taken {
+            holder: ip("192.0.2.77").into(),
+        };
+        assert_eq!(r.renew(&mut held).await.expect("renew"), taken);
+        assert_eq!(r.reclaim(&mut held).await.expect("reclaim"), taken);
+        assert_eq!(e.get(&k).as_deref(), Some(WIREGUARD));
+        assert_eq!(e.revision(), rev, "nothing was written");
+
+        // The follower gives up the subnet when the wireguard lease is written
+        // over ours (through its watch).
+        e.del(&k);
+        assert_eq!(
+            r.reclaim(&mut held).await.expect("reclaim"),
+            Renewal::Renewed
+        );
+        let (f, _view) = Follower::start(r, c, Some(held), Duration::from_secs(3600))
+            .await
+            .expect("start");
+        let task = tokio::spawn(f.run());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        e.put(&k, WIREGUARD);
+        let ended = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the follower gives up")
+            .expect("no panic");
+        let err = ended.expect_err("taken");
+        assert!(matches!(err, Error::LeaseTaken { .. }), "{err:?}");
+        assert!(err.to_string().contains("192.0.2.77"), "{err}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(e.get(&k).as_deref(), Some(WIREGUARD), "never overwritten");
+    });
+}
+
+#[test]
+fn a_restart_takes_its_previous_subnet_back_from_a_value_naming_no_node() {
+    if !require_etcd("previous_garbage") {
+        return;
+    }
+    let e = Etcd::start("prevgarb");
+    e.put(&format!("{PREFIX}/config"), VXLAN_CONFIG);
+    rt().block_on(async {
+        let c = config(VXLAN_CONFIG);
+        let mut r = connect(&e).await;
+        let mut rng = Rng::from_entropy();
+        // Garbage at subnet.env's subnet: taken back, over that very value.
+        for (i, garbage) in ["{not a lease", "{}", r#"{"PublicIP":"0.0.0.0"}"#]
+            .iter()
+            .enumerate()
+        {
+            let prev = format!("100.96.{}.0-24", 50 + i);
+            e.put(&lease_key(&prev), garbage);
+            let me = ip(&format!("192.0.2.{}", 1 + i));
+            let held = r
+                .acquire(&c, me, Some(key(&prev)), &mut rng)
+                .await
+                .expect("acquire");
+            assert_eq!(
+                (held.how, held.key),
+                (Acquired::Previous, key(&prev)),
+                "{garbage}"
+            );
+            let v = e.get(&lease_key(&prev)).expect("written");
+            assert!(v.contains(&format!(r#""PublicIP":"{me}""#)), "{v}");
+        }
+        // Another node's lease there, even of a backend ringlay does not run: a
+        // new subnet, the lease untouched.
+        e.put(&lease_key("100.96.60.0-24"), WIREGUARD);
+        let held = r
+            .acquire(&c, ip("192.0.2.9"), Some(key("100.96.60.0-24")), &mut rng)
+            .await
+            .expect("acquire");
+        assert_eq!(held.how, Acquired::New);
+        assert_ne!(held.key, key("100.96.60.0-24"));
+        assert_eq!(
+            e.get(&lease_key("100.96.60.0-24")).as_deref(),
+            Some(WIREGUARD)
+        );
+        // The lease with our PublicIP still comes first.
+        e.put(&lease_key("100.96.61.0-24"), "{}");
+        let again = r
+            .acquire(&c, ip("192.0.2.9"), Some(key("100.96.61.0-24")), &mut rng)
+            .await
+            .expect("acquire");
+        assert_eq!((again.how, again.key), (Acquired::Reused, held.key));
+        assert_eq!(e.get(&lease_key("100.96.61.0-24")).as_deref(), Some("{}"));
+    });
+}
+
+/// A `tracing` writer into a shared buffer, to read what the follower logged.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("not poisoned")).into_owned()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("not poisoned").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_resync_writes_back_garbage_on_our_key_and_gives_up_a_taken_one() {
+    if !require_etcd("resync_own") {
+        return;
+    }
+    let e = Etcd::start("resyncown");
+    e.put(&format!("{PREFIX}/config"), VXLAN_CONFIG);
+    let log = Captured::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // The runtime is single-threaded: the follower's task logs on this thread.
+    let _log = tracing::subscriber::set_default(subscriber);
+    rt().block_on(async {
+        let c = config(VXLAN_CONFIG);
+        let mut r = connect(&e).await;
+        let me = ip("192.0.2.1");
+        let held = r
+            .acquire(&c, me, None, &mut Rng::from_entropy())
+            .await
+            .expect("acquire");
+        let k = lease_key(&held.key.to_string());
+        let ours = e.get(&k).expect("ours");
+        // Listed now; the watch starts when `run` does, at a compacted revision:
+        // what is written in between is only seen by the resync's listing.
+        let start =
+            |r: Registry, held| Follower::start(r, c, Some(held), Duration::from_secs(3600));
+        let (f, _view) = start(r.clone(), held).await.expect("start");
+        e.put(&k, "{}");
+        e.put(
+            &lease_key("100.96.200.0-24"),
+            r#"{"PublicIP":"192.0.2.200"}"#,
+        );
+        e.compact(e.revision());
+        let task = tokio::spawn(f.run());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while e.get(&k).as_deref() != Some(ours.as_str()) {
+            assert!(
+                Instant::now() < deadline,
+                "our lease was not written back:\n{}",
+                log.text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!task.is_finished(), "the follower ended:\n{}", log.text());
+        task.abort();
+        let text = log.text();
+        assert!(
+            text.contains("replaced by one that is not a lease"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("WAS DELETED"),
+            "the key was never deleted:\n{text}"
+        );
+
+        // The same with another node's wireguard lease there: taken, not written.
+        let held = r
+            .acquire(&c, me, None, &mut Rng::from_entropy())
+            .await
+            .expect("acquire");
+        assert_eq!(held.how, Acquired::Reused);
+        let (f, _view) = start(r.clone(), held).await.expect("start");
+        e.put(&k, WIREGUARD);
+        e.put(
+            &lease_key("100.96.201.0-24"),
+            r#"{"PublicIP":"192.0.2.201"}"#,
+        );
+        e.compact(e.revision());
+        let ended = tokio::time::timeout(Duration::from_secs(10), tokio::spawn(f.run()))
+            .await
+            .expect("the follower gives up")
+            .expect("no panic");
+        let err = ended.expect_err("taken");
+        assert!(err.to_string().contains("192.0.2.77"), "{err}");
+        assert_eq!(e.get(&k).as_deref(), Some(WIREGUARD), "never overwritten");
     });
 }
 

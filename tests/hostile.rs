@@ -28,8 +28,9 @@
 //!
 //! And hostile values in etcd while two ringlay nodes follow it
 //! ([`hostile_etcd_values`]): values of 1 MiB, not UTF-8, JSON of the wrong
-//! types; keys of another prefix length, outside the network, not a subnet, not
-//! UTF-8; garbage over a peer's lease and over a node's own lease; a network
+//! types, objects naming no address (`{}`); keys of another prefix length,
+//! outside the network, not a subnet, not UTF-8; garbage over a peer's lease and
+//! over a node's own lease (`{}` included); a network
 //! config that is not JSON and one with another network. Each bad key is
 //! warned about once (not again on later events nor after the resync that an
 //! etcd restart causes), the table keeps its peers, traffic flows, nothing exits.
@@ -45,7 +46,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::cluster::{acquired_subnet, counters, etcd_on_switch, status, PREFIX, VXLAN_CONFIG};
-use common::etcd::{require_etcd, Etcd};
+use common::etcd::require_etcd;
 use common::netns::{require_command, require_root, vtep_mac, Cluster, Daemon, Netns};
 
 /// The attacker: `python3 -c FLOOD_PY BACKEND OWN_IP PEER_IP MODE ARGS...`.
@@ -566,6 +567,12 @@ fn hostile_leases() -> Vec<(Vec<u8>, Vec<u8>)> {
             br#"["PublicIP","192.0.2.206"]"#.to_vec(),
         ),
         (key("100.96.207.0-24"), b"null".to_vec()),
+        // objects naming no node to send to
+        (key("100.96.210.0-24"), b"{}".to_vec()),
+        (
+            key("100.96.211.0-24"),
+            br#"{"PublicIP":"0.0.0.0"}"#.to_vec(),
+        ),
         // keys
         (key("100.96.0.0-16"), udp.clone()),
         (key("100.96.208.0-25"), udp.clone()),
@@ -622,26 +629,28 @@ fn hostile_etcd_values() {
     for (k, v) in &bad {
         e.put_bytes(k, v);
     }
-    // Garbage over the absent node's lease (its last good value stays) and over
-    // host 2's own (host 2 writes its lease back; host 1 warns once, then
-    // takes the restored value).
+    // Garbage over the absent node's lease (its last good value stays; one
+    // warning while the key stays refused) and over host 2's own (host 2 writes
+    // its lease back; both hosts warn once per garbage value, then take the
+    // restored value).
     let own2 = format!("{PREFIX}/subnets/{}-24", s2);
     e.put(&absent, "{\"PublicIP\":");
-    e.put(&own2, "not a lease");
-    let expected_warnings = bad.len() + 2;
-    let restored = |e: &Etcd| {
-        e.get(&own2)
-            .is_some_and(|v| v.contains("\"PublicIP\":\"192.0.2.2\""))
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !restored(&e) {
-        assert!(
-            Instant::now() < deadline,
-            "host 2 did not write its lease back: {:?}\n{}",
-            e.get(&own2),
-            d2.log()
-        );
-        thread::sleep(Duration::from_millis(100));
+    e.put(&absent, "{}");
+    let own_garbage = ["not a lease", "{}", r#"{"PublicIP":"0.0.0.0"}"#];
+    let expected_warnings = bad.len() + 1 + own_garbage.len();
+    let ours2 = "\"PublicIP\":\"192.0.2.2\"";
+    for garbage in own_garbage {
+        e.put(&own2, garbage);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !e.get(&own2).is_some_and(|v| v.contains(ours2)) {
+            assert!(
+                Instant::now() < deadline,
+                "host 2 did not write its lease back over {garbage:?}: {:?}\n{}",
+                e.get(&own2),
+                d2.log()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
     }
 
     // --- a hostile network config: not JSON, then another network ---
@@ -715,7 +724,7 @@ fn hostile_etcd_values() {
         check_running(d);
     }
     eprintln!(
-        "host 1 after {} bad keys, 2 overwritten leases, 2 bad configs and an etcd restart:\n{}",
+        "host 1 after {} bad keys, 5 overwritten leases, 2 bad configs and an etcd restart:\n{}",
         bad.len(),
         d1.log()[from.0..]
             .lines()

@@ -12,7 +12,7 @@
 //! [`LeaseAttrs::to_json`] writes the same bytes for the same attributes.
 
 use std::fmt::Write as _;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde_json::{Map, Value};
 
@@ -50,22 +50,34 @@ pub struct VxlanBackendData {
 
 impl LeaseAttrs {
     /// Parses a lease value as read from etcd. Refuses values over
-    /// [`MAX_DOCUMENT_LEN`](super::MAX_DOCUMENT_LEN) bytes, non-UTF-8 bytes, and
-    /// fields of the wrong type or form, naming the field.
+    /// [`MAX_DOCUMENT_LEN`](super::MAX_DOCUMENT_LEN) bytes, non-UTF-8 bytes, fields
+    /// of the wrong type or form (naming the field), and values that name no
+    /// address to reach the node at: neither a `PublicIP` other than `0.0.0.0` nor
+    /// a `PublicIPv6` other than `::` (`{}` is no node's lease: a peer sending to
+    /// it would send to nowhere).
     pub fn parse(bytes: &[u8]) -> Result<LeaseAttrs> {
         let obj = json::parse_object(bytes, "lease value")?;
-        let public_ip = match opt_str(&obj, "PublicIP", "PublicIP", V4_EXAMPLE)? {
+        let public_ip_text = opt_str(&obj, "PublicIP", "PublicIP", V4_EXAMPLE)?;
+        let public_ip = match public_ip_text {
             None => Ipv4Addr::UNSPECIFIED,
             Some(t) => t
                 .parse()
                 .map_err(|_| Error::invalid("PublicIP", clip(t), V4_EXAMPLE))?,
         };
-        let public_ipv6 = opt_str(&obj, "PublicIPv6", "PublicIPv6", V6_EXAMPLE)?
+        let public_ipv6: Option<Ipv6Addr> = opt_str(&obj, "PublicIPv6", "PublicIPv6", V6_EXAMPLE)?
             .map(|t| {
                 t.parse()
                     .map_err(|_| Error::invalid("PublicIPv6", clip(t), V6_EXAMPLE))
             })
             .transpose()?;
+        if public_ip.is_unspecified() && public_ipv6.is_none_or(|a| a.is_unspecified()) {
+            return Err(Error::invalid(
+                "PublicIP",
+                public_ip_text.map_or_else(|| "(absent)".to_owned(), clip),
+                "the node's underlay address, like 192.168.1.10 (or a PublicIPv6): \
+                 a lease without one names no node",
+            ));
+        }
         // An empty BackendType is what Go's omitempty leaves out: the same as absent.
         let backend_type = opt_str(&obj, "BackendType", "BackendType", &BackendType::expected())?
             .filter(|t| !t.is_empty())
@@ -86,6 +98,43 @@ impl LeaseAttrs {
             backend_data,
             backend_v6_data,
         })
+    }
+
+    /// The address that identifies the lease's node: its `PublicIP`, or its
+    /// `PublicIPv6` when the `PublicIP` is `0.0.0.0` (an IPv6-only node). This is
+    /// what [`LeaseAttrs::claimant`] reads from a value.
+    pub fn address(&self) -> IpAddr {
+        match self.public_ipv6 {
+            Some(v6) if self.public_ip.is_unspecified() => IpAddr::V6(v6),
+            _ => IpAddr::V4(self.public_ip),
+        }
+    }
+
+    /// Whose claim the value at a lease key is, read leniently: the address of a
+    /// JSON object's `PublicIP` (or, without a usable one, its `PublicIPv6`) when
+    /// it is a usable address, whatever the rest of the value holds. `None` for a
+    /// value that is no node's claim: not a JSON object (or over
+    /// [`MAX_DOCUMENT_LEN`](super::MAX_DOCUMENT_LEN) bytes), or one naming no
+    /// usable address.
+    ///
+    /// [`LeaseAttrs::parse`] refuses values that are genuine leases of a backend
+    /// ringlay does not run (`wireguard`, `ipip`, `extension`, `alloc`) or of a
+    /// vxlan `BackendData` it does not read: those still hold the subnet for
+    /// their node, and must never be written over. For a value `parse` accepts,
+    /// this is `Some(attrs.address())`.
+    pub fn claimant(bytes: &[u8]) -> Option<IpAddr> {
+        let obj = json::parse_object(bytes, "lease value").ok()?;
+        let text = |key| match json::get(&obj, key) {
+            Some(Value::String(s)) => Some(s.as_str()),
+            _ => None,
+        };
+        let v4 = text("PublicIP")
+            .and_then(|t| t.parse::<Ipv4Addr>().ok())
+            .filter(|a| !a.is_unspecified());
+        let v6 = text("PublicIPv6")
+            .and_then(|t| t.parse::<Ipv6Addr>().ok())
+            .filter(|a| !a.is_unspecified());
+        v4.map(IpAddr::V4).or(v6.map(IpAddr::V6))
     }
 
     /// The backend the lease's node runs: a lease without `BackendType` is udp's.
@@ -250,8 +299,88 @@ mod tests {
         let l =
             parse(r#"{"PublicIP":"10.0.0.1","BackendType":"host-gw","BackendData":"whatever"}"#);
         assert_eq!(l.backend_data, None);
-        // A missing PublicIP is Go's zero value.
-        assert_eq!(parse("{}").public_ip, Ipv4Addr::UNSPECIFIED);
+    }
+
+    #[test]
+    fn a_value_naming_no_address_is_no_lease() {
+        // What Go would read as the zero address: a lease nobody can be reached at.
+        for text in [
+            &br#"{}"#[..],
+            br#"{"PublicIP":"0.0.0.0"}"#,
+            br#"{"PublicIP":"0.0.0.0","PublicIPv6":null,"BackendType":"host-gw"}"#,
+            br#"{"PublicIP":"0.0.0.0","PublicIPv6":"::"}"#,
+            br#"{"PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0e:8a:3c:11:22:33"}}"#,
+        ] {
+            let err = refuse(text, "PublicIP");
+            assert!(err.contains("names no node"), "{err}");
+            assert_eq!(LeaseAttrs::claimant(text), None);
+        }
+        assert!(refuse(b"{}", "PublicIP").contains("(absent)"));
+        // IPv6 only: flannel's zero PublicIP and a PublicIPv6.
+        let l = parse(r#"{"PublicIP":"0.0.0.0","PublicIPv6":"2001:db8::14"}"#);
+        assert_eq!(
+            l.address(),
+            "2001:db8::14".parse::<IpAddr>().expect("valid")
+        );
+    }
+
+    #[test]
+    fn claimant_reads_the_address_of_values_parse_refuses() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("valid");
+        // Genuine leases of backends ringlay does not run, or vxlan data it refuses.
+        for (text, who) in [
+            (
+                r#"{"PublicIP":"192.0.2.7","PublicIPv6":null,"BackendType":"wireguard","BackendData":{"PublicKey":"x"}}"#,
+                "192.0.2.7",
+            ),
+            (
+                r#"{"PublicIP":"192.0.2.8","BackendType":"ipip"}"#,
+                "192.0.2.8",
+            ),
+            (
+                r#"{"publicip":"192.0.2.9","BackendType":"vxlan","BackendData":{"VNI":"1"}}"#,
+                "192.0.2.9",
+            ),
+            (
+                r#"{"PublicIP":7,"PublicIPv6":"2001:db8::7","BackendType":"extension"}"#,
+                "2001:db8::7",
+            ),
+            (
+                r#"{"PublicIP":"0.0.0.0","PublicIPv6":"2001:db8::8","BackendType":"alloc"}"#,
+                "2001:db8::8",
+            ),
+        ] {
+            assert!(LeaseAttrs::parse(text.as_bytes()).is_err(), "{text}");
+            assert_eq!(
+                LeaseAttrs::claimant(text.as_bytes()),
+                Some(ip(who)),
+                "{text}"
+            );
+        }
+        // No node's claim: not an object, not JSON, no usable address.
+        for text in [
+            &b"not a lease"[..],
+            b"{\"PublicIP\":",
+            b"null",
+            br#"["PublicIP","192.0.2.6"]"#,
+            br#"{"PublicIP":7}"#,
+            br#"{"PublicIP":"192.0.2"}"#,
+            b"{\"PublicIP\":\"192.0.2.\xff\"}",
+        ] {
+            assert_eq!(
+                LeaseAttrs::claimant(text),
+                None,
+                "{}",
+                String::from_utf8_lossy(text)
+            );
+        }
+        // Every lease parse accepts is claimed by its address.
+        for text in [VXLAN, UDP, HOST_GW, VXLAN_DUAL, VXLAN_V6_ONLY] {
+            assert_eq!(
+                LeaseAttrs::claimant(text.as_bytes()),
+                Some(parse(text).address())
+            );
+        }
     }
 
     #[test]
@@ -344,6 +473,8 @@ mod tests {
             data in arb_data(),
             data6 in arb_data(),
         ) {
+            // A lease names an address (see a_value_naming_no_address_is_no_lease).
+            prop_assume!(ip != 0 || ip6.is_some_and(|a| a != 0));
             let vxlan = ty == Some(BackendType::Vxlan);
             let l = LeaseAttrs {
                 public_ip: Ipv4Addr::from(ip),
@@ -357,7 +488,9 @@ mod tests {
 
         #[test]
         fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let _ = LeaseAttrs::parse(&bytes);
+            if let Ok(l) = LeaseAttrs::parse(&bytes) {
+                prop_assert_eq!(LeaseAttrs::claimant(&bytes), Some(l.address()));
+            }
         }
     }
 }

@@ -8,12 +8,20 @@
 //! |---------|---------|------|------|
 //! | create a lease | `version(key) == 0` | put, attached to a new 24 h etcd lease | — (another node won: choose again) |
 //! | take back our lease (same PublicIP) | `mod_revision(key) == seen` | put | — (list again) |
+//! | take back subnet.env's subnet from a value that is no lease | `mod_revision(key) == seen` | put | — (list again) |
 //! | renew | `mod_revision(key) == ours` | put, attached to a new 24 h etcd lease | get the key: who holds it now |
+//!
+//! Whether a value someone else wrote at a key is a claim on its subnet is decided
+//! leniently ([`LeaseAttrs::claimant`]): any JSON object naming a usable address
+//! other than ours is another node's lease, even one ringlay's parser refuses (a
+//! backend it does not run). Only values that name no node (not JSON, not an
+//! object, no usable address) are written over.
 //!
 //! Every request is counted ([`Registry::requests`]), so the cost of following a
 //! cluster can be checked: one list and one watch stream, then nothing per event.
 
-use std::net::Ipv4Addr;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,10 +119,24 @@ pub struct Listing {
     pub skipped: Vec<(String, Error)>,
     /// The subnets held, including those of leases whose value was refused.
     pub taken: Taken,
+    /// The lease keys whose value (or key) was refused, with what they hold.
+    pub refused: HashMap<SubnetKey, Refused>,
     /// The store revision the list was read at: watch from the next one.
     pub revision: i64,
     /// The raw value of `<prefix>/config`, if present.
     pub config: Option<Vec<u8>>,
+}
+
+/// A lease key of a [`Listing`] whose value was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The key's `mod_revision`: a write over it compares on it.
+    pub mod_revision: i64,
+    /// The address the value claims the subnet for ([`LeaseAttrs::claimant`]);
+    /// `None`: no node's claim, a value that may be written over.
+    pub claimant: Option<IpAddr>,
+    /// Why it was refused.
+    pub reason: String,
 }
 
 /// What a renewal found.
@@ -124,10 +146,11 @@ pub enum Renewal {
     Renewed,
     /// The key is gone (deleted, or its etcd lease expired).
     Deleted,
-    /// Another node's lease is at the key now.
+    /// Another node's lease is at the key now (perhaps one ringlay's parser
+    /// refuses, see [`LeaseAttrs::claimant`]).
     Taken {
-        /// Its PublicIP.
-        holder: Ipv4Addr,
+        /// Its PublicIP (or PublicIPv6).
+        holder: IpAddr,
     },
 }
 
@@ -209,20 +232,24 @@ impl Registry {
             leases: LeaseSet::new(),
             skipped: Vec::new(),
             taken: Taken::default(),
+            refused: HashMap::new(),
             revision,
             config: None,
         };
         for kv in resp.take_kvs() {
-            match classify(kv.key(), &self.prefix) {
+            let lease = match classify(kv.key(), &self.prefix) {
                 Key::Config => {
                     listing.config = Some(kv.value().to_vec());
                     continue;
                 }
-                Key::Lease(k) => listing.taken.insert(&k),
+                Key::Lease(k) => {
+                    listing.taken.insert(&k);
+                    Some(k)
+                }
                 // Refused by the set too, so that it remembers the key.
-                Key::Malformed(_) => {}
+                Key::Malformed(_) => None,
                 Key::Other => continue,
-            }
+            };
             if let Applied::Skipped { key, error } = listing.leases.apply_put(
                 config,
                 &self.prefix,
@@ -230,6 +257,14 @@ impl Registry {
                 kv.value(),
                 kv.mod_revision(),
             ) {
+                if let Some(k) = lease {
+                    let refused = Refused {
+                        mod_revision: kv.mod_revision(),
+                        claimant: LeaseAttrs::claimant(kv.value()),
+                        reason: error.to_string(),
+                    };
+                    listing.refused.insert(k, refused);
+                }
                 listing.skipped.push((key, error));
             }
         }
@@ -240,6 +275,10 @@ impl Registry {
     /// our PublicIP (keeping its VtepMAC), else `previous` (the subnet in subnet.env)
     /// if nobody holds it, else a random free subnet. Each write is a compare-guarded
     /// transaction; a lost race lists again and chooses again.
+    ///
+    /// A `previous` whose key holds a value that is no node's claim (garbage, see
+    /// [`LeaseAttrs::claimant`]) is taken back, compared on that value's
+    /// `mod_revision`, so a node that writes a real lease there first wins.
     pub async fn acquire(
         &mut self,
         config: &NetworkConfig,
@@ -273,8 +312,29 @@ impl Registry {
                 }
                 continue;
             }
-            let (key, how) = match previous.filter(|p| fits(config, p) && listing.taken.is_free(p))
-            {
+            let previous = previous.filter(|p| fits(config, p));
+            let garbage = previous.and_then(|p| {
+                listing
+                    .refused
+                    .get(&p)
+                    .filter(|r| r.claimant.is_none_or(|a| a == IpAddr::V4(public_ip)))
+                    .map(|r| (p, r))
+            });
+            if let Some((p, r)) = garbage {
+                tracing::warn!(
+                    lease = %p,
+                    "the subnet recorded in subnet.env holds a value that is no node's lease ({}); taking it back",
+                    r.reason
+                );
+                let attrs = lease_value(&config.backend, public_ip, derive_vtep_mac(public_ip), &p);
+                let guard = Compare::mod_revision(self.key(&p), CompareOp::Equal, r.mod_revision);
+                if let Some(held) = self.put_if(&p, attrs, guard, Acquired::Previous).await? {
+                    return Ok(held);
+                }
+                tracing::info!(lease = %p, "{p} was written meanwhile; listing again");
+                continue;
+            }
+            let (key, how) = match previous.filter(|p| listing.taken.is_free(p)) {
                 Some(p) => (p, Acquired::Previous),
                 None => (choose_free(config, &listing.taken, rng)?, Acquired::New),
             };
@@ -303,15 +363,16 @@ impl Registry {
             }
             None => match self.current(&held.key).await? {
                 None => Ok(Renewal::Deleted),
+                Some((Some(holder), _)) if holder != held.attrs.address() => {
+                    Ok(Renewal::Taken { holder })
+                }
                 // Not a lease at all (garbage written by hand): nobody's claim, and
-                // no other node takes a subnet whose key exists. Ours again.
-                Some((None, rev)) => {
+                // no other node takes a subnet whose key exists. Or a value with our
+                // own address. Ours again.
+                Some((_, rev)) => {
                     held.mod_revision = rev;
                     self.renew(held).await
                 }
-                Some((Some(attrs), _)) => Ok(Renewal::Taken {
-                    holder: attrs.public_ip,
-                }),
             },
         }
     }
@@ -322,7 +383,8 @@ impl Registry {
     ///
     /// A key rewritten with our own PublicIP is still ours (a write of ours whose
     /// reply was lost): the renewal continues from its new `mod_revision`. So is a
-    /// key whose value is not a lease at all: only another node's lease is a claim.
+    /// key whose value is not a lease at all: only another node's lease is a claim
+    /// (read leniently: [`LeaseAttrs::claimant`]).
     pub async fn renew(&mut self, held: &mut Held) -> Result<Renewal> {
         for _ in 0..3 {
             let guard =
@@ -335,10 +397,8 @@ impl Registry {
             }
             match self.current(&held.key).await? {
                 None => return Ok(Renewal::Deleted),
-                Some((Some(attrs), _)) if attrs.public_ip != held.attrs.public_ip => {
-                    return Ok(Renewal::Taken {
-                        holder: attrs.public_ip,
-                    })
+                Some((Some(holder), _)) if holder != held.attrs.address() => {
+                    return Ok(Renewal::Taken { holder })
                 }
                 // Ours, or a value that is no lease (nobody's claim): overwrite it.
                 Some((_, rev)) => held.mod_revision = rev,
@@ -351,8 +411,10 @@ impl Registry {
         ))
     }
 
-    /// The value and `mod_revision` at `key`; `None` for a value that is not a lease.
-    async fn current(&mut self, key: &SubnetKey) -> Result<Option<(Option<LeaseAttrs>, i64)>> {
+    /// Who claims `key` and its `mod_revision`; `None` when the key is gone. The
+    /// claimant is `None` for a value that is no node's claim
+    /// ([`LeaseAttrs::claimant`]).
+    async fn current(&mut self, key: &SubnetKey) -> Result<Option<(Option<IpAddr>, i64)>> {
         self.count();
         let full = self.key(key);
         let mut resp = self
@@ -364,7 +426,7 @@ impl Registry {
             .take_kvs()
             .into_iter()
             .next()
-            .map(|kv| (LeaseAttrs::parse(kv.value()).ok(), kv.mod_revision())))
+            .map(|kv| (LeaseAttrs::claimant(kv.value()), kv.mod_revision())))
     }
 
     /// Opens a watch on every key under the prefix from `revision` on.

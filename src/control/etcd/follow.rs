@@ -19,9 +19,11 @@
 //! * **Our lease.** Renewed `margin` before it expires, only if its `mod_revision`
 //!   is still ours. If it was deleted (by an operator, or its etcd lease expired
 //!   while we could not renew), it is re-created at once under the same key, so
-//!   nothing on this host changes. If another node's lease is there now, we stop
-//!   claiming the subnet (our etcd lease is revoked; nothing is written) and
-//!   [`Follower::run`] returns [`Error::LeaseTaken`].
+//!   nothing on this host changes; so is a value that names no node (garbage, `{}`),
+//!   written over. If another node's lease is there now — any JSON object naming
+//!   another usable address, even of a backend ringlay does not run
+//!   ([`LeaseAttrs::claimant`]) — we stop claiming the subnet (our etcd lease is
+//!   revoked; nothing is written) and [`Follower::run`] returns [`Error::LeaseTaken`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,7 +37,7 @@ use super::client::{Held, Registry, Renewal};
 use super::leases::{classify, config_key, Applied, Key, LeaseSet};
 use super::timing::{renew_delay, Backoff};
 use crate::config::json::clip;
-use crate::config::NetworkConfig;
+use crate::config::{LeaseAttrs, NetworkConfig};
 use crate::control::{diff, Lease};
 use crate::{Error, Result};
 
@@ -341,6 +343,8 @@ impl Follower {
     /// Lists the prefix again, diffs it against what we had, and publishes.
     async fn resync(&mut self) -> Result<()> {
         let mut listing = self.registry.list(&self.config).await?;
+        // Our key's value if it was refused: the set keeps no entry for it.
+        let own_refused = self.held.and_then(|h| listing.refused.remove(&h.key));
         self.stats.resyncs.fetch_add(1, Ordering::Relaxed);
         listing.leases.keep_last_good(
             &self.leases,
@@ -373,14 +377,20 @@ impl Follower {
         self.revision = listing.revision;
         if let Some(h) = self.held {
             let now = self.leases.get(&h.key).copied();
-            match now {
-                None => self.own_event(false, &[], listing.revision).await?,
-                Some(e) if e.mod_revision != h.mod_revision => {
+            match (now, own_refused) {
+                (None, Some(r)) => match r.claimant {
+                    Some(holder) if holder != h.attrs.address() => {
+                        self.taken(holder.to_string()).await?;
+                    }
+                    _ => self.write_back(h, r.mod_revision, &r.reason).await?,
+                },
+                (None, None) => self.own_event(false, &[], listing.revision).await?,
+                (Some(e), _) if e.mod_revision != h.mod_revision => {
                     let value = e.attrs.to_json();
                     self.own_event(true, value.as_bytes(), e.mod_revision)
                         .await?;
                 }
-                Some(_) => {}
+                (Some(_), _) => {}
             }
         }
         self.pending.since.get_or_insert_with(Instant::now);
@@ -397,41 +407,20 @@ impl Follower {
             if mod_revision == held.mod_revision {
                 return Ok(()); // our own write
             }
-            let holder = match crate::config::LeaseAttrs::parse(value) {
-                Ok(a) => a.public_ip,
-                Err(e) => {
-                    // No node's lease: nobody claims the subnet (and no other node
-                    // acquires a subnet whose key exists). Put ours back over it.
-                    tracing::error!(
-                        lease = %held.key,
-                        "our lease's value was replaced by one that is not a lease ({e}); writing ours back"
-                    );
+            // Another node's claim even if ringlay's parser refuses it (a backend
+            // ringlay does not run): never written over.
+            let why = match (LeaseAttrs::claimant(value), LeaseAttrs::parse(value)) {
+                (Some(holder), _) if holder != held.attrs.address() => {
+                    return self.taken(holder.to_string()).await;
+                }
+                (_, Ok(_)) => {
                     held.mod_revision = mod_revision;
                     self.held = Some(held);
-                    return match self.registry.renew(&mut held).await {
-                        Ok(Renewal::Renewed) => {
-                            tracing::warn!(lease = %held.key, revision = held.mod_revision, "wrote our lease back");
-                            self.hold(held);
-                            Ok(())
-                        }
-                        Ok(Renewal::Taken { holder }) => self.taken(holder.to_string()).await,
-                        // Its delete event re-creates it.
-                        Ok(Renewal::Deleted) => Ok(()),
-                        Err(e) => {
-                            // The renewal, compared on the value now there, retries.
-                            tracing::warn!(lease = %held.key, "writing our lease back failed, will retry: {e}");
-                            self.renew_at = Some(Instant::now() + RENEW_RETRY.0);
-                            Ok(())
-                        }
-                    };
+                    return Ok(());
                 }
+                (_, Err(e)) => e.to_string(),
             };
-            if holder == held.attrs.public_ip {
-                held.mod_revision = mod_revision;
-                self.held = Some(held);
-                return Ok(());
-            }
-            return self.taken(holder.to_string()).await;
+            return self.write_back(held, mod_revision, &why).await;
         }
         tracing::error!(
             lease = %held.key,
@@ -460,6 +449,34 @@ impl Follower {
         self.held = Some(held);
         self.renew_at = Some(renew_instant(&held, self.margin));
         self.stats.held(&held);
+    }
+
+    /// Our key holds a value at `mod_revision` that is no node's lease (`why` it
+    /// was refused): nobody claims the subnet (and no other node acquires a subnet
+    /// whose key exists). Puts ours back over it.
+    async fn write_back(&mut self, mut held: Held, mod_revision: i64, why: &str) -> Result<()> {
+        tracing::error!(
+            lease = %held.key,
+            "our lease's value was replaced by one that is not a lease ({why}); writing ours back"
+        );
+        held.mod_revision = mod_revision;
+        self.held = Some(held);
+        match self.registry.renew(&mut held).await {
+            Ok(Renewal::Renewed) => {
+                tracing::warn!(lease = %held.key, revision = held.mod_revision, "wrote our lease back");
+                self.hold(held);
+                Ok(())
+            }
+            Ok(Renewal::Taken { holder }) => self.taken(holder.to_string()).await,
+            // Its delete event re-creates it.
+            Ok(Renewal::Deleted) => Ok(()),
+            Err(e) => {
+                // The renewal, compared on the value now there, retries.
+                tracing::warn!(lease = %held.key, "writing our lease back failed, will retry: {e}");
+                self.renew_at = Some(Instant::now() + RENEW_RETRY.0);
+                Ok(())
+            }
+        }
     }
 
     /// Another node holds our subnet: stop claiming it and give up.

@@ -11,6 +11,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::alloc::in_network;
+use crate::config::json::clip;
 use crate::config::{LeaseAttrs, NetworkConfig, SubnetKey};
 use crate::control::static_leases::{order, Lease};
 use crate::Error;
@@ -44,7 +45,7 @@ pub fn classify(full: &[u8], prefix: &str) -> Key {
         {
             Key::Malformed(Error::invalid(
                 "subnet key",
-                String::from_utf8_lossy(full),
+                clip(&String::from_utf8_lossy(full)),
                 "UTF-8 text",
             ))
         } else {
@@ -259,6 +260,18 @@ mod tests {
             Key::Other
         ));
         assert!(matches!(classify(b"/elsewhere/config", P), Key::Other));
+        // A long key that is not UTF-8: the error carries a clipped copy.
+        let long = [
+            &b"/coreos.com/network/subnets/\xff"[..],
+            &[b'k'; 1 << 20][..],
+        ]
+        .concat();
+        match classify(&long, P) {
+            Key::Malformed(e) => {
+                assert!(e.to_string().len() < 1000, "{} bytes", e.to_string().len())
+            }
+            other => panic!("{other:?}"),
+        }
         assert_eq!(config_key("/x/"), "/x/config");
         assert_eq!(subnets_prefix("/x"), "/x/subnets/");
     }
@@ -377,6 +390,32 @@ mod tests {
         }
         assert_eq!(s.len(), 1);
         assert!(s.get(&"100.96.1.0-24".parse().expect("key")).is_some());
+    }
+
+    #[test]
+    fn a_value_naming_no_address_keeps_the_peers_last_good_value() {
+        let c = config();
+        let mut s = LeaseSet::new();
+        let k1 = b"/coreos.com/network/subnets/100.96.1.0-24";
+        s.apply_put(&c, P, k1, VX, 1);
+        for (i, value) in [&b"{}"[..], br#"{"PublicIP":"0.0.0.0"}"#]
+            .iter()
+            .enumerate()
+        {
+            match s.apply_put(&c, P, k1, value, 2 + i as i64) {
+                // Warned about once: the key stays refused until a good write.
+                Applied::Skipped { error, .. } if i == 0 => {
+                    assert!(error.to_string().starts_with("PublicIP: "), "{error}");
+                }
+                Applied::Unchanged if i == 1 => {}
+                other => panic!("{other:?}"),
+            }
+            let kept = s.get(&"100.96.1.0-24".parse().expect("key")).expect("kept");
+            assert_eq!(
+                (kept.attrs.public_ip.to_string(), kept.mod_revision),
+                ("192.0.2.1".into(), 1)
+            );
+        }
     }
 
     #[test]
