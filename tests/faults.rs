@@ -16,9 +16,9 @@
 //!   [`RESTART_BOUND`] of the restart;
 //! - the underlay link of one host down for 5 s: send errors counted, no restart,
 //!   traffic back within [`LINK_BOUND`] of link up;
-//! - loss, duplication and reordering (tc netem) on one host's underlay: a TCP
-//!   transfer through the overlay completes and ringlay counts no error or drop
-//!   of its own;
+//! - loss, duplication and reordering on one host's underlay (nftables and an
+//!   HTB class, as netem would do): a TCP transfer through the overlay completes
+//!   and ringlay counts no error or drop of its own;
 //! - subnet.env on a full, then read-only filesystem: forwarding continues, a
 //!   restart on it keeps forwarding (the file already says the same), a node that
 //!   cannot write it at start-up exits with an error naming the file and cause.
