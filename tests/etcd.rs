@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::etcd::{require_etcd, Certs, Etcd};
 use ringlay::config::{LeaseAttrs, NetworkConfig, SubnetKey};
 use ringlay::control::etcd::alloc::Rng;
-use ringlay::control::etcd::{self, Acquired, Follower, Registry, Renewal, Settings, View};
+use ringlay::control::etcd::{self, Acquired, Follower, Held, Registry, Renewal, Settings, View};
 use ringlay::Error;
 
 const PREFIX: &str = "/coreos.com/network";
@@ -49,6 +49,27 @@ fn lease_key(k: &str) -> String {
 
 async fn connect(e: &Etcd) -> Registry {
     Registry::connect(&settings(e)).await.expect("connect")
+}
+
+/// A fresh etcd (`tag` names its directory) holding the vxlan network config.
+fn etcd_with_vxlan_config(tag: &str) -> Etcd {
+    let e = Etcd::start(tag);
+    e.put(&format!("{PREFIX}/config"), VXLAN_CONFIG);
+    e
+}
+
+/// Connects to `e` and acquires a lease for 192.0.2.1 under the vxlan config:
+/// the registry, the lease held, its etcd key and the value etcd holds there.
+async fn acquire_one(e: &Etcd) -> (Registry, Held, String, String) {
+    let c = config(VXLAN_CONFIG);
+    let mut r = connect(e).await;
+    let held = r
+        .acquire(&c, ip("192.0.2.1"), None, &mut Rng::from_entropy())
+        .await
+        .expect("acquire");
+    let k = lease_key(&held.key.to_string());
+    let ours = e.get(&k).expect("ours");
+    (r, held, k, ours)
 }
 
 fn config(text: &str) -> NetworkConfig {
@@ -91,8 +112,7 @@ fn fresh_acquisition_writes_flannels_value_on_a_24h_lease() {
     if !require_etcd("fresh_acquisition") {
         return;
     }
-    let e = Etcd::start("fresh");
-    e.put(&format!("{PREFIX}/config"), VXLAN_CONFIG);
+    let e = etcd_with_vxlan_config("fresh");
     rt().block_on(async {
         let mut r = connect(&e).await;
         let c = etcd::wait_config(&mut r).await.expect("config");
@@ -143,8 +163,7 @@ fn a_restart_reuses_the_subnet_and_vtep_mac_and_subnet_env_is_honoured() {
     if !require_etcd("reuse") {
         return;
     }
-    let e = Etcd::start("reuse");
-    e.put(&format!("{PREFIX}/config"), VXLAN_CONFIG);
+    let e = etcd_with_vxlan_config("reuse");
     // What flanneld left behind: its random VtepMAC.
     e.put(
         &lease_key("100.96.33.0-24"),
@@ -259,8 +278,7 @@ fn leases_written_by_flanneld_appear_in_the_view_and_deletes_remove_them() {
     if !require_etcd("flannel_values") {
         return;
     }
-    let e = Etcd::start("flannel");
-    e.put(&format!("{PREFIX}/config"), VXLAN_CONFIG);
+    let e = etcd_with_vxlan_config("flannel");
     rt().block_on(async {
         let r = connect(&e).await;
         let counter = r.clone();
@@ -310,17 +328,9 @@ fn renewal_never_overwrites_a_key_another_writer_replaced() {
     if !require_etcd("renewal") {
         return;
     }
-    let e = Etcd::start("renew");
-    e.put(&format!("{PREFIX}/config"), VXLAN_CONFIG);
+    let e = etcd_with_vxlan_config("renew");
     rt().block_on(async {
-        let c = config(VXLAN_CONFIG);
-        let mut r = connect(&e).await;
-        let mut held = r
-            .acquire(&c, ip("192.0.2.1"), None, &mut Rng::from_entropy())
-            .await
-            .expect("acquire");
-        let k = lease_key(&held.key.to_string());
-        let ours = e.get(&k).expect("ours");
+        let (mut r, mut held, k, ours) = acquire_one(&e).await;
 
         // A renewal of a key that is still ours: same value, a new etcd lease, the
         // old one revoked.
@@ -359,20 +369,12 @@ fn the_follower_recreates_a_deleted_or_overwritten_lease_and_gives_up_a_taken_on
     if !require_etcd("follower_own") {
         return;
     }
-    let e = Etcd::start("own");
-    e.put(&format!("{PREFIX}/config"), VXLAN_CONFIG);
+    let e = etcd_with_vxlan_config("own");
     rt().block_on(async {
-        let c = config(VXLAN_CONFIG);
-        let mut r = connect(&e).await;
-        let held = r
-            .acquire(&c, ip("192.0.2.1"), None, &mut Rng::from_entropy())
-            .await
-            .expect("acquire");
-        let k = lease_key(&held.key.to_string());
-        let ours = e.get(&k).expect("ours");
+        let (r, held, k, ours) = acquire_one(&e).await;
         // A margin of all but 2 s of the TTL: the follower renews every ~2 s.
         let margin = etcd::timing::LEASE_TTL - Duration::from_secs(2);
-        let (f, _view) = Follower::start(r, c, Some(held), margin)
+        let (f, _view) = Follower::start(r, config(VXLAN_CONFIG), Some(held), margin)
             .await
             .expect("start");
         let task = tokio::spawn(f.run());
@@ -434,17 +436,9 @@ fn values_naming_no_node_are_written_over_and_other_backends_leases_are_not() {
     if !require_etcd("other_backends") {
         return;
     }
-    let e = Etcd::start("otherbe");
-    e.put(&format!("{PREFIX}/config"), VXLAN_CONFIG);
+    let e = etcd_with_vxlan_config("otherbe");
     rt().block_on(async {
-        let c = config(VXLAN_CONFIG);
-        let mut r = connect(&e).await;
-        let mut held = r
-            .acquire(&c, ip("192.0.2.1"), None, &mut Rng::from_entropy())
-            .await
-            .expect("acquire");
-        let k = lease_key(&held.key.to_string());
-        let ours = e.get(&k).expect("ours");
+        let (mut r, mut held, k, ours) = acquire_one(&e).await;
 
         // No address: no node's claim; the renewal writes ours back.
         for garbage in ["{}", r#"{"PublicIP":"0.0.0.0"}"#, "[1]"] {
@@ -471,9 +465,14 @@ fn values_naming_no_node_are_written_over_and_other_backends_leases_are_not() {
             r.reclaim(&mut held).await.expect("reclaim"),
             Renewal::Renewed
         );
-        let (f, _view) = Follower::start(r, c, Some(held), Duration::from_secs(3600))
-            .await
-            .expect("start");
+        let (f, _view) = Follower::start(
+            r,
+            config(VXLAN_CONFIG),
+            Some(held),
+            Duration::from_secs(3600),
+        )
+        .await
+        .expect("start");
         let task = tokio::spawn(f.run());
         tokio::time::sleep(Duration::from_millis(500)).await;
         e.put(&k, WIREGUARD);
@@ -494,8 +493,7 @@ fn a_restart_takes_its_previous_subnet_back_from_a_value_naming_no_node() {
     if !require_etcd("previous_garbage") {
         return;
     }
-    let e = Etcd::start("prevgarb");
-    e.put(&format!("{PREFIX}/config"), VXLAN_CONFIG);
+    let e = etcd_with_vxlan_config("prevgarb");
     rt().block_on(async {
         let c = config(VXLAN_CONFIG);
         let mut r = connect(&e).await;
@@ -569,8 +567,7 @@ fn a_resync_writes_back_garbage_on_our_key_and_gives_up_a_taken_one() {
     if !require_etcd("resync_own") {
         return;
     }
-    let e = Etcd::start("resyncown");
-    e.put(&format!("{PREFIX}/config"), VXLAN_CONFIG);
+    let e = etcd_with_vxlan_config("resyncown");
     let log = Captured::default();
     let writer = log.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -651,8 +648,7 @@ fn compaction_during_a_watch_relists_once_without_a_loop() {
     if !require_etcd("compaction") {
         return;
     }
-    let e = Etcd::start("compact");
-    e.put(&format!("{PREFIX}/config"), VXLAN_CONFIG);
+    let e = etcd_with_vxlan_config("compact");
     e.put(
         &lease_key("100.96.1.0-24"),
         r#"{"PublicIP":"192.0.2.1","PublicIPv6":null}"#,
@@ -768,8 +764,7 @@ fn username_and_password() {
     if !require_etcd("auth") {
         return;
     }
-    let e = Etcd::start("auth");
-    e.put(&format!("{PREFIX}/config"), VXLAN_CONFIG);
+    let e = etcd_with_vxlan_config("auth");
     for args in [
         &["user", "add", "root:ringlay-test"][..],
         &["auth", "enable"][..],
