@@ -567,7 +567,11 @@ fn a_resync_writes_back_garbage_on_our_key_and_gives_up_a_taken_one() {
     if !require_etcd("resync_own") {
         return;
     }
-    let e = etcd_with_vxlan_config("resyncown");
+    // Our subnet is picked from 100.96.1.0–100.96.63.0, so the other node's
+    // lease below (100.96.200.0/24) is never ours by chance.
+    let ranged = r#"{"Network":"100.96.0.0/16","SubnetMin":"100.96.1.0","SubnetMax":"100.96.63.0","Backend":{"Type":"vxlan"}}"#;
+    let e = Etcd::start("resyncown");
+    e.put(&format!("{PREFIX}/config"), ranged);
     let log = Captured::default();
     let writer = log.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -577,7 +581,7 @@ fn a_resync_writes_back_garbage_on_our_key_and_gives_up_a_taken_one() {
     // The runtime is single-threaded: the follower's task logs on this thread.
     let _log = tracing::subscriber::set_default(subscriber);
     rt().block_on(async {
-        let c = config(VXLAN_CONFIG);
+        let c = config(ranged);
         let mut r = connect(&e).await;
         let me = ip("192.0.2.1");
         let held = r

@@ -16,7 +16,7 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use common::cluster::{acquired_subnet, etcd_on_switch, join, PREFIX};
+use common::cluster::{acquired_subnet, etcd_on_switch, join, PREFIX, VXLAN_CONFIG};
 use common::etcd::require_etcd;
 use common::netns::{require_root, vtep_mac, Cluster};
 
@@ -150,11 +150,7 @@ fn etcd_outage_forwarding_continues_and_the_watch_recovers() {
         return;
     }
     let c = Cluster::hosts("eto", 3);
-    let (_etcd_ns, mut e) = etcd_on_switch(
-        &c,
-        "eto",
-        r#"{"Network":"100.96.0.0/16","Backend":{"Type":"vxlan"}}"#,
-    );
+    let (_etcd_ns, mut e) = etcd_on_switch(&c, "eto", VXLAN_CONFIG);
     let (daemons, addrs) = join(&c, &e, &[1, 2]);
     distinct(&addrs);
     ping_all(&c, &[(1, addrs[0]), (2, addrs[1])]);

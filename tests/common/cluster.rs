@@ -20,7 +20,10 @@ pub const PREFIX: &str = "/coreos.com/network";
 /// etcd's address on the underlay, on the switch.
 pub const ETCD_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
 /// The network config of a vxlan overlay over the containers' 100.96.0.0/16.
-pub const VXLAN_CONFIG: &str = r#"{"Network":"100.96.0.0/16","Backend":{"Type":"vxlan"}}"#;
+/// Nodes acquire their subnets among 100.96.1.0–100.96.63.0 only, so the fixed
+/// keys tests write (100.96.98.0/24, 100.96.200.0/24, …) never land on a node's
+/// own lease by chance.
+pub const VXLAN_CONFIG: &str = r#"{"Network":"100.96.0.0/16","SubnetMin":"100.96.1.0","SubnetMax":"100.96.63.0","Backend":{"Type":"vxlan"}}"#;
 
 /// etcd in its own namespace (`<tag>-etcd`) on the cluster's switch at
 /// [`ETCD_IP`], with `config` at `<prefix>/config`.
