@@ -72,6 +72,18 @@ async fn acquire_one(e: &Etcd) -> (Registry, Held, String, String) {
     (r, held, k, ours)
 }
 
+/// Waits (at most 10 s) for a follower's task to end because another node, at
+/// `holder`, took our subnet.
+async fn gives_up_to(task: tokio::task::JoinHandle<ringlay::Result<()>>, holder: &str) {
+    let ended = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the follower gives up")
+        .expect("no panic");
+    let err = ended.expect_err("taken");
+    assert!(matches!(err, Error::LeaseTaken { .. }), "{err:?}");
+    assert!(err.to_string().contains(holder), "{err}");
+}
+
 fn config(text: &str) -> NetworkConfig {
     NetworkConfig::parse(text).expect("valid config")
 }
@@ -415,13 +427,7 @@ fn the_follower_recreates_a_deleted_or_overwritten_lease_and_gives_up_a_taken_on
         // Taken by another node: never overwritten, and the follower stops.
         let theirs = r#"{"PublicIP":"192.0.2.99","PublicIPv6":null}"#;
         e.put(&k, theirs);
-        let ended = tokio::time::timeout(Duration::from_secs(10), task)
-            .await
-            .expect("the follower gives up")
-            .expect("no panic");
-        let err = ended.expect_err("taken");
-        assert!(matches!(err, Error::LeaseTaken { .. }), "{err:?}");
-        assert!(err.to_string().contains("192.0.2.99"), "{err}");
+        gives_up_to(task, "192.0.2.99").await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(e.get(&k).as_deref(), Some(theirs), "never overwritten");
     });
@@ -476,13 +482,7 @@ fn values_naming_no_node_are_written_over_and_other_backends_leases_are_not() {
         let task = tokio::spawn(f.run());
         tokio::time::sleep(Duration::from_millis(500)).await;
         e.put(&k, WIREGUARD);
-        let ended = tokio::time::timeout(Duration::from_secs(10), task)
-            .await
-            .expect("the follower gives up")
-            .expect("no panic");
-        let err = ended.expect_err("taken");
-        assert!(matches!(err, Error::LeaseTaken { .. }), "{err:?}");
-        assert!(err.to_string().contains("192.0.2.77"), "{err}");
+        gives_up_to(task, "192.0.2.77").await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(e.get(&k).as_deref(), Some(WIREGUARD), "never overwritten");
     });
@@ -637,12 +637,7 @@ fn a_resync_writes_back_garbage_on_our_key_and_gives_up_a_taken_one() {
             r#"{"PublicIP":"192.0.2.201"}"#,
         );
         e.compact(e.revision());
-        let ended = tokio::time::timeout(Duration::from_secs(10), tokio::spawn(f.run()))
-            .await
-            .expect("the follower gives up")
-            .expect("no panic");
-        let err = ended.expect_err("taken");
-        assert!(err.to_string().contains("192.0.2.77"), "{err}");
+        gives_up_to(tokio::spawn(f.run()), "192.0.2.77").await;
         assert_eq!(e.get(&k).as_deref(), Some(WIREGUARD), "never overwritten");
     });
 }
