@@ -6,6 +6,7 @@
 //! | `<prefix>/config`             | [`NetworkConfig`] | `pkg/subnet/config.go` (`ParseConfig`, `CheckNetworkConfig`), `pkg/backend/{udp,vxlan}` |
 //! | `<prefix>/subnets/<key>` key  | [`SubnetKey`]     | `pkg/subnet/subnet.go` (`ParseSubnetKey`, `MakeSubnetKey`) |
 //! | `<prefix>/subnets/<key>` value| [`LeaseAttrs`]    | `pkg/lease/lease.go` (`LeaseAttrs`), `pkg/backend/vxlan/vxlan_network.go` |
+//! | a key with its value          | [`Lease`]         | `pkg/lease/lease.go` (`Lease`) |
 //!
 //! Everything here is pure: text or bytes in, validated values out. Invariants:
 //!
@@ -61,7 +62,7 @@ use core::str::FromStr;
 use ipnet::{Ipv4Net, Ipv6Net};
 
 pub use json::MAX_DOCUMENT_LEN;
-pub use lease::{LeaseAttrs, VxlanBackendData};
+pub use lease::{Lease, LeaseAttrs, VxlanBackendData};
 pub use network::{
     Backend, Ipv4Config, Ipv6Config, NetworkConfig, DEFAULT_VNI, UDP_DEFAULT_PORT,
     VXLAN_DEFAULT_PORT,

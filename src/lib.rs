@@ -20,6 +20,7 @@
 //! `unsafe` is denied crate-wide; only [`sys`] allows it.
 #![deny(unsafe_code)]
 
+pub mod backend;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -9,7 +9,8 @@
 //! host-gw  {"PublicIP":"192.168.1.10","PublicIPv6":null,"BackendType":"host-gw"}
 //! ```
 //!
-//! [`LeaseAttrs::to_json`] writes the same bytes for the same attributes.
+//! [`LeaseAttrs::to_json`] writes the same bytes for the same attributes. A
+//! [`Lease`] is a key with its value: the unit every lease source yields.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -17,9 +18,20 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use serde_json::{Map, Value};
 
 use super::json::{self, clip, opt_str, opt_u64, show};
-use super::BackendType;
+use super::{BackendType, SubnetKey};
 use crate::wire::MacAddr;
 use crate::{Error, Result};
+
+/// One lease: a subnet key and the attributes flannel stores under it. Every
+/// lease source (the static file, etcd) yields these, and the table is built from
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lease {
+    /// The subnets the lease holds (`<prefix>/subnets/<key>`).
+    pub key: SubnetKey,
+    /// How to reach the node that holds them (the key's value).
+    pub attrs: LeaseAttrs,
+}
 
 /// The value of a lease: how to reach the node that holds the subnet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

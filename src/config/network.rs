@@ -91,7 +91,7 @@ pub enum Backend {
         /// `Port`: the UDP destination port; [`VXLAN_DEFAULT_PORT`] by default.
         port: u16,
         /// `MTU`: as in flannel, the underlay MTU the overlay MTU is derived from (the
-        /// overlay gets `MTU - 50`, see `control::mtu`); `None` uses the external
+        /// overlay gets `MTU - 50`, see `backend::mtu`); `None` uses the external
         /// interface's MTU.
         mtu: Option<u32>,
         /// `DirectRouting`: peers on the same L2 segment are reached by plain routes.

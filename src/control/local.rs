@@ -25,7 +25,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::static_leases::Lease;
+use crate::config::Lease;
 use crate::config::SubnetKey;
 use crate::wire::MacAddr;
 use crate::{Error, Result};

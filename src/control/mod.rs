@@ -1,19 +1,19 @@
 //! The control plane: where leases come from, which one is ours, the table built
 //! from the others, and what this host tells the container runtime.
 //!
-//! These pieces are pure or touch only the files they are named for, so the daemon's
-//! main loop (which owns the tokio tasks, the signals and the [`Table`]) stays thin:
+//! These pieces are pure or touch only the files they are named for; the daemon's
+//! control loop (which owns the signals and the [`Table`]) drives them through
+//! [`source::LeaseSource`]:
 //!
 //! | module            | owns                                                        | I/O |
 //! |-------------------|-------------------------------------------------------------|-----|
+//! | [`source`]        | the lease sources behind one interface: start, then lease-set events | through the sources |
 //! | [`etcd`]          | the etcd subnet manager: acquiring, renewing and following leases in flannel's keys | etcd |
 //! | [`static_leases`] | the static leases file: flannel's etcd prefix in one JSON file, validated as a whole | reads the file |
 //! | [`local`]         | picking this host's lease by its public IP; the VTEP MAC    | none |
-//! | [`snapshot`]      | leases → table [`Snapshot`]; lease diffs for logging        | none |
-//! | [`mtu`]           | the overlay MTU by flannel's per-backend rules              | none |
+//! | [`lease_table`]   | leases → table [`Snapshot`]; lease diffs for logging        | none |
 //! | [`subnet_env`]    | `subnet.env` as flanneld writes it; atomic replacement      | writes the file |
 //! | [`watch`]         | noticing that a file was edited or replaced                 | `stat` |
-//! | [`routes`]        | kernel routes to peers reached without a tunnel (host-gw, DirectRouting), reconciled with a lease set | rtnetlink |
 //!
 //! Invariants:
 //!
@@ -25,26 +25,21 @@
 //!   path never tunnels to itself;
 //! * the VTEP MAC of a lease without `VtepMAC` is a pure function of its public IP
 //!   ([`derive_vtep_mac`]), so this host and every peer agree on it without talking;
-//! * [`RouteSync`] replaces or deletes only routes of its own route protocol
-//!   ([`routes::ROUTE_PROTOCOL`]) inside the network's prefixes, never another's.
 //!
 //! [`Table`]: crate::table::Table
 //! [`Snapshot`]: crate::table::Snapshot
 
 pub mod etcd;
+pub mod lease_table;
 pub mod local;
-pub mod mtu;
-pub mod routes;
-pub mod snapshot;
+pub mod source;
 pub mod static_leases;
 pub mod subnet_env;
 pub mod watch;
 
+pub use lease_table::{build_snapshot, diff, LeaseDiff};
 pub use local::{derive_vtep_mac, find_local, LocalLease};
-pub use mtu::tunnel_mtu;
-pub use routes::RouteSync;
-pub use snapshot::{build_snapshot, diff, LeaseDiff};
-pub use static_leases::{Lease, StaticLeases};
+pub use static_leases::StaticLeases;
 pub use watch::FileStamp;
 
 /// A fresh directory under the system temp dir, unique to the process and the

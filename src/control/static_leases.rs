@@ -37,7 +37,7 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::{Backend, LeaseAttrs, NetworkConfig, SubnetKey};
+use crate::config::{Backend, Lease, LeaseAttrs, NetworkConfig, SubnetKey};
 use crate::{Error, Result};
 
 /// The largest static leases file ringlay reads, in bytes: room for some 300,000
@@ -54,15 +54,6 @@ const SHOW_LEN: usize = 80;
 const CONFIG_EXPECTED: &str = r#"the network config: an object like {"Network":"100.96.0.0/16","Backend":{"Type":"vxlan"}}, or the same as a JSON string, as etcd stores it"#;
 const SUBNETS_EXPECTED: &str = r#"an object mapping subnet keys to lease values, like {"100.96.1.0-24":{"PublicIP":"192.0.2.1"}}; {} for no leases"#;
 const LEASE_EXPECTED: &str = r#"a lease value: an object like {"PublicIP":"192.0.2.1","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0e:00:00:00:01:00"}}, or the same as a JSON string, as etcd stores it"#;
-
-/// One lease: a subnet key and the attributes flannel stores under it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Lease {
-    /// The subnets the lease holds (`<prefix>/subnets/<key>`).
-    pub key: SubnetKey,
-    /// How to reach the node that holds them (the key's value).
-    pub attrs: LeaseAttrs,
-}
 
 /// A validated static leases file: the network config and every lease, sorted by
 /// key (IPv4 subnet, then IPv6 subnet) so equal files give equal values.

@@ -3,7 +3,8 @@
 //! and rendering its subnet.env never panic either, and the table never holds the
 //! node's own lease.
 
-use crate::control::{build_snapshot, find_local, subnet_env, tunnel_mtu, StaticLeases};
+use crate::backend::mtu::tunnel_mtu;
+use crate::control::{build_snapshot, find_local, subnet_env, StaticLeases};
 
 /// Runs the target on one input; it panics (a failed check) only on a bug.
 pub fn run(data: &[u8]) {

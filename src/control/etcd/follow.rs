@@ -37,8 +37,9 @@ use super::client::{Held, Registry, Renewal};
 use super::leases::{classify, config_key, Applied, Key, LeaseSet};
 use super::timing::{renew_delay, Backoff};
 use crate::config::json::clip;
+use crate::config::Lease;
 use crate::config::{LeaseAttrs, NetworkConfig};
-use crate::control::{diff, Lease};
+use crate::control::diff;
 use crate::{Error, Result};
 
 /// The longest a change waits before it is published.

@@ -12,8 +12,9 @@ use std::collections::{HashMap, HashSet};
 
 use super::alloc::in_network;
 use crate::config::json::clip;
+use crate::config::Lease;
 use crate::config::{LeaseAttrs, NetworkConfig, SubnetKey};
-use crate::control::static_leases::{order, Lease};
+use crate::control::static_leases::order;
 use crate::Error;
 
 /// One lease as read from etcd.

@@ -155,7 +155,7 @@ pub fn watch_only(settings: &Settings) -> crate::Result<()> {
             Follower::start(registry, config, None, settings.renew_margin).await?;
         let table = crate::table::Table::new();
         let nobody = crate::config::SubnetKey { v4: None, v6: None };
-        let publish = |leases: &[crate::control::Lease]| {
+        let publish = |leases: &[crate::config::Lease]| {
             let generation =
                 table.publish(crate::control::build_snapshot(&config, leases, &nobody));
             tracing::info!(

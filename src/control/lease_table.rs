@@ -9,7 +9,8 @@
 use std::collections::HashMap;
 
 use super::local::derive_vtep_mac;
-use super::static_leases::{order, Lease};
+use super::static_leases::order;
+use crate::config::Lease;
 use crate::config::{BackendType, NetworkConfig, SubnetKey};
 use crate::table::{Peer, Snapshot, SnapshotBuilder};
 

@@ -5,8 +5,9 @@
 //! and IPv6 (`PublicIPv6`), as flannel's host-gw backend does. A [`RouteSync`] is
 //! driven by *the current set of leases*: [`RouteSync::sync`] brings the kernel's
 //! table in line with a lease set, whatever produced it (the static file on start,
-//! SIGHUP or edit, or a subnet manager's watch and resync), and the daemon calls it
-//! every [`RECONCILE_INTERVAL`] too, so a route deleted by hand comes back.
+//! SIGHUP or edit, or a subnet manager's watch and resync), and the control loop
+//! calls it every [`RECONCILE_INTERVAL`] too, so a route deleted by hand comes back.
+//! Dropping a [`RouteSync`] deletes every route it installed.
 //!
 //! # Whose routes
 //!
@@ -58,8 +59,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::static_leases::Lease;
-use crate::config::{NetworkConfig, SubnetKey};
+use crate::config::{Lease, NetworkConfig, SubnetKey};
 use crate::sys::netdev;
 use crate::sys::netlink::{Lookup, Route, RouteSocket};
 use crate::{Error, Result};
@@ -572,6 +572,25 @@ fn show(r: &Route) -> String {
 fn show_gw(r: &Route) -> String {
     r.gateway
         .map_or_else(|| "(no gateway)".to_owned(), |g| g.to_string())
+}
+
+/// On exit, and on a failed start alike: the routes ringlay installed go, and only
+/// those (for DirectRouting, before the TUN device goes, so that until then their
+/// traffic falls back to the tunnel).
+impl Drop for RouteSync {
+    fn drop(&mut self) {
+        let n = self.remove_all("stop");
+        match self.mode {
+            Mode::HostGw => {
+                tracing::info!("final route counters: {}", self.stats);
+                tracing::info!("stopped; removed {n} host-gw routes");
+            }
+            Mode::DirectRouting => tracing::info!(
+                "final route counters: {}; removed {n} direct routes",
+                self.stats
+            ),
+        }
+    }
 }
 
 #[cfg(test)]

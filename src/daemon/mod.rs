@@ -1,0 +1,187 @@
+//! `ringlay run`: the daemon's life, start to stop, as one short sequence.
+//!
+//! 1. check CAP_NET_ADMIN; start the operator endpoints ([`ops`]: metrics, health,
+//!    the status socket), so that `/readyz` answers 503 during start-up;
+//! 2. find this host's place on the underlay ([`Underlay`]: `--iface`,
+//!    `--public-ip`, else the default route's interface);
+//! 3. start the lease source ([`LeaseSource`]: the static file, or etcd — wait for
+//!    the config, acquire our lease, list the others) and publish the table of
+//!    every other lease;
+//! 4. start the backend the config names ([`Installed`]: the TUN device and the
+//!    workers for udp and vxlan, kernel routes for host-gw);
+//! 5. finish as flanneld does ([`ready`]): the masquerade rules (`--ip-masq`),
+//!    `subnet.env`, then drop every capability no longer needed; mark the daemon
+//!    ready (`/readyz`) and log `ready`;
+//! 6. run the control loop ([`control_loop`]) until SIGTERM or SIGINT (or the
+//!    lease source ends: our lease was taken);
+//! 7. stop: mark not ready, and drop everything in reverse order — the masquerade
+//!    table, the backend (its routes first, then the workers and the TUN device,
+//!    which the kernel removes with its address and route), the endpoints last.
+//!
+//! Any failure before 6 is one clear error; what was set up is undone by the
+//! owners' `Drop`, so a failed start leaves nothing behind.
+
+pub mod control_loop;
+pub mod ready;
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backend::{Installed, TunnelOptions, Underlay};
+use crate::config::{Backend, NetworkConfig};
+use crate::control::source::{LeaseSource, Started};
+use crate::control::{self, LocalLease};
+use crate::dataplane::Offload;
+use crate::ops::{self, LeaseInfo};
+use crate::sys::caps;
+use crate::table::Table;
+use crate::{Error, Result};
+
+pub use crate::control::source::Source;
+
+/// What `ringlay run` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where the config and the leases come from.
+    pub source: Source,
+    /// The public IP peers reach us at, if given.
+    pub public_ip: Option<Ipv4Addr>,
+    /// The underlay interface, if given.
+    pub iface: Option<String>,
+    /// The TUN device's name.
+    pub tun_name: String,
+    /// Worker count; `None`: one per CPU this process may run on.
+    pub queues: Option<usize>,
+    /// Where to write subnet.env.
+    pub subnet_file: PathBuf,
+    /// Pin worker `k` to the `k`-th CPU this process may run on.
+    pub pin_workers: bool,
+    /// The offloads to use, where the kernel has them.
+    pub offload: Offload,
+    /// The operator endpoints: metrics, health, the status socket.
+    pub endpoints: ops::http::Endpoints,
+    /// Masquerade traffic leaving the cluster network (flanneld's `--ip-masq`).
+    pub ip_masq: bool,
+}
+
+impl Options {
+    fn tunnel(&self) -> TunnelOptions {
+        TunnelOptions {
+            tun_name: self.tun_name.clone(),
+            queues: self.queues,
+            pin_workers: self.pin_workers,
+            offload: self.offload,
+        }
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(opts: Options) -> Result<()> {
+    require_net_admin()?;
+    let runtime = control_runtime()?;
+    let state = ops::State::new();
+    let _endpoints = ops::http::Server::start(&opts.endpoints, Arc::clone(&state))?;
+    let under = Underlay::find(opts.iface.as_deref(), opts.public_ip)?;
+    let Started {
+        config,
+        local,
+        leases,
+        follow_stats,
+        mut source,
+    } = runtime.block_on(LeaseSource::start(
+        &opts.source,
+        under.public_ip,
+        &opts.subnet_file,
+        Installed::check,
+    ))?;
+    if let Some(stats) = follow_stats {
+        state.set_follow(stats);
+    }
+    let table = Table::new();
+    table.publish(control::build_snapshot(&config, &leases, &local.key));
+    state.set_table(&table);
+    let mut backend = Installed::start(&config, &local, &under, &leases, &table, &opts.tunnel())?;
+    state.set_lease(lease_info(&config, &local, &backend));
+    if let Installed::Tunnel(t) = &backend {
+        state.set_dataplane(t.dataplane().stats(), t.offload());
+    }
+    let masq = ready::finish(&opts, &config, &local, &mut backend)?;
+    state.set_ready(true);
+    log_ready(&config, &local, &under, &leases, &backend);
+
+    let result = runtime.block_on(control_loop::run(
+        &mut source,
+        &mut backend,
+        &table,
+        &config,
+        &local,
+        leases,
+    ));
+    drop(source);
+    state.set_ready(false);
+    drop(masq);
+    drop(backend);
+    result
+}
+
+fn require_net_admin() -> Result<()> {
+    if caps::has_cap_net_admin() {
+        return Ok(());
+    }
+    Err(Error::Privilege(
+        "ringlay run needs CAP_NET_ADMIN to create its TUN device and routes: run it as \
+         root (or grant the capability, e.g. AmbientCapabilities=CAP_NET_ADMIN)"
+            .into(),
+    ))
+}
+
+/// The control plane's runtime: one thread.
+fn control_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        // No idle blocking threads: one started before the capabilities are
+        // dropped would keep them (see `privilege`).
+        .thread_keep_alive(Duration::ZERO)
+        .build()
+        .map_err(|e| Error::setup("starting the control runtime", e))
+}
+
+/// What `ringlay status` shows of this host's lease.
+fn lease_info(config: &NetworkConfig, local: &LocalLease, backend: &Installed) -> LeaseInfo {
+    LeaseInfo {
+        subnet: ops::subnets(&local.key),
+        public_ip: local.public_ip,
+        vtep_mac: matches!(config.backend, Backend::Vxlan { .. })
+            .then(|| local.vtep_mac.to_string()),
+        backend: config.backend.backend_type().as_str().to_owned(),
+        tun: backend.tun_name().map(str::to_owned),
+    }
+}
+
+fn log_ready(
+    config: &NetworkConfig,
+    local: &LocalLease,
+    under: &Underlay,
+    leases: &[crate::config::Lease],
+    backend: &Installed,
+) {
+    let peers = leases.iter().filter(|l| l.key != local.key).count();
+    let backend_type = config.backend.backend_type().as_str();
+    let mtu = backend.mtu();
+    match backend {
+        Installed::Tunnel(t) => tracing::info!(
+            tun = %t.tun_name(), subnet = %local.key, public_ip = %under.public_ip,
+            iface = %under.iface, mtu, backend = backend_type,
+            workers = t.dataplane().stats().len(), peers,
+            "ready: forwarding"
+        ),
+        Installed::HostGw(_) => tracing::info!(
+            subnet = %local.key, public_ip = %under.public_ip, iface = %under.iface, mtu,
+            backend = backend_type, peers,
+            "ready: routing (host-gw, route protocol {})",
+            crate::backend::routes::ROUTE_PROTOCOL
+        ),
+    }
+}
