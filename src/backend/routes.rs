@@ -374,73 +374,83 @@ impl RouteSync {
             self.delete(old, why, "no lease wants it");
         }
         for (new, old) in &p.replace {
-            match self.socket.replace(&new.route, ROUTE_PROTOCOL) {
-                Ok(()) => {
-                    tracing::info!(
-                        "{why}: route changed: {} was {}, now {} (peer {})",
-                        new.route.dst,
-                        show(old),
-                        show(&new.route),
-                        new.key
-                    );
-                    self.stats.replaced += 1;
-                    self.succeeded(new.route.dst);
-                }
-                Err(e) => self.fail_once(
-                    Some(new.route.dst),
-                    why,
-                    format!(
-                        "replacing the route to {} (peer {}): {e}",
-                        new.route.dst, new.key
-                    ),
-                ),
-            }
+            self.replace(new, old, why);
         }
         for new in &p.add {
-            match self.socket.add(&new.route, ROUTE_PROTOCOL) {
-                Ok(()) => {
-                    if self.installed.contains(&new.route.dst) {
-                        tracing::warn!(
-                            "{why}: route restored: {} (peer {}); it had disappeared",
-                            show(&new.route),
-                            new.key
-                        );
-                        self.stats.restored += 1;
-                    } else {
-                        tracing::info!(
-                            "{why}: route added: {} (peer {})",
-                            show(&new.route),
-                            new.key
-                        );
-                        self.stats.added += 1;
-                    }
-                    self.succeeded(new.route.dst);
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    let (dst, via) = (new.route.dst, show_gw(&new.route));
-                    let msg = format!(
-                        "a route to {dst} that ringlay did not install is in the way of \
-                         peer {}'s route via {via}; leaving it alone",
-                        new.key
-                    );
-                    self.fail_once(Some(dst), why, msg);
-                }
-                Err(e) => self.fail_once(
-                    Some(new.route.dst),
-                    why,
-                    format!(
-                        "adding the route {} (peer {}): {e}",
-                        show(&new.route),
-                        new.key
-                    ),
-                ),
-            }
+            self.add(new, why);
         }
         let wanted_dsts: HashSet<IpNet> = want.iter().map(|w| w.route.dst).collect();
         self.failing
             .retain(|k, _| *k == catch_all() || wanted_dsts.contains(k));
         self.installed.retain(|k| wanted_dsts.contains(k));
         self.stats.routes = self.installed.len();
+    }
+
+    /// Replaces our route that points elsewhere with `new`'s.
+    fn replace(&mut self, new: &Wanted, old: &Route, why: &str) {
+        match self.socket.replace(&new.route, ROUTE_PROTOCOL) {
+            Ok(()) => {
+                tracing::info!(
+                    "{why}: route changed: {} was {}, now {} (peer {})",
+                    new.route.dst,
+                    show(old),
+                    show(&new.route),
+                    new.key
+                );
+                self.stats.replaced += 1;
+                self.succeeded(new.route.dst);
+            }
+            Err(e) => self.fail_once(
+                Some(new.route.dst),
+                why,
+                format!(
+                    "replacing the route to {} (peer {}): {e}",
+                    new.route.dst, new.key
+                ),
+            ),
+        }
+    }
+
+    /// Adds `new`'s route, exclusively: one already in the way stays.
+    fn add(&mut self, new: &Wanted, why: &str) {
+        match self.socket.add(&new.route, ROUTE_PROTOCOL) {
+            Ok(()) => {
+                if self.installed.contains(&new.route.dst) {
+                    tracing::warn!(
+                        "{why}: route restored: {} (peer {}); it had disappeared",
+                        show(&new.route),
+                        new.key
+                    );
+                    self.stats.restored += 1;
+                } else {
+                    tracing::info!(
+                        "{why}: route added: {} (peer {})",
+                        show(&new.route),
+                        new.key
+                    );
+                    self.stats.added += 1;
+                }
+                self.succeeded(new.route.dst);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let (dst, via) = (new.route.dst, show_gw(&new.route));
+                let msg = format!(
+                    "a route to {dst} that ringlay did not install is in the way of \
+                 peer {}'s route via {via}; leaving it alone",
+                    new.key
+                );
+                self.fail_once(Some(dst), why, msg);
+            }
+            Err(e) => self.fail_once(
+                Some(new.route.dst),
+                why,
+                format!(
+                    "adding the route {} (peer {}): {e}",
+                    show(&new.route),
+                    new.key
+                ),
+            ),
+        }
     }
 
     /// Deletes the routes of ours that `leases` no longer want: a lease gone, or

@@ -494,6 +494,20 @@ struct Resolved {
 /// flannel's `CheckNetworkConfig` for one family, plus `SubnetMax >= SubnetMin`
 /// (flannel accepts the reverse, then finds no subnet to lease).
 fn resolve(fam: &Family, raw: &RawFamily) -> Result<Resolved> {
+    let (base, prefix) = network(fam, raw)?;
+    let subnet_len = subnet_len(fam, raw, prefix)?;
+    let (min, max) = subnet_range(fam, raw, base, prefix, subnet_len)?;
+    Ok(Resolved {
+        base,
+        prefix,
+        subnet_len,
+        min,
+        max,
+    })
+}
+
+/// The family's network: present, not /0, and large enough for four subnets.
+fn network(fam: &Family, raw: &RawFamily) -> Result<(u128, u8)> {
     let (base, prefix) = raw.network.ok_or_else(|| {
         Error::invalid(
             fam.network,
@@ -529,9 +543,14 @@ fn resolve(fam: &Family, raw: &RawFamily) -> Result<Resolved> {
             ),
         ));
     }
-    let subnet_len = match raw.subnet_len {
-        None | Some(0) if prefix <= fam.default_len - 2 => fam.default_len,
-        None | Some(0) => prefix + 2,
+    Ok((base, prefix))
+}
+
+/// `SubnetLen`: the default, or a length that leaves at least four subnets.
+fn subnet_len(fam: &Family, raw: &RawFamily, prefix: u8) -> Result<u8> {
+    match raw.subnet_len {
+        None | Some(0) if prefix <= fam.default_len - 2 => Ok(fam.default_len),
+        None | Some(0) => Ok(prefix + 2),
         Some(n) => {
             let lo = prefix + 2;
             if n < u64::from(lo) || n > u64::from(fam.max_len) {
@@ -545,10 +564,20 @@ fn resolve(fam: &Family, raw: &RawFamily) -> Result<Resolved> {
                     ),
                 ));
             }
-            n as u8
+            Ok(n as u8)
         }
-    };
+    }
+}
 
+/// `SubnetMin` and `SubnetMax`: inside the network, on subnet boundaries, in order.
+fn subnet_range(
+    fam: &Family,
+    raw: &RawFamily,
+    base: u128,
+    prefix: u8,
+    subnet_len: u8,
+) -> Result<(u128, u128)> {
+    let net_text = format!("{}/{}", fam.show(base), prefix);
     let net_host = fam.host_mask(prefix);
     let sub_host = fam.host_mask(subnet_len);
     let inside = |field: &str, addr: u128| -> Result<u128> {
@@ -594,13 +623,7 @@ fn resolve(fam: &Family, raw: &RawFamily) -> Result<Resolved> {
             ),
         ));
     }
-    Ok(Resolved {
-        base,
-        prefix,
-        subnet_len,
-        min,
-        max,
-    })
+    Ok((min, max))
 }
 
 /// The low 32 bits of `addr` as an IPv4 address; IPv4 values never have more.

@@ -7,10 +7,14 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::SystemTime;
 
-use super::{unix_seconds, Sample};
-use crate::dataplane::Counter;
+use super::{unix_seconds, LeaseInfo, Sample};
+use crate::control::etcd::FollowStats;
+use crate::dataplane::{Counter, Offload, Stats};
 use crate::encap::Drop;
+use crate::table::Snapshot;
 
 /// `(counter for packets, counter for bytes, direction label)`.
 const DIRECTIONS: [(Counter, Counter, &str); 4] = [
@@ -111,111 +115,131 @@ pub fn render(s: &Sample) -> String {
         "1 once the lease is held, the TUN device (or the routes) is up and subnet.env is written.",
     );
     let _ = writeln!(o, "ringlay_ready {}", u8::from(s.ready));
-
     if let Some(l) = &s.lease {
-        family(
-            o,
-            "ringlay_lease_info",
-            "gauge",
-            "This host's lease: subnet, public IP and backend (value always 1).",
-        );
-        let _ = writeln!(
-            o,
-            "ringlay_lease_info{{subnet=\"{}\",public_ip=\"{}\",backend=\"{}\",vtep_mac=\"{}\"}} 1",
-            escape(&l.subnet),
-            l.public_ip,
-            escape(&l.backend),
-            escape(l.vtep_mac.as_deref().unwrap_or(""))
-        );
+        lease(o, l);
     }
     if let Some(f) = &s.follow {
-        let expires = f.lease_expires_unix.load(Ordering::Relaxed);
-        if expires > 0 {
-            family(
-                o,
-                "ringlay_lease_expiry_timestamp_seconds",
-                "gauge",
-                "When our lease in etcd expires unless renewed (Unix time).",
-            );
-            let _ = writeln!(o, "ringlay_lease_expiry_timestamp_seconds {expires}");
-        }
-        family(
-            o,
-            "ringlay_etcd_watch_reconnects_total",
-            "counter",
-            "Watches of the etcd prefix re-established after one was lost.",
-        );
-        let _ = writeln!(
-            o,
-            "ringlay_etcd_watch_reconnects_total {}",
-            f.watch_reconnects.load(Ordering::Relaxed)
-        );
-        family(
-            o,
-            "ringlay_etcd_resyncs_total",
-            "counter",
-            "Full listings of the etcd prefix after a lost watch.",
-        );
-        let _ = writeln!(
-            o,
-            "ringlay_etcd_resyncs_total {}",
-            f.resyncs.load(Ordering::Relaxed)
-        );
+        etcd(o, f);
     }
     if let Some((snap, at)) = &s.table {
-        family(
-            o,
-            "ringlay_table_peers",
-            "gauge",
-            "Peers (leases other than ours) in the current table.",
-        );
-        let _ = writeln!(o, "ringlay_table_peers {}", snap.len());
-        family(
-            o,
-            "ringlay_table_generation",
-            "gauge",
-            "The current table's generation (one more per publish).",
-        );
-        let _ = writeln!(o, "ringlay_table_generation {}", snap.generation());
-        if let Some(at) = at {
-            family(
-                o,
-                "ringlay_table_last_update_timestamp_seconds",
-                "gauge",
-                "When the current table was published (Unix time).",
-            );
-            let _ = writeln!(
-                o,
-                "ringlay_table_last_update_timestamp_seconds {:.3}",
-                unix_seconds(*at)
-            );
-        }
+        table(o, snap, *at);
     }
     if let Some(off) = s.offload {
+        offload(o, off);
+    }
+    if !s.workers.is_empty() {
+        workers(o, &s.workers);
+    }
+    out
+}
+
+fn lease(o: &mut String, l: &LeaseInfo) {
+    family(
+        o,
+        "ringlay_lease_info",
+        "gauge",
+        "This host's lease: subnet, public IP and backend (value always 1).",
+    );
+    let _ = writeln!(
+        o,
+        "ringlay_lease_info{{subnet=\"{}\",public_ip=\"{}\",backend=\"{}\",vtep_mac=\"{}\"}} 1",
+        escape(&l.subnet),
+        l.public_ip,
+        escape(&l.backend),
+        escape(l.vtep_mac.as_deref().unwrap_or(""))
+    );
+}
+
+fn etcd(o: &mut String, f: &FollowStats) {
+    let expires = f.lease_expires_unix.load(Ordering::Relaxed);
+    if expires > 0 {
         family(
             o,
-            "ringlay_offload_enabled",
+            "ringlay_lease_expiry_timestamp_seconds",
             "gauge",
-            "1 for each offload in use (tso, gso, gro), 0 otherwise.",
+            "When our lease in etcd expires unless renewed (Unix time).",
         );
-        for (name, on) in [("tso", off.tso), ("gso", off.gso), ("gro", off.gro)] {
-            let _ = writeln!(
-                o,
-                "ringlay_offload_enabled{{feature=\"{name}\"}} {}",
-                u8::from(on)
-            );
-        }
+        let _ = writeln!(o, "ringlay_lease_expiry_timestamp_seconds {expires}");
     }
-    if s.workers.is_empty() {
-        return out;
+    family(
+        o,
+        "ringlay_etcd_watch_reconnects_total",
+        "counter",
+        "Watches of the etcd prefix re-established after one was lost.",
+    );
+    let _ = writeln!(
+        o,
+        "ringlay_etcd_watch_reconnects_total {}",
+        f.watch_reconnects.load(Ordering::Relaxed)
+    );
+    family(
+        o,
+        "ringlay_etcd_resyncs_total",
+        "counter",
+        "Full listings of the etcd prefix after a lost watch.",
+    );
+    let _ = writeln!(
+        o,
+        "ringlay_etcd_resyncs_total {}",
+        f.resyncs.load(Ordering::Relaxed)
+    );
+}
+
+fn table(o: &mut String, snap: &Snapshot, at: Option<SystemTime>) {
+    family(
+        o,
+        "ringlay_table_peers",
+        "gauge",
+        "Peers (leases other than ours) in the current table.",
+    );
+    let _ = writeln!(o, "ringlay_table_peers {}", snap.len());
+    family(
+        o,
+        "ringlay_table_generation",
+        "gauge",
+        "The current table's generation (one more per publish).",
+    );
+    let _ = writeln!(o, "ringlay_table_generation {}", snap.generation());
+    if let Some(at) = at {
+        family(
+            o,
+            "ringlay_table_last_update_timestamp_seconds",
+            "gauge",
+            "When the current table was published (Unix time).",
+        );
+        let _ = writeln!(
+            o,
+            "ringlay_table_last_update_timestamp_seconds {:.3}",
+            unix_seconds(at)
+        );
     }
+}
+
+fn offload(o: &mut String, off: Offload) {
+    family(
+        o,
+        "ringlay_offload_enabled",
+        "gauge",
+        "1 for each offload in use (tso, gso, gro), 0 otherwise.",
+    );
+    for (name, on) in [("tso", off.tso), ("gso", off.gso), ("gro", off.gro)] {
+        let _ = writeln!(
+            o,
+            "ringlay_offload_enabled{{feature=\"{name}\"}} {}",
+            u8::from(on)
+        );
+    }
+}
+
+/// The per-worker counters.
+fn workers(o: &mut String, workers: &[Arc<Stats>]) {
     family(
         o,
         "ringlay_packets_total",
         "counter",
         "Packets per worker and direction: tun_rx (read from the TUN), tunnel_tx (sent to peers), tunnel_rx (received from peers), tun_tx (written to the TUN).",
     );
-    for (w, st) in s.workers.iter().enumerate() {
+    for (w, st) in workers.iter().enumerate() {
         for (p, _, dir) in DIRECTIONS {
             let _ = writeln!(
                 o,
@@ -230,7 +254,7 @@ pub fn render(s: &Sample) -> String {
         "counter",
         "Bytes per worker and direction (tunnel directions count the UDP payload).",
     );
-    for (w, st) in s.workers.iter().enumerate() {
+    for (w, st) in workers.iter().enumerate() {
         for (_, b, dir) in DIRECTIONS {
             let _ = writeln!(
                 o,
@@ -245,7 +269,7 @@ pub fn render(s: &Sample) -> String {
         "counter",
         "Packets dropped per worker and reason.",
     );
-    for (w, st) in s.workers.iter().enumerate() {
+    for (w, st) in workers.iter().enumerate() {
         for d in Drop::ALL {
             let _ = writeln!(
                 o,
@@ -261,7 +285,7 @@ pub fn render(s: &Sample) -> String {
         "counter",
         "Data-path errors per worker and kind.",
     );
-    for (w, st) in s.workers.iter().enumerate() {
+    for (w, st) in workers.iter().enumerate() {
         for (c, kind) in ERRORS {
             let _ = writeln!(
                 o,
@@ -272,11 +296,10 @@ pub fn render(s: &Sample) -> String {
     }
     for (c, name, help) in OTHERS {
         family(o, name, "counter", help);
-        for (w, st) in s.workers.iter().enumerate() {
+        for (w, st) in workers.iter().enumerate() {
             let _ = writeln!(o, "{name}{{worker=\"{w}\"}} {}", st.get(c));
         }
     }
-    out
 }
 
 #[cfg(test)]
