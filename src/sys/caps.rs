@@ -8,6 +8,15 @@
 //! reduces the thread that calls it; the daemon calls it in every thread it runs
 //! (see `daemon`), and [`threads_exceeding`] reads `/proc/self/task/*/status` to
 //! check that no thread of the process kept more.
+//!
+//! The three system calls (`capget`, `capset`, `prctl`) are written here rather
+//! than taken from the `caps` or `capctl` crates. Both act per thread as this
+//! module needs (pid 0 in the capget/capset header), but neither would remove
+//! more than these three small blocks: `caps` has no `PR_SET_NO_NEW_PRIVS`, so a
+//! `prctl` block would stay, and `capctl` would bring a second major version of
+//! `bitflags` into the tree. The 64-bit [`CapSet`] mask and the
+//! `/proc/self/task/*/status` check, which is what proves every thread gave its
+//! capabilities up, would stay ours with either crate.
 
 use std::fmt;
 use std::fs;
