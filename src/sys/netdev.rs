@@ -6,10 +6,10 @@
 //! Everything acts in the network namespace of the calling thread: each call
 //! opens its own `NETLINK_ROUTE` socket there.
 //!
-//! Invariants: a name is checked by [`check_name`] before anything is sent, so a
+//! Invariants: a name is checked by `check_name` before anything is sent, so a
 //! name the kernel could never accept is `InvalidInput`, not an unexplained
 //! `EINVAL`; an interface that does not exist is `NotFound` (the kernel's
-//! `ENODEV`, see [`super::error::context`]); lists keep the kernel's dump order,
+//! `ENODEV`, which `sys::error` maps); lists keep the kernel's dump order,
 //! which is the order `getifaddrs` and `ip addr` show.
 
 use std::io;
