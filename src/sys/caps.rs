@@ -8,12 +8,21 @@
 //! reduces the thread that calls it; the daemon calls it in every thread it runs
 //! (see `daemon`), and [`threads_exceeding`] reads `/proc/self/task/*/status` to
 //! check that no thread of the process kept more.
+//!
+//! The three system calls (`capget`, `capset`, `prctl`) are written here rather
+//! than taken from the `caps` or `capctl` crates. Both act per thread as this
+//! module needs (pid 0 in the capget/capset header), but neither would remove
+//! more than these three small blocks: `caps` has no `PR_SET_NO_NEW_PRIVS`, so a
+//! `prctl` block would stay, and `capctl` would bring a second major version of
+//! `bitflags` into the tree. The 64-bit [`CapSet`] mask and the
+//! `/proc/self/task/*/status` check, which is what proves every thread gave its
+//! capabilities up, would stay ours with either crate.
 
 use std::fmt;
 use std::fs;
 use std::io;
 
-use super::error::context;
+use super::error::{context, cvt};
 
 /// The `CAP_NET_ADMIN` bit (include/uapi/linux/capability.h): creating TUN
 /// devices, configuring interfaces and routes, nftables, forcing socket buffer
@@ -233,10 +242,8 @@ fn capget() -> io::Result<[CapData; 2]> {
     // SAFETY: version 3 writes two `CapData` structs through the second pointer;
     // both pointers point to locals of the right layout (`repr(C)`), live for the
     // whole call. pid 0 is the calling thread.
-    let ret = unsafe { libc::syscall(libc::SYS_capget, &raw mut header, data.as_mut_ptr()) };
-    if ret == -1 {
-        return Err(context(io::Error::last_os_error(), "capget"));
-    }
+    cvt(unsafe { libc::syscall(libc::SYS_capget, &raw mut header, data.as_mut_ptr()) })
+        .map_err(|e| context(e, "capget"))?;
     Ok(data)
 }
 
@@ -255,10 +262,8 @@ fn capset(effective: CapSet, permitted: CapSet, inheritable: CapSet) -> io::Resu
     });
     // SAFETY: version 3 reads one header and two `CapData` structs through the
     // pointers, which point to locals of the right layout, live for the whole call.
-    let ret = unsafe { libc::syscall(libc::SYS_capset, &raw mut header, data.as_ptr()) };
-    if ret == -1 {
-        return Err(context(io::Error::last_os_error(), "capset"));
-    }
+    cvt(unsafe { libc::syscall(libc::SYS_capset, &raw mut header, data.as_ptr()) })
+        .map_err(|e| context(e, "capset"))?;
     Ok(())
 }
 
@@ -266,12 +271,7 @@ fn capset(effective: CapSet, permitted: CapSet, inheritable: CapSet) -> io::Resu
 fn prctl(option: libc::c_int, arg2: libc::c_ulong, arg3: libc::c_ulong) -> io::Result<libc::c_int> {
     // SAFETY: the options used here (PR_CAPBSET_*, PR_CAP_AMBIENT,
     // PR_*_NO_NEW_PRIVS) take integers only, no pointer.
-    let ret = unsafe { libc::prctl(option, arg2, arg3, 0 as libc::c_ulong, 0 as libc::c_ulong) };
-    if ret == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
+    cvt(unsafe { libc::prctl(option, arg2, arg3, 0 as libc::c_ulong, 0 as libc::c_ulong) })
 }
 
 /// The capabilities this kernel knows (`PR_CAPBSET_READ` refuses the others).

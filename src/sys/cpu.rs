@@ -6,7 +6,7 @@
 
 use std::io;
 
-use super::error::{context, invalid_input};
+use super::error::{context, cvt, invalid_input};
 
 /// Bits in one word of a kernel CPU mask.
 const WORD_BITS: usize = libc::c_ulong::BITS as usize;
@@ -40,17 +40,16 @@ pub fn allowed_cpus() -> io::Result<Vec<usize>> {
         // SAFETY: `mask` is writable for `words * size_of::<c_ulong>()` bytes, the
         // length passed, and suitably aligned for the kernel's unsigned longs; the
         // kernel writes at most that many bytes.
-        let ret = unsafe {
+        let ret = cvt(unsafe {
             libc::sched_getaffinity(
                 pid,
                 words * size_of::<libc::c_ulong>(),
                 mask.as_mut_ptr().cast::<libc::cpu_set_t>(),
             )
-        };
-        if ret == 0 {
+        });
+        let Err(err) = ret else {
             return Ok(cpus_in_mask(&mask));
-        }
-        let err = io::Error::last_os_error();
+        };
         // EINVAL: the kernel's mask is larger than ours (more than 1024 CPUs).
         if err.raw_os_error() == Some(libc::EINVAL) && words * WORD_BITS < MAX_CPUS {
             words *= 2;
@@ -70,27 +69,27 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
     mask[cpu / WORD_BITS] |= 1 << (cpu % WORD_BITS);
     // SAFETY: the kernel reads `mask.len() * size_of::<c_ulong>()` bytes, the
     // length passed, from `mask`, which lives for the whole call.
-    let ret = unsafe {
+    cvt(unsafe {
         libc::sched_setaffinity(
             0,
             mask.len() * size_of::<libc::c_ulong>(),
             mask.as_ptr().cast::<libc::cpu_set_t>(),
         )
-    };
-    if ret != 0 {
-        return Err(context(
-            io::Error::last_os_error(),
+    })
+    .map_err(|e| {
+        context(
+            e,
             format!("sched_setaffinity to cpu {cpu} (is it online and allowed?)"),
-        ));
-    }
+        )
+    })?;
     Ok(())
 }
 
 /// The CPU the calling thread is running on now (`sched_getcpu`).
 pub fn current_cpu() -> io::Result<usize> {
     // SAFETY: sched_getcpu takes no arguments and touches no memory of ours.
-    let cpu = unsafe { libc::sched_getcpu() };
-    usize::try_from(cpu).map_err(|_| context(io::Error::last_os_error(), "sched_getcpu"))
+    let cpu = cvt(unsafe { libc::sched_getcpu() }).map_err(|e| context(e, "sched_getcpu"))?;
+    usize::try_from(cpu).map_err(|_| io::Error::other(format!("sched_getcpu returned {cpu}")))
 }
 
 #[cfg(test)]

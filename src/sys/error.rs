@@ -59,9 +59,23 @@ pub fn raw_os_error(err: &io::Error) -> Option<i32> {
         .and_then(|c| raw_os_error(&c.source))
 }
 
-/// Turns a C return value (`-1` and `errno` on failure) into an `io::Result`.
-pub(crate) fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret == -1 {
+/// A system call's return type whose `-1` means "failed, see `errno`": `c_int`
+/// for most calls, `ssize_t` for `read`/`write`/`sendmmsg`, `c_long` for
+/// `syscall(2)`.
+pub(crate) trait MinusOne: Copy + PartialEq {
+    /// The failure value.
+    const MINUS_ONE: Self;
+}
+
+macro_rules! impl_minus_one {
+    ($($t:ty),*) => { $(impl MinusOne for $t { const MINUS_ONE: Self = -1; })* };
+}
+impl_minus_one!(i16, i32, i64, isize);
+
+/// Turns a C return value (`-1` and `errno` on failure) into an `io::Result`,
+/// whatever the call's integer type: the one place the `-1` check is written.
+pub(crate) fn cvt<T: MinusOne>(ret: T) -> io::Result<T> {
+    if ret == T::MINUS_ONE {
         Err(io::Error::last_os_error())
     } else {
         Ok(ret)
@@ -95,5 +109,8 @@ mod tests {
         assert_eq!(raw_os_error(&invalid_input("bad")), None);
         assert_eq!(cvt(3).ok(), Some(3));
         assert!(cvt(-1).is_err());
+        assert_eq!(cvt(7isize).ok(), Some(7));
+        assert!(cvt(-1 as libc::ssize_t).is_err());
+        assert!(cvt(-1 as libc::c_long).is_err());
     }
 }

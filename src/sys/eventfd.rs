@@ -27,23 +27,19 @@ impl EventFd {
         let one: u64 = 1;
         loop {
             // SAFETY: the kernel reads 8 bytes from `one`, live for the whole call.
-            let n = unsafe {
+            let n = cvt(unsafe {
                 libc::write(
                     self.0.as_raw_fd(),
                     (&raw const one).cast::<libc::c_void>(),
                     size_of::<u64>(),
                 )
-            };
+            });
             match n {
-                8 => return Ok(()),
-                -1 => {
-                    let err = io::Error::last_os_error();
-                    if err.kind() != io::ErrorKind::Interrupted {
-                        return Err(context(err, "eventfd write"));
-                    }
-                }
+                Ok(8) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(context(e, "eventfd write")),
                 // An eventfd write is all 8 bytes or an error.
-                _ => return Err(io::Error::other(format!("eventfd write returned {n}"))),
+                Ok(n) => return Err(io::Error::other(format!("eventfd write returned {n}"))),
             }
         }
     }
@@ -54,22 +50,18 @@ impl EventFd {
         loop {
             // SAFETY: the kernel writes 8 bytes to `value`, live and exclusive for
             // the whole call.
-            let n = unsafe {
+            let n = cvt(unsafe {
                 libc::read(
                     self.0.as_raw_fd(),
                     (&raw mut value).cast::<libc::c_void>(),
                     size_of::<u64>(),
                 )
-            };
+            });
             match n {
-                8 => return Ok(value),
-                -1 => {
-                    let err = io::Error::last_os_error();
-                    if err.kind() != io::ErrorKind::Interrupted {
-                        return Err(context(err, "eventfd read"));
-                    }
-                }
-                _ => return Err(io::Error::other(format!("eventfd read returned {n}"))),
+                Ok(8) => return Ok(value),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(context(e, "eventfd read")),
+                Ok(n) => return Err(io::Error::other(format!("eventfd read returned {n}"))),
             }
         }
     }

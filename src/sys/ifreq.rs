@@ -1,5 +1,7 @@
 //! `struct ifreq` (netdevice(7)): building one for an interface name, and the
-//! ioctl that passes it to the kernel. Shared by [`super::tun`] and [`super::netdev`].
+//! ioctl that passes it to the kernel, for the TUN ioctls of [`super::tun`]
+//! (`TUNSETIFF` and such, which have no netlink equivalent). [`check_name`] is
+//! also what [`super::netdev`] checks names with.
 //!
 //! Invariant: a name that leaves [`check_name`] fits `ifr_name` with its NUL and is
 //! one the kernel's `dev_valid_name` could accept, so a refused name is reported as
@@ -70,7 +72,7 @@ pub(crate) fn ifreq_name(ifr: &libc::ifreq) -> String {
 ///
 /// `req` must be a request whose argument is a `struct ifreq` and which reads and
 /// writes only the struct itself: no pointer inside it (`ifru_data`) is followed.
-/// The `SIOC[GS]IF{FLAGS,MTU,ADDR,NETMASK}` requests and `TUNSETIFF` are such.
+/// `TUNSETIFF` is such.
 pub(crate) unsafe fn ifreq_ioctl(
     fd: BorrowedFd<'_>,
     req: libc::Ioctl,

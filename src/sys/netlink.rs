@@ -96,22 +96,14 @@ impl RouteSocket {
     pub fn routes(&mut self, protocol: u8) -> io::Result<Vec<Route>> {
         let mut out = Vec::new();
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-            let mut tries = 1;
-            let answer = loop {
-                let mut msg = RouteMessage::default();
-                msg.header.address_family = family;
-                let dump = self.request(
-                    RouteNetlinkMessage::GetRoute(msg),
-                    NLM_F_REQUEST | NLM_F_DUMP,
-                    "RTM_GETROUTE dump",
-                );
-                match dump {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted && tries < DUMP_TRIES => {
-                        tries += 1;
-                    }
-                    other => break other?,
-                }
-            };
+            let answer = self.dump(
+                || {
+                    let mut msg = RouteMessage::default();
+                    msg.header.address_family = family;
+                    RouteNetlinkMessage::GetRoute(msg)
+                },
+                "RTM_GETROUTE dump",
+            )?;
             out.extend(answer.iter().filter_map(|m| match m {
                 RouteNetlinkMessage::NewRoute(r) => route_of(r, protocol),
                 _ => None,
@@ -183,11 +175,30 @@ impl RouteSocket {
         .map(drop)
     }
 
+    /// Dumps what `msg` asks for (`NLM_F_DUMP`), reading the dump again when the
+    /// kernel marks it interrupted, so the answer misses nothing that was there
+    /// all along. `msg` builds the request afresh for each try.
+    pub(super) fn dump(
+        &mut self,
+        msg: impl Fn() -> RouteNetlinkMessage,
+        what: &str,
+    ) -> io::Result<Vec<RouteNetlinkMessage>> {
+        let mut tries = 1;
+        loop {
+            match self.request(msg(), NLM_F_REQUEST | NLM_F_DUMP, what) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted && tries < DUMP_TRIES => {
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Sends one request and reads the answer: every message up to `NLMSG_DONE`
     /// for a dump, the one answer for a lookup, or the acknowledgement. An error
     /// acknowledgement becomes the `io::Error` of its errno; a dump the kernel
     /// marked `NLM_F_DUMP_INTR` is `Interrupted`.
-    fn request(
+    pub(super) fn request(
         &mut self,
         msg: RouteNetlinkMessage,
         flags: u16,

@@ -309,12 +309,9 @@ pub fn send_many(sock: impl AsFd, dest: SocketAddrV4, datagrams: &[&[u8]]) -> io
     }
     // SAFETY: the first `n` headers point to the address, iovecs and datagram
     // slices above, all live and only read by the kernel during the call.
-    let sent = unsafe { libc::sendmmsg(sock.as_fd().as_raw_fd(), msgs.as_mut_ptr(), n as u32, 0) };
-    if sent < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(sent as usize)
-    }
+    let sent =
+        cvt(unsafe { libc::sendmmsg(sock.as_fd().as_raw_fd(), msgs.as_mut_ptr(), n as u32, 0) })?;
+    Ok(sent as usize)
 }
 
 /// Whether `option` of level `SOL_UDP` is known to this kernel, set to 0 on a

@@ -224,23 +224,15 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
 /// empty and non-blocking).
 pub fn read_packet(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call.
-    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    let n = cvt(unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) })?;
+    Ok(n as usize)
 }
 
 /// Writes one packet to a TUN queue.
 pub fn write_packet(fd: BorrowedFd<'_>, packet: &[u8]) -> io::Result<usize> {
     // SAFETY: `packet` is valid for reads of `packet.len()` bytes for the whole call.
-    let n = unsafe { libc::write(fd.as_raw_fd(), packet.as_ptr().cast(), packet.len()) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    let n = cvt(unsafe { libc::write(fd.as_raw_fd(), packet.as_ptr().cast(), packet.len()) })?;
+    Ok(n as usize)
 }
 
 /// Writes one packet to a TUN queue opened with `IFF_VNET_HDR`, `header` (its
@@ -258,12 +250,8 @@ pub fn write_with_header(fd: BorrowedFd<'_>, header: &[u8], packet: &[u8]) -> io
     ];
     // SAFETY: both iovecs describe live slices, only read by the kernel during the
     // call; the count matches the array.
-    let n = unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), 2) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    let n = cvt(unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), 2) })?;
+    Ok(n as usize)
 }
 
 #[cfg(test)]

@@ -30,6 +30,9 @@ use std::os::fd::RawFd;
 
 use io_uring::{opcode, squeue, types, IoUring, Probe};
 
+pub use super::cmsg::gro_segment;
+use super::cmsg::{IntCmsg, SPACE_INT};
+
 /// Index of a buffer slot of a [`Ring`].
 pub type Slot = u32;
 
@@ -136,53 +139,7 @@ struct Meta {
     iov: libc::iovec,
     addr: libc::sockaddr_in,
     /// Control messages: `UDP_SEGMENT` on a send, `UDP_GRO` on a receive.
-    ctrl: Cmsg,
-}
-
-/// Room for one control message with an `int` (or smaller) payload, aligned as
-/// `struct cmsghdr` requires.
-#[repr(C, align(8))]
-#[derive(Clone, Copy)]
-struct Cmsg([u8; CMSG_SPACE_INT]);
-
-/// `sizeof(struct cmsghdr)` on Linux: `size_t` length, `int` level, `int` type.
-const CMSG_HDR: usize = std::mem::size_of::<libc::cmsghdr>();
-/// `CMSG_SPACE(sizeof(int))`: the header plus an `int`, padded to `size_t`.
-const CMSG_SPACE_INT: usize = CMSG_HDR + 8;
-
-impl Cmsg {
-    /// A `SOL_UDP`/`UDP_SEGMENT` message carrying the GSO segment size; returns
-    /// the bytes of it to pass as `msg_controllen`.
-    fn udp_segment(&mut self, size: u16) -> usize {
-        let len = CMSG_HDR + 2;
-        self.0.fill(0);
-        self.0[..8].copy_from_slice(&(len as u64).to_ne_bytes());
-        self.0[8..12].copy_from_slice(&libc::SOL_UDP.to_ne_bytes());
-        self.0[12..16].copy_from_slice(&libc::UDP_SEGMENT.to_ne_bytes());
-        self.0[CMSG_HDR..CMSG_HDR + 2].copy_from_slice(&size.to_ne_bytes());
-        CMSG_SPACE_INT
-    }
-}
-
-/// The GRO segment size in a received control area: the `SOL_UDP`/`UDP_GRO`
-/// message's `int`, if there is one.
-pub fn gro_segment(control: &[u8]) -> Option<u16> {
-    let mut rest = control;
-    while rest.len() >= CMSG_HDR {
-        let len = u64::from_ne_bytes(rest[..8].try_into().ok()?) as usize;
-        let level = i32::from_ne_bytes(rest[8..12].try_into().ok()?);
-        let kind = i32::from_ne_bytes(rest[12..16].try_into().ok()?);
-        if len < CMSG_HDR || len > rest.len() {
-            return None;
-        }
-        if level == libc::SOL_UDP && kind == libc::UDP_GRO && len >= CMSG_HDR + 4 {
-            let size = i32::from_ne_bytes(rest[CMSG_HDR..CMSG_HDR + 4].try_into().ok()?);
-            return u16::try_from(size).ok().filter(|s| *s > 0);
-        }
-        let step = (len + 7) & !7;
-        rest = rest.get(step..)?;
-    }
-    None
+    ctrl: IntCmsg,
 }
 
 /// One datagram (or, with `UDP_GRO`, a train of them) taken by a receive.
@@ -388,7 +345,7 @@ impl Ring {
     /// [`Ring::recv_from`], if the kernel coalesced them.
     pub fn segment(&self, slot: Slot) -> Option<u16> {
         let m = &self.meta[slot as usize];
-        let len = m.hdr.msg_controllen.min(CMSG_SPACE_INT);
+        let len = m.hdr.msg_controllen.min(SPACE_INT);
         gro_segment(&m.ctrl.0[..len])
     }
 
@@ -511,7 +468,7 @@ impl Ring {
         m.hdr.msg_iov = &raw mut m.iov;
         m.hdr.msg_iovlen = 1;
         m.hdr.msg_control = (&raw mut m.ctrl).cast();
-        m.hdr.msg_controllen = CMSG_SPACE_INT;
+        m.hdr.msg_controllen = SPACE_INT;
         m.hdr.msg_flags = 0;
         let e = opcode::RecvMsg::new(types::Fd(fd), &raw mut m.hdr)
             .build()
@@ -552,7 +509,7 @@ impl Ring {
         // SAFETY: all-zero is a valid msghdr; the lengths are set right below.
         let mut hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-        hdr.msg_controllen = CMSG_SPACE_INT;
+        hdr.msg_controllen = SPACE_INT;
         let mut br = BufRing {
             entries,
             layout,
