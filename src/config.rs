@@ -132,7 +132,10 @@ impl FromStr for BackendType {
 /// flannel always writes an IPv4 part; a lease without an IPv4 subnet is written
 /// with flannel's empty network, `0.0.0.0-0&fd00:100:96:1::-64`, and `v4` is `None`.
 /// See [`SubnetKey::from_str`](#impl-FromStr-for-SubnetKey) for the exact form.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// Keys order by IPv4 subnet, then IPv6 subnet (a missing one first): the order
+/// lease lists are kept in, so equal sets give equal lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SubnetKey {
     /// The IPv4 subnet of the lease, if any.
     pub v4: Option<Ipv4Net>,

@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 
 use super::local::derive_vtep_mac;
-use super::static_leases::order;
 use crate::config::Lease;
 use crate::config::{BackendType, NetworkConfig, SubnetKey};
 use crate::table::{Peer, Snapshot, SnapshotBuilder};
@@ -86,7 +85,7 @@ pub fn diff(old: &[Lease], new: &[Lease]) -> LeaseDiff {
         .copied()
         .collect();
     for list in [&mut d.added, &mut d.removed, &mut d.changed] {
-        list.sort_unstable_by_key(order);
+        list.sort_unstable();
     }
     d
 }

@@ -130,7 +130,7 @@ impl StaticLeases {
             seen.check(key_text, &lease)?;
             leases.push(lease);
         }
-        leases.sort_unstable_by_key(|l| order(&l.key));
+        leases.sort_unstable_by_key(|l| l.key);
         Ok(StaticLeases { config, leases })
     }
 
@@ -153,11 +153,6 @@ impl StaticLeases {
             source: Box::new(e),
         })
     }
-}
-
-/// The order leases are kept in: by IPv4 subnet (none first), then IPv6 subnet.
-pub(crate) fn order(key: &SubnetKey) -> (Option<Ipv4Net>, Option<Ipv6Net>) {
-    (key.v4, key.v6)
 }
 
 /// `subnets["<key>"]`: how errors name a lease, as a jq path would.
@@ -936,7 +931,7 @@ pub(crate) mod tests {
                 bytes[at] = byte;
             }
             if let Ok(s) = StaticLeases::parse(&bytes) {
-                proptest::prop_assert!(s.leases.windows(2).all(|w| order(&w[0].key) < order(&w[1].key)));
+                proptest::prop_assert!(s.leases.windows(2).all(|w| w[0].key < w[1].key));
             }
         }
     }

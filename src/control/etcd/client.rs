@@ -296,7 +296,7 @@ impl Registry {
                 .leases
                 .iter()
                 .filter(|(k, e)| e.attrs.public_ip == public_ip && fits(config, k))
-                .min_by_key(|(k, _)| crate::control::static_leases::order(k))
+                .min_by_key(|(k, _)| *k)
                 .map(|(k, e)| (*k, *e));
             if let Some((key, entry)) = mine {
                 let vtep = entry

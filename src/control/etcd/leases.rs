@@ -14,7 +14,6 @@ use super::alloc::in_network;
 use crate::config::json::clip;
 use crate::config::Lease;
 use crate::config::{LeaseAttrs, NetworkConfig, SubnetKey};
-use crate::control::static_leases::order;
 use crate::Error;
 
 /// One lease as read from etcd.
@@ -133,7 +132,7 @@ impl LeaseSet {
                 attrs: e.attrs,
             })
             .collect();
-        v.sort_unstable_by_key(|l| order(&l.key));
+        v.sort_unstable_by_key(|l| l.key);
         v
     }
 
