@@ -297,7 +297,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => {
             let path = socket.unwrap_or_else(|| ringlay::ops::status::default_socket(&tun_name));
-            let status = ringlay::ops::http::fetch_status(&path).with_context(|| {
+            let status = ringlay::ops::status::fetch(&path).with_context(|| {
                 format!(
                     "reading {} (is ringlay running, and are you root?)",
                     path.display()
