@@ -5,13 +5,13 @@
 //! Invariants: the socket is bound mode 0600 in a directory of mode 0700, so only
 //! root can read it; a connection gets one JSON document and is closed; the
 //! daemon removes the socket on exit (and the directory, if it created it and it
-//! is empty).
+//! is empty); two daemons in two network namespaces never share a default path.
 //! The HTTP endpoints, served by the same thread, are in [`super::http`].
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,9 +26,28 @@ use crate::dataplane::Counter;
 use crate::encap::Drop;
 use crate::{Error, Result};
 
-/// Where the daemon listens by default for the TUN device `tun`.
+/// The directory of the default sockets (shared by every network namespace: `ip
+/// netns exec` gives a command its own mount namespace but leaves `/run` as it is).
+const RUN_DIR: &str = "/run/ringlay";
+
+/// Where the daemon listens by default for the TUN device `tun`:
+/// `/run/ringlay/<tun>-netns<inode>.sock`, with the inode of this process's
+/// network namespace (`/proc/self/ns/net`). Every namespace has its own TUN
+/// `ringlay0`, so the device name alone would let two daemons of one machine
+/// fight over one path; `ringlay status` run in the daemon's namespace sees the
+/// same inode, and so finds that daemon without flags. Without `/proc`:
+/// `/run/ringlay/<tun>.sock`.
 pub fn default_socket(tun: &str) -> PathBuf {
-    Path::new("/run/ringlay").join(format!("{tun}.sock"))
+    match netns_inode() {
+        Some(ino) => Path::new(RUN_DIR).join(format!("{tun}-netns{ino}.sock")),
+        None => Path::new(RUN_DIR).join(format!("{tun}.sock")),
+    }
+}
+
+/// The inode of this process's network namespace: the same for every process in
+/// it, and never another live namespace's (namespaces live on one nsfs).
+fn netns_inode() -> Option<u64> {
+    std::fs::metadata("/proc/self/ns/net").ok().map(|m| m.ino())
 }
 
 /// One peer of the table.
@@ -486,14 +505,22 @@ mod tests {
     }
 
     #[test]
+    fn default_socket_is_per_network_namespace() {
+        let ino = std::fs::metadata("/proc/self/ns/net")
+            .expect("/proc is mounted")
+            .ino();
+        assert_eq!(
+            default_socket("ringlay0"),
+            PathBuf::from(format!("/run/ringlay/ringlay0-netns{ino}.sock"))
+        );
+    }
+
+    #[test]
     fn bound_socket_is_root_only_and_removed_on_drop() {
         let dir = std::env::temp_dir().join(format!("ringlay-status-{}", std::process::id()));
         let path = dir.join("s.sock");
         let (socket, _listener) = bind(&path).expect("binds").expect("no other daemon");
-        let mode = |p: &Path| {
-            use std::os::unix::fs::MetadataExt;
-            std::fs::metadata(p).expect("exists").mode() & 0o777
-        };
+        let mode = |p: &Path| std::fs::metadata(p).expect("exists").mode() & 0o777;
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&path), 0o600);
         drop(socket);
