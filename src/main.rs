@@ -52,7 +52,9 @@ enum Command {
     /// Show the running daemon: our lease, the peers, the traffic, drops by reason
     /// and the offloads, read from its status socket (root only).
     Status {
-        /// The daemon's status socket [default: /run/ringlay/<TUN>.sock].
+        /// The daemon's status socket [default: /run/ringlay/<TUN>-netns<INODE>.sock,
+        /// INODE that of this network namespace (/proc/self/ns/net): the daemon's
+        /// if run in its namespace].
         #[arg(long, value_name = "PATH", env = "RINGLAY_STATUS_SOCKET")]
         socket: Option<PathBuf>,
         /// The daemon's TUN device name, to find its default socket.
@@ -197,7 +199,8 @@ struct RunArgs {
     #[arg(long, value_name = "PORT", default_value_t = 0)]
     healthz_port: u16,
     /// The unix socket `ringlay status` reads (mode 0600)
-    /// [default: /run/ringlay/<TUN>.sock].
+    /// [default: /run/ringlay/<TUN>-netns<INODE>.sock, INODE that of this network
+    /// namespace (/proc/self/ns/net), so that daemons in two namespaces never share one].
     #[arg(long, value_name = "PATH")]
     status_socket: Option<PathBuf>,
     /// Masquerade traffic leaving the cluster network, as flanneld's --ip-masq
@@ -297,7 +300,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => {
             let path = socket.unwrap_or_else(|| ringlay::ops::status::default_socket(&tun_name));
-            let status = ringlay::ops::http::fetch_status(&path).with_context(|| {
+            let status = ringlay::ops::status::fetch(&path).with_context(|| {
                 format!(
                     "reading {} (is ringlay running, and are you root?)",
                     path.display()

@@ -2,8 +2,10 @@
 //! namespace) while traffic flows, a forged datagram's drop reason counted,
 //! `ringlay status` listing the peers of a three-host cluster, the `--ip-masq`
 //! table present while running and gone after SIGTERM, flanneld's `FLANNELD_*`
-//! variables taking effect, `/readyz` answering 503 until start-up is done, and
-//! the etcd metrics (lease expiry, watch reconnects and resyncs).
+//! variables taking effect, `/readyz` answering 503 until start-up is done, the
+//! etcd metrics (lease expiry, watch reconnects and resyncs), and two daemons
+//! in two namespaces each found by a flagless `ringlay status` at its own default
+//! status path.
 
 mod common;
 
@@ -380,4 +382,67 @@ fn readyz_answers_503_until_started() {
         d.log()
     );
     let _ = d.terminate();
+}
+
+/// `stat -L -c %i /proc/self/ns/net` in `ns`: the inode the default status path
+/// of a daemon in `ns` is named after.
+fn netns_inode(ns: &Netns) -> String {
+    let out = ns.exec(&["stat", "-L", "-c", "%i", "/proc/self/ns/net"]);
+    assert!(out.status.success(), "stat /proc/self/ns/net failed");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn default_status_socket_is_per_network_namespace() {
+    if !require_root("default_status_socket_is_per_network_namespace") {
+        return;
+    }
+    let c = Cluster::two_hosts("opsdef");
+    let leases = c.static_leases_json("vxlan", true);
+    let bin = ringlay_bin();
+    let paths: Vec<_> = [1, 2]
+        .map(|i| format!("/run/ringlay/ringlay0-netns{}.sock", netns_inode(c.host(i))))
+        .into();
+    assert_ne!(paths[0], paths[1], "two namespaces, one inode");
+    // Started at once, several times: with one path for both, one of the two
+    // either failed to bind or answered for the other.
+    for round in 0..3 {
+        let daemons = thread::scope(|s| {
+            let starts = [1, 2].map(|i| {
+                let leases = &leases;
+                let c = &c;
+                s.spawn(move || c.try_ringlay_default_status(i, leases, &["--queues", "1"]))
+            });
+            starts.map(|t| {
+                t.join()
+                    .expect("start thread")
+                    .unwrap_or_else(|e| panic!("round {round}: {e}"))
+            })
+        });
+        for (k, i) in [1usize, 2].into_iter().enumerate() {
+            assert!(
+                Path::new(&paths[k]).exists(),
+                "round {round}: no {}",
+                paths[k]
+            );
+            // No flag: the default path of the namespace `ringlay status` runs in.
+            let out = c.host(i).exec(&["timeout", "5", &bin, "status", "--json"]);
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "round {round}: ringlay status on host {i}: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let doc: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+            let subnet = doc["lease"]["subnet"].as_str().unwrap_or_default();
+            assert!(
+                subnet.starts_with(&format!("100.96.{i}.0/24")),
+                "round {round}: host {i}'s ringlay status shows lease {subnet}"
+            );
+        }
+        drop(daemons);
+        for p in &paths {
+            assert!(!Path::new(p).exists(), "round {round}: {p} left behind");
+        }
+    }
 }

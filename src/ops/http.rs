@@ -1,7 +1,8 @@
 //! The operator endpoints: a minimal HTTP/1.1 server (`/metrics`, `/healthz`,
-//! `/readyz`) and the `ringlay status` unix socket, served by one thread of their
-//! own so that they answer while the daemon is still starting (`/readyz` 503) and
-//! never compete with the control loop.
+//! `/readyz`), and the thread that serves it together with the `ringlay status`
+//! socket (bound and answered by [`super::status`]), so that they answer while
+//! the daemon is still starting (`/readyz` 503) and never compete with the
+//! control loop.
 //!
 //! Each connection gets one response and is closed (`Connection: close`); a
 //! request head larger than [`MAX_HEAD`] or slower than [`CLIENT_TIMEOUT`] is
@@ -9,15 +10,14 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::TcpListener;
 
-use super::{metrics, status::Status, State};
+use super::{metrics, status, State};
 use crate::{Error, Result};
 
 /// The largest request head read.
@@ -40,9 +40,8 @@ pub struct Endpoints {
 pub struct Server {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    socket: Option<PathBuf>,
-    /// The socket's directory, if we created it (removed on drop when empty).
-    created_dir: Option<PathBuf>,
+    /// Dropped after the thread has stopped (fields drop after [`Drop::drop`]).
+    _socket: Option<status::Socket>,
 }
 
 /// One bound HTTP listener and whether it serves `/metrics`.
@@ -79,16 +78,10 @@ impl Server {
                 metrics: with_metrics,
             });
         }
-        let (unix, created_dir) = match &endpoints.status_socket {
-            Some(path) => bind_status(path)?,
+        let (socket, unix) = match &endpoints.status_socket {
+            Some(path) => status::bind(path)?.unzip(),
             None => (None, None),
         };
-        let socket = unix.as_ref().map(|_| {
-            endpoints
-                .status_socket
-                .clone()
-                .expect("a bound socket has a path")
-        });
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("ringlay-ops".into())
@@ -97,8 +90,7 @@ impl Server {
         Ok(Server {
             stop: Some(stop),
             thread: Some(thread),
-            socket,
-            created_dir,
+            _socket: socket,
         })
     }
 }
@@ -111,51 +103,7 @@ impl Drop for Server {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        if let Some(p) = &self.socket {
-            let _ = std::fs::remove_file(p);
-        }
-        if let Some(d) = &self.created_dir {
-            // Only if empty: another daemon's socket may live there.
-            let _ = std::fs::remove_dir(d);
-        }
     }
-}
-
-/// Binds the status socket at `path`, mode 0600 in a directory of mode 0700 it
-/// creates if missing (and then returns, so that it is removed again). A socket
-/// another live ringlay answers on is left alone (with a warning, and no status
-/// socket for us); a stale one is replaced.
-fn bind_status(path: &Path) -> Result<(Option<std::os::unix::net::UnixListener>, Option<PathBuf>)> {
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        tracing::warn!(
-            socket = %path.display(),
-            "another ringlay answers on this status socket: running without one (give --status-socket)"
-        );
-        return Ok((None, None));
-    }
-    let fail = |e| Error::setup(format!("creating the status socket {}", path.display()), e);
-    let mut created = None;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        // Created 0700 (less the umask) rather than chmod-ed after: never wider.
-        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-            Ok(()) => {
-                created = Some(dir.to_path_buf());
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                    .map_err(fail)?;
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(fail(e)),
-        }
-    }
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(fail(e)),
-        _ => {}
-    }
-    // Bound 0600 from the start (not chmod-ed after), then made exactly 0600
-    // whatever the umask took away.
-    let listener = crate::sys::socket::unix_listener(path, 0o600).map_err(fail)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
-    Ok((Some(listener), created))
 }
 
 fn serve(
@@ -190,12 +138,7 @@ fn serve(
             }
         }
         if let Some(u) = unix {
-            match UnixListener::from_std(u) {
-                Ok(l) => {
-                    tasks.spawn(accept_status(l, Arc::clone(&state)));
-                }
-                Err(e) => tracing::error!("serving the status socket: {e}"),
-            }
+            tasks.spawn(status::serve(u, Arc::clone(&state)));
         }
         let _ = stopped.await;
         tasks.abort_all();
@@ -298,36 +241,6 @@ async fn respond(
     }
     stream.write_all(out.as_bytes()).await?;
     stream.shutdown().await
-}
-
-async fn accept_status(listener: UnixListener, state: Arc<State>) {
-    loop {
-        match listener.accept().await {
-            Ok((mut stream, _)) => {
-                let state = Arc::clone(&state);
-                tokio::spawn(async move {
-                    let doc = Status::of(&state.sample());
-                    let mut json = serde_json::to_vec(&doc).unwrap_or_default();
-                    json.push(b'\n');
-                    let _ = tokio::time::timeout(CLIENT_TIMEOUT, stream.write_all(&json)).await;
-                });
-            }
-            Err(e) => {
-                tracing::debug!("accepting a status connection: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-/// Reads the status from the daemon's socket at `path` (the `ringlay status` client).
-pub fn fetch_status(path: &Path) -> io::Result<Status> {
-    use std::io::Read;
-    let mut stream = std::os::unix::net::UnixStream::connect(path)?;
-    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
-    let mut buf = Vec::new();
-    stream.read_to_end(&mut buf)?;
-    serde_json::from_slice(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 #[cfg(test)]

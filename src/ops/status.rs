@@ -1,23 +1,53 @@
-//! `ringlay status`: the document the daemon serves on its unix socket, and its
-//! human rendering (fits 80 columns).
+//! `ringlay status`, both ends of it: the document the daemon serves, its human
+//! rendering (fits 80 columns), the daemon's unix socket (where it lives by
+//! default, binding it, serving it) and the client that reads it.
 //!
-//! The socket is created mode 0600 by the daemon (root), so only root can read
-//! it; a connection gets one JSON document and is closed.
+//! Invariants: the socket is bound mode 0600 in a directory of mode 0700, so only
+//! root can read it; a connection gets one JSON document and is closed; the
+//! daemon removes the socket on exit (and the directory, if it created it and it
+//! is empty); two daemons in two network namespaces never share a default path.
+//! The HTTP endpoints, served by the same thread, are in [`super::http`].
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
 
-use super::{unix_seconds, LeaseInfo, Sample};
+use super::http::CLIENT_TIMEOUT;
+use super::{unix_seconds, LeaseInfo, Sample, State};
 use crate::dataplane::peers::PeerTraffic;
 use crate::dataplane::Counter;
 use crate::encap::Drop;
+use crate::{Error, Result};
 
-/// Where the daemon listens by default for the TUN device `tun`.
+/// The directory of the default sockets (shared by every network namespace: `ip
+/// netns exec` gives a command its own mount namespace but leaves `/run` as it is).
+const RUN_DIR: &str = "/run/ringlay";
+
+/// Where the daemon listens by default for the TUN device `tun`:
+/// `/run/ringlay/<tun>-netns<inode>.sock`, with the inode of this process's
+/// network namespace (`/proc/self/ns/net`). Every namespace has its own TUN
+/// `ringlay0`, so the device name alone would let two daemons of one machine
+/// fight over one path; `ringlay status` run in the daemon's namespace sees the
+/// same inode, and so finds that daemon without flags. Without `/proc`:
+/// `/run/ringlay/<tun>.sock`.
 pub fn default_socket(tun: &str) -> PathBuf {
-    Path::new("/run/ringlay").join(format!("{tun}.sock"))
+    match netns_inode() {
+        Some(ino) => Path::new(RUN_DIR).join(format!("{tun}-netns{ino}.sock")),
+        None => Path::new(RUN_DIR).join(format!("{tun}.sock")),
+    }
+}
+
+/// The inode of this process's network namespace: the same for every process in
+/// it, and never another live namespace's (namespaces live on one nsfs).
+fn netns_inode() -> Option<u64> {
+    std::fs::metadata("/proc/self/ns/net").ok().map(|m| m.ino())
 }
 
 /// One peer of the table.
@@ -300,6 +330,106 @@ impl Status {
     }
 }
 
+/// The daemon's bound status socket: dropping it removes the socket, and its
+/// directory if [`bind`] created it and it is empty.
+#[derive(Debug)]
+pub struct Socket {
+    path: PathBuf,
+    /// The socket's directory, if we created it.
+    created_dir: Option<PathBuf>,
+}
+
+impl std::ops::Drop for Socket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        if let Some(d) = &self.created_dir {
+            // Only if empty: another daemon's socket may live there.
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// Binds the status socket at `path`, mode 0600 in a directory of mode 0700 it
+/// creates if missing (and then removes again on drop), and returns it with the
+/// listener [`serve`] takes. A socket another live ringlay answers on is left
+/// alone (with a warning, and `None`: no status socket for us); a stale one is
+/// replaced.
+pub fn bind(path: &Path) -> Result<Option<(Socket, std::os::unix::net::UnixListener)>> {
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        tracing::warn!(
+            socket = %path.display(),
+            "another ringlay answers on this status socket: running without one (give --status-socket)"
+        );
+        return Ok(None);
+    }
+    let fail = |e| Error::setup(format!("creating the status socket {}", path.display()), e);
+    let mut created = None;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // Created 0700 (less the umask) rather than chmod-ed after: never wider.
+        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => {
+                created = Some(dir.to_path_buf());
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(fail)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(fail(e)),
+        }
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(fail(e)),
+        _ => {}
+    }
+    // Bound 0600 from the start (not chmod-ed after), then made exactly 0600
+    // whatever the umask took away.
+    let listener = crate::sys::socket::unix_listener(path, 0o600).map_err(fail)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
+    let socket = Socket {
+        path: path.to_path_buf(),
+        created_dir: created,
+    };
+    Ok(Some((socket, listener)))
+}
+
+/// Answers every connection to `listener` with the status of `state`, until the
+/// task is dropped. Runs on the endpoint thread's runtime.
+pub async fn serve(listener: std::os::unix::net::UnixListener, state: Arc<State>) {
+    let listener = match tokio::net::UnixListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("serving the status socket: {e}");
+            return;
+        }
+    };
+    loop {
+        match listener.accept().await {
+            Ok((mut stream, _)) => {
+                let state = Arc::clone(&state);
+                tokio::spawn(async move {
+                    let doc = Status::of(&state.sample());
+                    let mut json = serde_json::to_vec(&doc).unwrap_or_default();
+                    json.push(b'\n');
+                    let _ = tokio::time::timeout(CLIENT_TIMEOUT, stream.write_all(&json)).await;
+                });
+            }
+            Err(e) => {
+                tracing::debug!("accepting a status connection: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Reads the status from the daemon's socket at `path` (the `ringlay status` client).
+pub fn fetch(path: &Path) -> io::Result<Status> {
+    use std::io::Read;
+    let mut stream = std::os::unix::net::UnixStream::connect(path)?;
+    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf)?;
+    serde_json::from_slice(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 /// `n` bytes in a short human unit.
 fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -372,6 +502,29 @@ mod tests {
         let s = status();
         let json = serde_json::to_string(&s).expect("serializes");
         assert_eq!(serde_json::from_str::<Status>(&json).expect("parses"), s);
+    }
+
+    #[test]
+    fn default_socket_is_per_network_namespace() {
+        let ino = std::fs::metadata("/proc/self/ns/net")
+            .expect("/proc is mounted")
+            .ino();
+        assert_eq!(
+            default_socket("ringlay0"),
+            PathBuf::from(format!("/run/ringlay/ringlay0-netns{ino}.sock"))
+        );
+    }
+
+    #[test]
+    fn bound_socket_is_root_only_and_removed_on_drop() {
+        let dir = std::env::temp_dir().join(format!("ringlay-status-{}", std::process::id()));
+        let path = dir.join("s.sock");
+        let (socket, _listener) = bind(&path).expect("binds").expect("no other daemon");
+        let mode = |p: &Path| std::fs::metadata(p).expect("exists").mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&path), 0o600);
+        drop(socket);
+        assert!(!path.exists() && !dir.exists());
     }
 
     #[test]

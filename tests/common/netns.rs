@@ -679,6 +679,36 @@ impl Cluster {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Daemon, String> {
+        self.start_ringlay(i, public_ip, source_args, extra_args, env, true)
+    }
+
+    /// [`Cluster::try_ringlay`] without `--status-socket`: the daemon listens at
+    /// its default path in /run/ringlay (which it removes on exit).
+    pub fn try_ringlay_default_status(
+        &self,
+        i: usize,
+        leases_json: &str,
+        extra_args: &[&str],
+    ) -> Result<Daemon, String> {
+        let leases = self.dir.join(format!("leases-{i}.json"));
+        fs::write(&leases, leases_json)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", leases.display()));
+        let leases_s = leases.display().to_string();
+        let source = ["--static-leases", leases_s.as_str()];
+        self.start_ringlay(i, self.underlay_ip(i), &source, extra_args, &[], false)
+    }
+
+    /// Starts ringlay on host i and waits for `ready`; with `socket_in_dir`, its
+    /// status socket is `<dir>/status-<i>.sock` unless `extra_args` names one.
+    fn start_ringlay(
+        &self,
+        i: usize,
+        public_ip: Ipv4Addr,
+        source_args: &[&str],
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+        socket_in_dir: bool,
+    ) -> Result<Daemon, String> {
         let subnet_file = self.dir.join(format!("subnet-{i}.env"));
         let bin = ringlay_bin();
         let public_ip = public_ip.to_string();
@@ -693,7 +723,7 @@ impl Cluster {
             .join(format!("status-{i}.sock"))
             .display()
             .to_string();
-        if !extra_args.contains(&"--status-socket") {
+        if socket_in_dir && !extra_args.contains(&"--status-socket") {
             argv.extend_from_slice(&["--status-socket", &socket]);
         }
         let mut cmd = self.host(i).command(&argv);
