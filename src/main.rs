@@ -201,7 +201,7 @@ struct RunArgs {
     /// The unix socket `ringlay status` reads (mode 0600)
     /// [default: /run/ringlay/<TUN>-netns<INODE>.sock, INODE that of this network
     /// namespace (/proc/self/ns/net), so that daemons in two namespaces never share one].
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", env = "RINGLAY_STATUS_SOCKET")]
     status_socket: Option<PathBuf>,
     /// Masquerade traffic leaving the cluster network, as flanneld's --ip-masq
     /// (an nftables table `ip ringlay`, removed on exit; needs the nft command).
