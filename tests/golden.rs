@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use common::pcap::{build_outer_udp_v4, read_pcap, split_outer_udp_v4, write_pcap};
 use common::tshark::{self, DECODE_FLANNEL_UDP_8285, DECODE_VXLAN_8472};
 use ringlay::config::SubnetKey;
-use ringlay::encap::{self, Drop, Local, VxlanHeader, VXLAN_OVERHEAD};
+use ringlay::drop_reason::DropReason;
+use ringlay::encap::{self, Local, VxlanHeader, VXLAN_OVERHEAD};
 use ringlay::wire::{checksum, MacAddr};
 
 const HOST_A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -132,16 +133,16 @@ fn kernel_vxlan_frames_are_refused_where_they_do_not_belong() {
     for d in datagrams("kernel-vxlan.pcap") {
         // Delivered to the sender itself: the inner MAC is not ours.
         let wrong_host = encap::decap_vxlan(&d.payload, &local(d.from), Some(&lease(d.from)));
-        assert_eq!(wrong_host, Err(Drop::NotOurMac));
+        assert_eq!(wrong_host, Err(DropReason::NotOurMac));
         // From an address no lease holds.
         assert_eq!(
             encap::decap_vxlan(&d.payload, &local(d.to), None),
-            Err(Drop::UnknownSender)
+            Err(DropReason::UnknownSender)
         );
         // A sender whose lease is another subnet: spoofed.
         assert_eq!(
             encap::decap_vxlan(&d.payload, &local(d.to), Some(&lease(3))),
-            Err(Drop::SpoofedSource)
+            Err(DropReason::SpoofedSource)
         );
         // Another VNI.
         let other_vni = Local {
@@ -150,7 +151,7 @@ fn kernel_vxlan_frames_are_refused_where_they_do_not_belong() {
         };
         assert_eq!(
             encap::decap_vxlan(&d.payload, &other_vni, Some(&lease(d.from))),
-            Err(Drop::WrongVni)
+            Err(DropReason::WrongVni)
         );
     }
 }

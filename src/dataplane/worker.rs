@@ -34,7 +34,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::encap::{self, Drop, Local, VxlanHeader, VXLAN_OVERHEAD};
+use crate::drop_reason::DropReason;
+use crate::encap::{self, Local, VxlanHeader, VXLAN_OVERHEAD};
 use crate::sys::eventfd::EventFd;
 use crate::sys::uring::{Completion, Datagram, Ring, Slot};
 use crate::sys::{socket, tun};
@@ -208,7 +209,7 @@ impl Inbound<'_> {
     #[inline]
     fn receive(&mut self, d: Datagram<'_>) {
         let Some(source) = d.source else {
-            self.out.stats.count_drop(Drop::UnknownSender);
+            self.out.stats.count_drop(DropReason::UnknownSender);
             return;
         };
         match d.segment {
@@ -443,7 +444,7 @@ fn on_recv_multi(
     } else if let Some(bid) = c.buffer {
         match ring.received(bid, c.result as usize) {
             Some(d) => inbound.receive(d),
-            None => inbound.out.stats.count_drop(Drop::Truncated),
+            None => inbound.out.stats.count_drop(DropReason::Truncated),
         }
         ring.recycle(bid);
     }
@@ -477,30 +478,30 @@ fn on_recv(
 /// MLD or IGMP reports on the TUN; no lease ever covers one) or a unicast miss.
 /// Only reached on a miss, so forwarding pays nothing for it.
 #[inline]
-fn miss(dst: IpAddr) -> Drop {
+fn miss(dst: IpAddr) -> DropReason {
     if dst.is_multicast() {
-        Drop::MulticastDestination
+        DropReason::MulticastDestination
     } else {
-        Drop::NoLease
+        DropReason::NoLease
     }
 }
 
 /// The destination address of an IP packet, if its header is long enough to hold one.
 #[inline]
-fn destination(packet: &[u8]) -> Result<IpAddr, Drop> {
+fn destination(packet: &[u8]) -> Result<IpAddr, DropReason> {
     match packet.first().map(|b| b >> 4) {
         Some(4) => packet
             .get(16..20)
             .and_then(|b| <[u8; 4]>::try_from(b).ok())
             .map(IpAddr::from)
-            .ok_or(Drop::IpTruncated),
+            .ok_or(DropReason::IpTruncated),
         Some(6) => packet
             .get(24..40)
             .and_then(|b| <[u8; 16]>::try_from(b).ok())
             .map(IpAddr::from)
-            .ok_or(Drop::IpTruncated),
-        Some(_) => Err(Drop::IpVersion),
-        None => Err(Drop::IpTruncated),
+            .ok_or(DropReason::IpTruncated),
+        Some(_) => Err(DropReason::IpVersion),
+        None => Err(DropReason::IpTruncated),
     }
 }
 
@@ -619,7 +620,7 @@ impl Worker {
                 Ok(false) => self.free.push(slot),
                 Err(reason) => {
                     self.stats.count_drop(reason);
-                    if reason == Drop::NoLease {
+                    if reason == DropReason::NoLease {
                         self.answer_unreachable(slot, n, now);
                     }
                     self.free.push(slot);
@@ -631,13 +632,13 @@ impl Worker {
 
     /// Looks up where the packet at the start of `packet` goes.
     #[inline]
-    fn route(&self, snapshot: &Snapshot, packet: &[u8]) -> Result<Route, Drop> {
+    fn route(&self, snapshot: &Snapshot, packet: &[u8]) -> Result<Route, DropReason> {
         let dst = destination(packet)?;
         let peer = snapshot.lookup(dst).ok_or_else(|| miss(dst))?;
         let vxlan = match self.tunnel {
             Tunnel::Udp => None,
             Tunnel::Vxlan => {
-                let mac = peer.vtep_mac.ok_or(Drop::NoVtepMac)?;
+                let mac = peer.vtep_mac.ok_or(DropReason::NoVtepMac)?;
                 Some(VxlanHeader::new(self.local.vni, self.local.vtep_mac, mac))
             }
         };
@@ -650,7 +651,12 @@ impl Worker {
     /// Forwards a single, complete packet in place: encapsulates it in its slot
     /// and sends it. Returns whether the slot now has a send in flight.
     #[inline]
-    fn forward_plain(&mut self, snapshot: &Snapshot, slot: Slot, n: usize) -> Result<bool, Drop> {
+    fn forward_plain(
+        &mut self,
+        snapshot: &Snapshot,
+        slot: Slot,
+        n: usize,
+    ) -> Result<bool, DropReason> {
         let route = self.route(snapshot, &self.ring.buf(slot)[HEADROOM..HEADROOM + n])?;
         let buf = self.ring.buf_mut(slot);
         let range = match &route.vxlan {
@@ -716,7 +722,7 @@ impl Worker {
         slot: Slot,
         n: usize,
         hdr: &virtio::Repr,
-    ) -> Result<bool, Drop> {
+    ) -> Result<bool, DropReason> {
         let packet = &self.ring.buf(slot)[HEADROOM..HEADROOM + n];
         let route = self.route(snapshot, packet)?;
         let (count, stride) = {
@@ -756,7 +762,7 @@ impl Worker {
                     Ok(r) if len > 0 && r.start == at => end = r.end,
                     Ok(_) => {
                         self.free.push(out);
-                        return Err(Drop::NoHeadroom);
+                        return Err(DropReason::NoHeadroom);
                     }
                     Err(reason) => {
                         self.free.push(out);
@@ -893,9 +899,9 @@ mod tests {
                 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2u8
             ]))
         );
-        assert_eq!(destination(&v4[..19]), Err(Drop::IpTruncated));
-        assert_eq!(destination(&[]), Err(Drop::IpTruncated));
-        assert_eq!(destination(&[0x50; 40]), Err(Drop::IpVersion));
+        assert_eq!(destination(&v4[..19]), Err(DropReason::IpTruncated));
+        assert_eq!(destination(&[]), Err(DropReason::IpTruncated));
+        assert_eq!(destination(&[0x50; 40]), Err(DropReason::IpVersion));
     }
 
     #[test]
@@ -910,16 +916,19 @@ mod tests {
         // The kernel's MLDv2 report on a TUN without an IPv6 address: :: -> ff02::16.
         assert_eq!(
             miss("ff02::16".parse().expect("literal")),
-            Drop::MulticastDestination
+            DropReason::MulticastDestination
         );
         assert_eq!(
             miss("224.0.0.22".parse().expect("literal")),
-            Drop::MulticastDestination
+            DropReason::MulticastDestination
         );
-        assert_eq!(miss("100.96.9.2".parse().expect("literal")), Drop::NoLease);
+        assert_eq!(
+            miss("100.96.9.2".parse().expect("literal")),
+            DropReason::NoLease
+        );
         assert_eq!(
             miss("fd00:100:96:9::2".parse().expect("literal")),
-            Drop::NoLease
+            DropReason::NoLease
         );
     }
 

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 
 use super::{unix_seconds, Sample};
 use crate::dataplane::Counter;
-use crate::encap::Drop;
+use crate::drop_reason::DropReason;
 
 /// `(counter for packets, counter for bytes, direction label)`.
 const DIRECTIONS: [(Counter, Counter, &str); 4] = [
@@ -246,7 +246,7 @@ pub fn render(s: &Sample) -> String {
         "Packets dropped per worker and reason.",
     );
     for (w, st) in s.workers.iter().enumerate() {
-        for d in Drop::ALL {
+        for d in DropReason::ALL {
             let _ = writeln!(
                 o,
                 "ringlay_drops_total{{worker=\"{w}\",reason=\"{}\"}} {}",
@@ -291,7 +291,7 @@ mod tests {
         let w0 = Arc::new(Stats::default());
         w0.add(Counter::TunRxPackets, 3);
         w0.add(Counter::TunRxBytes, 252);
-        w0.count_drop(Drop::SpoofedSource);
+        w0.count_drop(DropReason::SpoofedSource);
         w0.add(Counter::TableUpdatesSeen, 5);
         Sample {
             ready: true,

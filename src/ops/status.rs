@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::{unix_seconds, LeaseInfo, Sample};
 use crate::dataplane::peers::PeerTraffic;
 use crate::dataplane::Counter;
-use crate::encap::Drop;
+use crate::drop_reason::DropReason;
 
 /// Where the daemon listens by default for the TUN device `tun`.
 pub fn default_socket(tun: &str) -> PathBuf {
@@ -99,7 +99,7 @@ impl Status {
     pub fn of(s: &Sample) -> Status {
         let sum = |c: Counter| s.workers.iter().map(|w| w.get(c)).sum::<u64>();
         let mut drops = BTreeMap::new();
-        for d in Drop::ALL {
+        for d in DropReason::ALL {
             let n = s.workers.iter().map(|w| w.drops(d)).sum::<u64>();
             if n > 0 {
                 drops.insert(d.name().to_owned(), n);
