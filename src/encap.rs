@@ -12,7 +12,7 @@
 //! # Buffers
 //!
 //! The caller reads an inner packet into a buffer at offset `start`, leaving at least
-//! [`VXLAN_OVERHEAD`] bytes of headroom in front. Encapsulation writes the tunnel
+//! [`VXLAN_HEADERS_LEN`] bytes of headroom in front. Encapsulation writes the tunnel
 //! headers into that headroom and returns the range to send; the payload is never
 //! copied and nothing is allocated. Decapsulation returns the range of the inner
 //! packet inside the received datagram, so the caller can write it to the TUN device
@@ -48,8 +48,29 @@ use crate::drop_reason::DropReason;
 use crate::wire::{checksum, ethernet, ipv4, ipv6, vxlan, MacAddr};
 
 /// Bytes the vxlan format puts in front of the inner IP packet: the VXLAN header and
-/// the inner Ethernet header. The caller reserves at least this much headroom.
-pub const VXLAN_OVERHEAD: usize = vxlan::HEADER_LEN + ethernet::HEADER_LEN;
+/// the inner Ethernet header, all inside the UDP payload. The caller reserves at
+/// least this much headroom. (The MTU a vxlan overlay loses is larger: it also
+/// counts the outer IPv4 and UDP headers.)
+pub const VXLAN_HEADERS_LEN: usize = vxlan::HEADER_LEN + ethernet::HEADER_LEN;
+
+/// The encapsulation format: what a worker puts around every inner packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tunnel {
+    /// flannel's udp format.
+    Udp,
+    /// VXLAN; the VNI is in [`Local`].
+    Vxlan,
+}
+
+impl Tunnel {
+    /// Bytes this format puts in front of the inner packet, inside the UDP payload.
+    pub const fn overhead(self) -> usize {
+        match self {
+            Tunnel::Udp => 0,
+            Tunnel::Vxlan => VXLAN_HEADERS_LEN,
+        }
+    }
+}
 
 /// Bytes of the outer IPv4 and UDP headers the kernel adds when the datagram is sent.
 pub const OUTER_IPV4_UDP_LEN: usize = 20 + 8;
@@ -71,14 +92,14 @@ pub struct Local {
 pub struct VxlanHeader {
     /// VXLAN header (flags, VNI), then the inner Ethernet destination (the peer's
     /// VTEP MAC) and source (ours): everything but the ethertype.
-    bytes: [u8; VXLAN_OVERHEAD - 2],
+    bytes: [u8; VXLAN_HEADERS_LEN - 2],
 }
 
 impl VxlanHeader {
     /// Encodes the headers for frames from `src_mac` (ours) to `dst_mac` (the peer's
     /// VtepMAC) on VNI `vni` (24 bits; higher bits are ignored).
     pub fn new(vni: u32, src_mac: MacAddr, dst_mac: MacAddr) -> VxlanHeader {
-        let mut bytes = [0u8; VXLAN_OVERHEAD - 2];
+        let mut bytes = [0u8; VXLAN_HEADERS_LEN - 2];
         let (tunnel, macs) = bytes.split_at_mut(vxlan::HEADER_LEN);
         vxlan::Repr { vni }.emit(&mut vxlan::Packet::new_unchecked(tunnel));
         macs[..6].copy_from_slice(&dst_mac.octets());
@@ -194,7 +215,7 @@ pub fn encap_udp(buf: &mut [u8], start: usize, len: usize) -> Result<Range<usize
 }
 
 /// The vxlan format: forwards the inner packet at `buf[start..start + len]` one hop,
-/// writes the VXLAN and Ethernet headers into the [`VXLAN_OVERHEAD`] bytes before
+/// writes the VXLAN and Ethernet headers into the [`VXLAN_HEADERS_LEN`] bytes before
 /// `start`, and returns the range of `buf` to send as the UDP payload.
 #[inline]
 pub fn encap_vxlan(
@@ -204,7 +225,7 @@ pub fn encap_vxlan(
     hdr: &VxlanHeader,
 ) -> Result<Range<usize>, DropReason> {
     let head = start
-        .checked_sub(VXLAN_OVERHEAD)
+        .checked_sub(VXLAN_HEADERS_LEN)
         .ok_or(DropReason::NoHeadroom)?;
     let packet = packet_at(buf, start, len)?;
     let ethertype = match packet.first() {
@@ -212,7 +233,7 @@ pub fn encap_vxlan(
         _ => ethernet::EtherType::Ipv4,
     };
     let ip_len = forward(packet)?;
-    let (macs, ethertype_field) = buf[head..start].split_at_mut(VXLAN_OVERHEAD - 2);
+    let (macs, ethertype_field) = buf[head..start].split_at_mut(VXLAN_HEADERS_LEN - 2);
     macs.copy_from_slice(&hdr.bytes);
     ethertype_field.copy_from_slice(&u16::from(ethertype).to_be_bytes());
     Ok(head..start + ip_len)
@@ -286,7 +307,7 @@ pub fn decap_vxlan(
     local: &Local,
     sender: Option<&SubnetKey>,
 ) -> Result<Range<usize>, DropReason> {
-    if payload.len() < VXLAN_OVERHEAD {
+    if payload.len() < VXLAN_HEADERS_LEN {
         return Err(DropReason::Truncated);
     }
     let (tunnel, rest) = payload.split_at(vxlan::HEADER_LEN);
@@ -324,7 +345,7 @@ pub fn decap_vxlan(
     } else {
         check_inbound_v6(packet, local, sender)?
     };
-    Ok(VXLAN_OVERHEAD..VXLAN_OVERHEAD + len)
+    Ok(VXLAN_HEADERS_LEN..VXLAN_HEADERS_LEN + len)
 }
 
 #[cfg(test)]

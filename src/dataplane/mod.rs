@@ -25,8 +25,8 @@ use crate::encap::Local;
 use crate::sys::eventfd::EventFd;
 use crate::table::Table;
 
+pub use crate::encap::Tunnel;
 pub use stats::{Counter, Report, Stats};
-pub use worker::Tunnel;
 
 /// The offloads the workers use; each can be switched on its own so that its
 /// gain can be measured.

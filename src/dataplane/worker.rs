@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::drop_reason::DropReason;
-use crate::encap::{self, Local, VxlanHeader, VXLAN_OVERHEAD};
+use crate::encap::{self, Local, Tunnel, VxlanHeader};
 use crate::sys::eventfd::EventFd;
 use crate::sys::uring::{Completion, Datagram, Ring, Slot};
 use crate::sys::{socket, tun};
@@ -78,25 +78,6 @@ const RECV_RING_BUFFERS: u16 = 256;
 /// message, then a datagram (or a GRO train) of up to 64 KiB.
 const RECV_RING_BUFFER_SIZE: usize = 65_536 + 128;
 const TAG_STOP: u16 = 6;
-
-/// The tunnel format a worker speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tunnel {
-    /// flannel's udp format.
-    Udp,
-    /// VXLAN; the VNI is in [`Local`].
-    Vxlan,
-}
-
-impl Tunnel {
-    /// Bytes this format puts in front of the inner packet, inside the UDP payload.
-    pub const fn overhead(self) -> usize {
-        match self {
-            Tunnel::Udp => 0,
-            Tunnel::Vxlan => VXLAN_OVERHEAD,
-        }
-    }
-}
 
 /// Everything one worker owns.
 pub struct WorkerParams {

@@ -126,7 +126,7 @@ fn vxlan_encap_golden_bytes() {
     let pkt = a2b_v4();
     let mut buf = buffer(&pkt, 64, 0);
     let r = encap_vxlan(&mut buf, 64, pkt.len(), &hdr_a2b()).expect("forwarded");
-    assert_eq!(r, 64 - VXLAN_OVERHEAD..64 + pkt.len());
+    assert_eq!(r, 64 - VXLAN_HEADERS_LEN..64 + pkt.len());
     let out = &buf[r];
     let head: [u8; 22] = [
         0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, // VXLAN: I flag, VNI 1
@@ -222,7 +222,7 @@ fn vxlan_round_trip_v4_and_v6() {
         let r = encap_vxlan(&mut buf, 40, pkt.len(), &hdr_a2b()).expect("forwarded");
         let sent = buf[r].to_vec();
         let inner = decap_vxlan(&sent, &local_b(), Some(&lease_a())).expect("accepted");
-        assert_eq!(inner, VXLAN_OVERHEAD..sent.len());
+        assert_eq!(inner, VXLAN_HEADERS_LEN..sent.len());
         // Same packet, one hop later.
         assert_eq!(sent[inner].len(), pkt.len());
     }
@@ -245,7 +245,7 @@ fn decap_trims_link_padding() {
     f.extend_from_slice(&[0; 10]);
     assert_eq!(
         decap_vxlan(&f, &local_b(), Some(&lease_a())),
-        Ok(VXLAN_OVERHEAD..VXLAN_OVERHEAD + pkt.len())
+        Ok(VXLAN_HEADERS_LEN..VXLAN_HEADERS_LEN + pkt.len())
     );
     let mut u = pkt.clone();
     u.extend_from_slice(&[0; 3]);
@@ -271,7 +271,7 @@ fn vxlan_decap_drop_reasons() {
     let good = vxlan_frame(VNI1, MAC_B, 0x0800, &pkt);
     assert!(decap_vxlan(&good, &local, sender.as_ref()).is_ok());
 
-    check(&good[..VXLAN_OVERHEAD - 1], DropReason::Truncated);
+    check(&good[..VXLAN_HEADERS_LEN - 1], DropReason::Truncated);
     check(&[], DropReason::Truncated);
     check(
         &vxlan_frame([0, 0, 0, 0, 0, 0, 1, 0], MAC_B, 0x0800, &pkt),
