@@ -55,7 +55,7 @@ use crate::config::{Backend, NetworkConfig};
 use crate::control::etcd::{self, Follower, View};
 use crate::control::routes::{Mode, RECONCILE_INTERVAL};
 use crate::control::{self, FileStamp, Lease, LocalLease, RouteSync, StaticLeases};
-use crate::dataplane::{Dataplane, Offload, Report, Settings, Tunnel, WorkerIo};
+use crate::dataplane::{Dataplane, Offload, Report, Tunnel, WorkerConfig, WorkerIo};
 use crate::encap::Local;
 use crate::ops::{self, masq::IpMasq, LeaseInfo};
 use crate::privilege;
@@ -433,7 +433,7 @@ pub fn run(opts: Options) -> Result<()> {
     let sockets = bind_sockets(port, queues)?;
     let offload = setup_offload(opts.offload, &device, &sockets);
     tracing::info!(asked = %opts.offload, in_use = %offload, "offloads");
-    let settings = Settings {
+    let settings = WorkerConfig {
         tunnel,
         port,
         local: Local {

@@ -103,9 +103,9 @@ impl FromStr for Offload {
     }
 }
 
-/// What every worker shares.
+/// What every worker is configured with (the same for all of them).
 #[derive(Debug, Clone, Copy)]
-pub struct Settings {
+pub struct WorkerConfig {
     /// The tunnel format.
     pub tunnel: Tunnel,
     /// The UDP port peers listen on.
@@ -140,7 +140,7 @@ pub struct Dataplane {
 
 impl Dataplane {
     /// Starts one worker per [`WorkerIo`].
-    pub fn start(io: Vec<WorkerIo>, settings: Settings, table: &Table) -> io::Result<Dataplane> {
+    pub fn start(io: Vec<WorkerIo>, settings: WorkerConfig, table: &Table) -> io::Result<Dataplane> {
         let mut dp = Dataplane {
             workers: Vec::new(),
             stats: Vec::new(),
