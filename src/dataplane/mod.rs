@@ -184,14 +184,20 @@ impl Dataplane {
     }
 
     /// Stops every worker and waits for them; returns each one's error, if any.
-    pub fn stop(self) -> Vec<(usize, io::Error)> {
+    /// Afterwards there is nothing left for `Drop` to do.
+    pub fn stop(mut self) -> Vec<(usize, io::Error)> {
+        self.stop_and_join()
+    }
+
+    /// Wakes every worker's stop event, then joins them all (leaving none behind).
+    fn stop_and_join(&mut self) -> Vec<(usize, io::Error)> {
         for (stop, _) in &self.workers {
             // A worker that cannot be woken has already returned (its ring broke);
             // it is joined below either way.
             let _ = stop.notify();
         }
         let mut errors = Vec::new();
-        for (i, (_, handle)) in self.workers.into_iter().enumerate() {
+        for (i, (_, handle)) in self.workers.drain(..).enumerate() {
             match handle.join() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => errors.push((i, e)),
@@ -199,6 +205,17 @@ impl Dataplane {
             }
         }
         errors
+    }
+}
+
+impl Drop for Dataplane {
+    /// Stops and joins the workers still running, so that a caller that returns
+    /// early on an error leaves no thread behind. After [`Dataplane::stop`] there
+    /// are none. Errors here have no one to go to: they are logged.
+    fn drop(&mut self) {
+        for (i, e) in self.stop_and_join() {
+            tracing::warn!(worker = i, "worker ended with an error: {e}");
+        }
     }
 }
 
