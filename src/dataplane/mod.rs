@@ -140,7 +140,11 @@ pub struct Dataplane {
 
 impl Dataplane {
     /// Starts one worker per [`WorkerIo`].
-    pub fn start(io: Vec<WorkerIo>, settings: WorkerConfig, table: &Table) -> io::Result<Dataplane> {
+    pub fn start(
+        io: Vec<WorkerIo>,
+        settings: WorkerConfig,
+        table: &Table,
+    ) -> io::Result<Dataplane> {
         let mut dp = Dataplane {
             workers: Vec::new(),
             stats: Vec::new(),
