@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ringlay::config::SubnetKey;
-use ringlay::encap::{self, Local, VxlanHeader, VXLAN_OVERHEAD};
+use ringlay::encap::{self, Local, VxlanHeader, VXLAN_HEADERS_LEN};
 use ringlay::wire::{checksum, MacAddr};
 
 const MAC_A: MacAddr = MacAddr([0x0e, 0, 0, 0, 1, 0]);
@@ -89,8 +89,8 @@ fn bench(c: &mut Criterion) {
         frame[HEADROOM..].copy_from_slice(&pkt);
         let r = encap::encap_vxlan(&mut frame, HEADROOM, size, &hdr).expect("valid packet");
         let vx = frame[r].to_vec();
-        assert_eq!(vx.len(), VXLAN_OVERHEAD + size);
-        let udp = vx[VXLAN_OVERHEAD..].to_vec();
+        assert_eq!(vx.len(), VXLAN_HEADERS_LEN + size);
+        let udp = vx[VXLAN_HEADERS_LEN..].to_vec();
         assert!(encap::decap_vxlan(&vx, &local, Some(&sender)).is_ok());
         g.bench_function("udp", |b| {
             b.iter(|| consume(encap::decap_udp(black_box(&udp), &local, Some(&sender))))

@@ -1,7 +1,7 @@
 //! `crate::Error`: errors of setup and control (configuration, etcd values, files).
 //!
 //! Data-path refusals are not errors of this kind: they are [`crate::wire::Error`] and
-//! [`crate::encap::Drop`], small `Copy` enums that map one-to-one onto drop counters.
+//! [`crate::drop_reason::DropReason`], small `Copy` enums that map one-to-one onto drop counters.
 
 /// A failure of configuration or control-plane input, with enough context for a
 /// person to find and fix the offending field.

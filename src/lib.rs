@@ -6,7 +6,7 @@
 //! | module    | owns                                                   | invariant it keeps |
 //! |-----------|--------------------------------------------------------|--------------------|
 //! | [`wire`]  | zero-copy views and emitters of every header           | after `new_checked`, no accessor panics |
-//! | [`encap`] | adding / stripping the udp and vxlan tunnel headers    | every refused packet has one typed [`encap::Drop`] reason |
+//! | [`encap`] | adding / stripping the udp and vxlan tunnel headers    | every refused packet has one typed [`drop_reason::DropReason`] |
 //! | [`table`] | subnet → peer lookup, published as immutable snapshots | readers never block, allocate, or see a torn entry |
 //! | [`config`]| flannel's network config, lease values and subnet keys | byte-compatible with flanneld's JSON in etcd |
 //! | [`control`]| lease sources (a static file; etcd: acquisition, renewal, watch), this host's lease, the table it builds, `subnet.env`, the MTU, direct routes (host-gw, DirectRouting) | a refused lease file or etcd value never reaches the table; our own lease is never a peer; a lease is never written over another node's; only routes of ringlay's protocol are replaced or deleted |
@@ -25,6 +25,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;
+pub mod drop_reason;
 pub mod encap;
 pub mod error;
 #[cfg(feature = "fuzz")]

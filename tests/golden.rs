@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use common::pcap::{build_outer_udp_v4, read_pcap, split_outer_udp_v4, write_pcap};
 use common::tshark::{self, DECODE_FLANNEL_UDP_8285, DECODE_VXLAN_8472};
 use ringlay::config::SubnetKey;
-use ringlay::encap::{self, Drop, Local, VxlanHeader, VXLAN_OVERHEAD};
+use ringlay::drop_reason::DropReason;
+use ringlay::encap::{self, Local, VxlanHeader, VXLAN_HEADERS_LEN};
 use ringlay::wire::{checksum, MacAddr};
 
 const HOST_A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -114,8 +115,8 @@ fn kernel_vxlan_frames_decap_to_their_inner_packets() {
         assert_eq!(d.dport, 8472, "frame {}", i + 1);
         let r = encap::decap_vxlan(&d.payload, &local(d.to), Some(&lease(d.from)))
             .unwrap_or_else(|e| panic!("frame {} refused: {e}", i + 1));
-        let inner = &d.payload[VXLAN_OVERHEAD..];
-        assert_eq!(r, VXLAN_OVERHEAD..VXLAN_OVERHEAD + ip_len(inner));
+        let inner = &d.payload[VXLAN_HEADERS_LEN..];
+        assert_eq!(r, VXLAN_HEADERS_LEN..VXLAN_HEADERS_LEN + ip_len(inner));
         match inner[0] >> 4 {
             4 => v4 += 1,
             _ => v6 += 1,
@@ -123,8 +124,8 @@ fn kernel_vxlan_frames_decap_to_their_inner_packets() {
     }
     assert_eq!((v4, v6), (18, 8), "frames 7-12 and 25-26 are IPv6");
     // Frames 5 and 11 carry inner packets of exactly the vxlan MTU.
-    assert_eq!(ip_len(&dgs[4].payload[VXLAN_OVERHEAD..]), 1450);
-    assert_eq!(ip_len(&dgs[10].payload[VXLAN_OVERHEAD..]), 1450);
+    assert_eq!(ip_len(&dgs[4].payload[VXLAN_HEADERS_LEN..]), 1450);
+    assert_eq!(ip_len(&dgs[10].payload[VXLAN_HEADERS_LEN..]), 1450);
 }
 
 #[test]
@@ -132,16 +133,16 @@ fn kernel_vxlan_frames_are_refused_where_they_do_not_belong() {
     for d in datagrams("kernel-vxlan.pcap") {
         // Delivered to the sender itself: the inner MAC is not ours.
         let wrong_host = encap::decap_vxlan(&d.payload, &local(d.from), Some(&lease(d.from)));
-        assert_eq!(wrong_host, Err(Drop::NotOurMac));
+        assert_eq!(wrong_host, Err(DropReason::NotOurMac));
         // From an address no lease holds.
         assert_eq!(
             encap::decap_vxlan(&d.payload, &local(d.to), None),
-            Err(Drop::UnknownSender)
+            Err(DropReason::UnknownSender)
         );
         // A sender whose lease is another subnet: spoofed.
         assert_eq!(
             encap::decap_vxlan(&d.payload, &local(d.to), Some(&lease(3))),
-            Err(Drop::SpoofedSource)
+            Err(DropReason::SpoofedSource)
         );
         // Another VNI.
         let other_vni = Local {
@@ -150,7 +151,7 @@ fn kernel_vxlan_frames_are_refused_where_they_do_not_belong() {
         };
         assert_eq!(
             encap::decap_vxlan(&d.payload, &other_vni, Some(&lease(d.from))),
-            Err(Drop::WrongVni)
+            Err(DropReason::WrongVni)
         );
     }
 }
@@ -159,7 +160,7 @@ fn kernel_vxlan_frames_are_refused_where_they_do_not_belong() {
 fn ringlay_vxlan_encap_reproduces_the_kernels_frames() {
     for (i, d) in datagrams("kernel-vxlan.pcap").iter().enumerate() {
         let mut buf = vec![0u8; 64];
-        buf.extend_from_slice(&d.payload[VXLAN_OVERHEAD..]);
+        buf.extend_from_slice(&d.payload[VXLAN_HEADERS_LEN..]);
         one_hop_earlier(&mut buf[64..]);
         let len = buf.len() - 64;
         let hdr = VxlanHeader::new(1, vtep(d.from), vtep(d.to));
@@ -210,7 +211,7 @@ fn tshark_judges(file: &str, vxlan: bool) {
     let mut frames = Vec::new();
     for (i, d) in dgs.iter().enumerate() {
         let inner = if vxlan {
-            &d.payload[VXLAN_OVERHEAD..]
+            &d.payload[VXLAN_HEADERS_LEN..]
         } else {
             &d.payload[..]
         };

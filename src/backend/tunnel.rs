@@ -28,7 +28,7 @@ use super::routes::{Mode, RouteSync};
 use super::{mtu, Underlay};
 use crate::config::{Backend, Lease, NetworkConfig};
 use crate::control::LocalLease;
-use crate::dataplane::{Dataplane, Offload, Report, Settings, Tunnel, WorkerIo};
+use crate::dataplane::{Dataplane, Offload, Report, Tunnel, WorkerConfig, WorkerIo};
 use crate::encap::Local;
 use crate::sys::uring::Features;
 use crate::sys::{cpu, netdev, socket, tun};
@@ -95,7 +95,7 @@ impl TunnelBackend {
         let sockets = bind_sockets(port, device.queues().len())?;
         let offload = negotiate_offload(opts.offload, &device, &sockets);
         tracing::info!(asked = %opts.offload, in_use = %offload, "offloads");
-        let settings = Settings {
+        let settings = WorkerConfig {
             tunnel,
             port,
             local: Local {

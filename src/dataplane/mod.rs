@@ -25,8 +25,8 @@ use crate::encap::Local;
 use crate::sys::eventfd::EventFd;
 use crate::table::Table;
 
+pub use crate::encap::Tunnel;
 pub use stats::{Counter, Report, Stats};
-pub use worker::Tunnel;
 
 /// The offloads the workers use; each can be switched on its own so that its
 /// gain can be measured.
@@ -103,9 +103,9 @@ impl FromStr for Offload {
     }
 }
 
-/// What every worker shares.
+/// What every worker is configured with (the same for all of them).
 #[derive(Debug, Clone, Copy)]
-pub struct Settings {
+pub struct WorkerConfig {
     /// The tunnel format.
     pub tunnel: Tunnel,
     /// The UDP port peers listen on.
@@ -140,7 +140,11 @@ pub struct Dataplane {
 
 impl Dataplane {
     /// Starts one worker per [`WorkerIo`].
-    pub fn start(io: Vec<WorkerIo>, settings: Settings, table: &Table) -> io::Result<Dataplane> {
+    pub fn start(
+        io: Vec<WorkerIo>,
+        settings: WorkerConfig,
+        table: &Table,
+    ) -> io::Result<Dataplane> {
         let mut dp = Dataplane {
             workers: Vec::new(),
             stats: Vec::new(),
@@ -184,14 +188,20 @@ impl Dataplane {
     }
 
     /// Stops every worker and waits for them; returns each one's error, if any.
-    pub fn stop(self) -> Vec<(usize, io::Error)> {
+    /// Afterwards there is nothing left for `Drop` to do.
+    pub fn stop(mut self) -> Vec<(usize, io::Error)> {
+        self.stop_and_join()
+    }
+
+    /// Wakes every worker's stop event, then joins them all (leaving none behind).
+    fn stop_and_join(&mut self) -> Vec<(usize, io::Error)> {
         for (stop, _) in &self.workers {
             // A worker that cannot be woken has already returned (its ring broke);
             // it is joined below either way.
             let _ = stop.notify();
         }
         let mut errors = Vec::new();
-        for (i, (_, handle)) in self.workers.into_iter().enumerate() {
+        for (i, (_, handle)) in self.workers.drain(..).enumerate() {
             match handle.join() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => errors.push((i, e)),
@@ -199,6 +209,17 @@ impl Dataplane {
             }
         }
         errors
+    }
+}
+
+impl Drop for Dataplane {
+    /// Stops and joins the workers still running, so that a caller that returns
+    /// early on an error leaves no thread behind. After [`Dataplane::stop`] there
+    /// are none. Errors here have no one to go to: they are logged.
+    fn drop(&mut self) {
+        for (i, e) in self.stop_and_join() {
+            tracing::warn!(worker = i, "worker ended with an error: {e}");
+        }
     }
 }
 

@@ -7,7 +7,7 @@
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::encap::Drop;
+use crate::drop_reason::DropReason;
 
 /// What a worker counts, besides drops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,7 +123,7 @@ impl Counter {
 #[derive(Debug, Default)]
 pub struct Stats {
     counters: [AtomicU64; Counter::ALL.len()],
-    drops: [AtomicU64; Drop::ALL.len()],
+    drops: [AtomicU64; DropReason::ALL.len()],
     /// Datagrams and bytes per peer.
     pub peers: super::peers::PeerCounters,
 }
@@ -143,7 +143,7 @@ impl Stats {
 
     /// Counts one packet dropped for `reason` (only the owning worker may call this).
     #[inline]
-    pub fn count_drop(&self, reason: Drop) {
+    pub fn count_drop(&self, reason: DropReason) {
         bump(&self.drops[reason as usize], 1);
     }
 
@@ -153,13 +153,13 @@ impl Stats {
     }
 
     /// The packets dropped for `reason` so far.
-    pub fn drops(&self, reason: Drop) -> u64 {
+    pub fn drops(&self, reason: DropReason) -> u64 {
         self.drops[reason as usize].load(Ordering::Relaxed)
     }
 
     /// The total of every drop reason.
     pub fn total_drops(&self) -> u64 {
-        Drop::ALL.iter().map(|&d| self.drops(d)).sum()
+        DropReason::ALL.iter().map(|&d| self.drops(d)).sum()
     }
 }
 
@@ -177,7 +177,7 @@ impl fmt::Display for Report<'_> {
                     let _ = write!(line, " {}={v}", c.name());
                 }
             }
-            for d in Drop::ALL {
+            for d in DropReason::ALL {
                 let v = s.drops(d);
                 if v != 0 {
                     let _ = write!(line, " drop_{}={v}", d.name());
@@ -199,10 +199,10 @@ mod tests {
         let s = Arc::new(Stats::default());
         s.add(Counter::TunRxPackets, 3);
         s.add(Counter::TunRxBytes, 300);
-        s.count_drop(Drop::SpoofedSource);
-        s.count_drop(Drop::SpoofedSource);
+        s.count_drop(DropReason::SpoofedSource);
+        s.count_drop(DropReason::SpoofedSource);
         assert_eq!(s.get(Counter::TunRxPackets), 3);
-        assert_eq!(s.drops(Drop::SpoofedSource), 2);
+        assert_eq!(s.drops(DropReason::SpoofedSource), 2);
         assert_eq!(s.total_drops(), 2);
         let text = Report(&[s.clone(), Arc::new(Stats::default())]).to_string();
         assert!(

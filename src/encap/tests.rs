@@ -126,7 +126,7 @@ fn vxlan_encap_golden_bytes() {
     let pkt = a2b_v4();
     let mut buf = buffer(&pkt, 64, 0);
     let r = encap_vxlan(&mut buf, 64, pkt.len(), &hdr_a2b()).expect("forwarded");
-    assert_eq!(r, 64 - VXLAN_OVERHEAD..64 + pkt.len());
+    assert_eq!(r, 64 - VXLAN_HEADERS_LEN..64 + pkt.len());
     let out = &buf[r];
     let head: [u8; 22] = [
         0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, // VXLAN: I flag, VNI 1
@@ -161,11 +161,11 @@ fn ttl_one_or_zero_is_not_forwarded() {
             ttl,
         );
         let len = p.len();
-        assert_eq!(encap_udp(&mut p, 0, len), Err(Drop::TtlExpired));
+        assert_eq!(encap_udp(&mut p, 0, len), Err(DropReason::TtlExpired));
         let mut b = buffer(&p, 22, 0);
         assert_eq!(
             encap_vxlan(&mut b, 22, len, &hdr_a2b()),
-            Err(Drop::TtlExpired)
+            Err(DropReason::TtlExpired)
         );
     }
     let mut p = udp_v6(
@@ -174,7 +174,7 @@ fn ttl_one_or_zero_is_not_forwarded() {
         1,
     );
     let len = p.len();
-    assert_eq!(encap_udp(&mut p, 0, len), Err(Drop::TtlExpired));
+    assert_eq!(encap_udp(&mut p, 0, len), Err(DropReason::TtlExpired));
     // TTL 2 goes out with 1.
     let mut p = icmp_v4(
         Ipv4Addr::new(100, 96, 1, 2),
@@ -192,24 +192,27 @@ fn missing_headroom_or_bad_range_is_refused_not_panicked() {
     let mut buf = buffer(&pkt, 21, 0);
     assert_eq!(
         encap_vxlan(&mut buf, 21, pkt.len(), &hdr_a2b()),
-        Err(Drop::NoHeadroom)
+        Err(DropReason::NoHeadroom)
     );
     assert_eq!(
         encap_udp(&mut buf, 21, pkt.len() + 1),
-        Err(Drop::NoHeadroom)
+        Err(DropReason::NoHeadroom)
     );
-    assert_eq!(encap_udp(&mut buf, usize::MAX, 2), Err(Drop::NoHeadroom));
+    assert_eq!(
+        encap_udp(&mut buf, usize::MAX, 2),
+        Err(DropReason::NoHeadroom)
+    );
 }
 
 #[test]
 fn outbound_rejects_malformed_inner_packets() {
     let mut empty: [u8; 0] = [];
-    assert_eq!(encap_udp(&mut empty, 0, 0), Err(Drop::IpTruncated));
+    assert_eq!(encap_udp(&mut empty, 0, 0), Err(DropReason::IpTruncated));
     let mut arp_like = [0x00u8; 28];
-    assert_eq!(encap_udp(&mut arp_like, 0, 28), Err(Drop::IpVersion));
+    assert_eq!(encap_udp(&mut arp_like, 0, 28), Err(DropReason::IpVersion));
     let mut short = a2b_v4();
     short.truncate(30); // total length says 36
-    assert_eq!(encap_udp(&mut short, 0, 30), Err(Drop::IpTotalLen));
+    assert_eq!(encap_udp(&mut short, 0, 30), Err(DropReason::IpTotalLen));
 }
 
 #[test]
@@ -219,7 +222,7 @@ fn vxlan_round_trip_v4_and_v6() {
         let r = encap_vxlan(&mut buf, 40, pkt.len(), &hdr_a2b()).expect("forwarded");
         let sent = buf[r].to_vec();
         let inner = decap_vxlan(&sent, &local_b(), Some(&lease_a())).expect("accepted");
-        assert_eq!(inner, VXLAN_OVERHEAD..sent.len());
+        assert_eq!(inner, VXLAN_HEADERS_LEN..sent.len());
         // Same packet, one hop later.
         assert_eq!(sent[inner].len(), pkt.len());
     }
@@ -242,7 +245,7 @@ fn decap_trims_link_padding() {
     f.extend_from_slice(&[0; 10]);
     assert_eq!(
         decap_vxlan(&f, &local_b(), Some(&lease_a())),
-        Ok(VXLAN_OVERHEAD..VXLAN_OVERHEAD + pkt.len())
+        Ok(VXLAN_HEADERS_LEN..VXLAN_HEADERS_LEN + pkt.len())
     );
     let mut u = pkt.clone();
     u.extend_from_slice(&[0; 3]);
@@ -258,7 +261,7 @@ fn vxlan_decap_drop_reasons() {
     let pkt = a2b_v4();
     let sender = Some(lease_a());
     let local = local_b();
-    let check = |frame: &[u8], want: Drop| {
+    let check = |frame: &[u8], want: DropReason| {
         assert_eq!(
             decap_vxlan(frame, &local, sender.as_ref()),
             Err(want),
@@ -268,62 +271,71 @@ fn vxlan_decap_drop_reasons() {
     let good = vxlan_frame(VNI1, MAC_B, 0x0800, &pkt);
     assert!(decap_vxlan(&good, &local, sender.as_ref()).is_ok());
 
-    check(&good[..VXLAN_OVERHEAD - 1], Drop::Truncated);
-    check(&[], Drop::Truncated);
+    check(&good[..VXLAN_HEADERS_LEN - 1], DropReason::Truncated);
+    check(&[], DropReason::Truncated);
     check(
         &vxlan_frame([0, 0, 0, 0, 0, 0, 1, 0], MAC_B, 0x0800, &pkt),
-        Drop::VxlanFlags,
+        DropReason::VxlanFlags,
     );
     check(
         &vxlan_frame([0x08, 0, 0, 0, 0, 0, 2, 0], MAC_B, 0x0800, &pkt),
-        Drop::WrongVni,
+        DropReason::WrongVni,
     );
     check(
         &vxlan_frame(VNI1, MacAddr::BROADCAST, 0x0806, &[0; 28]),
-        Drop::Arp,
+        DropReason::Arp,
     );
-    check(&vxlan_frame(VNI1, MAC_B, 0x0806, &[0; 28]), Drop::Arp);
+    check(&vxlan_frame(VNI1, MAC_B, 0x0806, &[0; 28]), DropReason::Arp);
     check(
         &vxlan_frame(VNI1, MacAddr::BROADCAST, 0x0800, &pkt),
-        Drop::MulticastMac,
+        DropReason::MulticastMac,
     );
     check(
         &vxlan_frame(VNI1, MacAddr([0x01, 0, 0x5e, 0, 0, 1]), 0x0800, &pkt),
-        Drop::MulticastMac,
+        DropReason::MulticastMac,
     );
     check(
         &vxlan_frame(VNI1, MacAddr([0x0e, 0, 0, 0, 3, 0]), 0x0800, &pkt),
-        Drop::NotOurMac,
+        DropReason::NotOurMac,
     );
-    check(&vxlan_frame(VNI1, MAC_B, 0x88cc, &pkt), Drop::EtherType);
+    check(
+        &vxlan_frame(VNI1, MAC_B, 0x88cc, &pkt),
+        DropReason::EtherType,
+    );
     check(
         &vxlan_frame(VNI1, MAC_B, 0x0800, &pkt[..19]),
-        Drop::IpTruncated,
+        DropReason::IpTruncated,
     );
-    check(&vxlan_frame(VNI1, MAC_B, 0x86dd, &pkt), Drop::IpVersion);
+    check(
+        &vxlan_frame(VNI1, MAC_B, 0x86dd, &pkt),
+        DropReason::IpVersion,
+    );
     check(
         &vxlan_frame(VNI1, MAC_B, 0x0800, &a2b_v6()),
-        Drop::IpVersion,
+        DropReason::IpVersion,
     );
 
     let mut bad_ihl = pkt.clone();
     bad_ihl[0] = 0x44;
     check(
         &vxlan_frame(VNI1, MAC_B, 0x0800, &bad_ihl),
-        Drop::IpHeaderLen,
+        DropReason::IpHeaderLen,
     );
     check(
         &vxlan_frame(VNI1, MAC_B, 0x0800, &pkt[..pkt.len() - 1]),
-        Drop::IpTotalLen,
+        DropReason::IpTotalLen,
     );
     let mut bad_sum = pkt.clone();
     bad_sum[10] ^= 0x40;
     check(
         &vxlan_frame(VNI1, MAC_B, 0x0800, &bad_sum),
-        Drop::IpChecksum,
+        DropReason::IpChecksum,
     );
 
-    assert_eq!(decap_vxlan(&good, &local, None), Err(Drop::UnknownSender));
+    assert_eq!(
+        decap_vxlan(&good, &local, None),
+        Err(DropReason::UnknownSender)
+    );
     let spoofed = icmp_v4(
         Ipv4Addr::new(100, 96, 3, 2),
         Ipv4Addr::new(100, 96, 2, 2),
@@ -331,7 +343,7 @@ fn vxlan_decap_drop_reasons() {
     );
     check(
         &vxlan_frame(VNI1, MAC_B, 0x0800, &spoofed),
-        Drop::SpoofedSource,
+        DropReason::SpoofedSource,
     );
     let elsewhere = icmp_v4(
         Ipv4Addr::new(100, 96, 1, 2),
@@ -340,7 +352,7 @@ fn vxlan_decap_drop_reasons() {
     );
     check(
         &vxlan_frame(VNI1, MAC_B, 0x0800, &elsewhere),
-        Drop::NotOurSubnet,
+        DropReason::NotOurSubnet,
     );
 
     // A sender whose lease has no IPv6 subnet cannot source IPv6 packets.
@@ -348,7 +360,7 @@ fn vxlan_decap_drop_reasons() {
     let f6 = vxlan_frame(VNI1, MAC_B, 0x86dd, &a2b_v6());
     assert_eq!(
         decap_vxlan(&f6, &local, Some(&v4_only)),
-        Err(Drop::SpoofedSource)
+        Err(DropReason::SpoofedSource)
     );
     assert!(decap_vxlan(&f6, &local, sender.as_ref()).is_ok());
 }
@@ -358,27 +370,36 @@ fn udp_decap_drop_reasons() {
     let pkt = a2b_v4();
     let local = local_b();
     let s = Some(lease_a());
-    assert_eq!(decap_udp(&[], &local, s.as_ref()), Err(Drop::Truncated));
+    assert_eq!(
+        decap_udp(&[], &local, s.as_ref()),
+        Err(DropReason::Truncated)
+    );
     assert_eq!(
         decap_udp(&pkt[..10], &local, s.as_ref()),
-        Err(Drop::IpTruncated)
+        Err(DropReason::IpTruncated)
     );
     assert_eq!(
         decap_udp(&[0x50; 40], &local, s.as_ref()),
-        Err(Drop::IpVersion)
+        Err(DropReason::IpVersion)
     );
     assert_eq!(
         decap_udp(&pkt[..30], &local, s.as_ref()),
-        Err(Drop::IpTotalLen)
+        Err(DropReason::IpTotalLen)
     );
     let mut bad = pkt.clone();
     bad[12] ^= 1;
-    assert_eq!(decap_udp(&bad, &local, s.as_ref()), Err(Drop::IpChecksum));
-    assert_eq!(decap_udp(&pkt, &local, None), Err(Drop::UnknownSender));
+    assert_eq!(
+        decap_udp(&bad, &local, s.as_ref()),
+        Err(DropReason::IpChecksum)
+    );
+    assert_eq!(
+        decap_udp(&pkt, &local, None),
+        Err(DropReason::UnknownSender)
+    );
     let other = key("100.96.3.0/24");
     assert_eq!(
         decap_udp(&pkt, &local, Some(&other)),
-        Err(Drop::SpoofedSource)
+        Err(DropReason::SpoofedSource)
     );
     let mut to_c = icmp_v4(
         Ipv4Addr::new(100, 96, 1, 2),
@@ -387,16 +408,19 @@ fn udp_decap_drop_reasons() {
     );
     assert_eq!(
         decap_udp(&to_c, &local, s.as_ref()),
-        Err(Drop::NotOurSubnet)
+        Err(DropReason::NotOurSubnet)
     );
     to_c.truncate(20);
-    assert_eq!(decap_udp(&to_c, &local, s.as_ref()), Err(Drop::IpTotalLen));
+    assert_eq!(
+        decap_udp(&to_c, &local, s.as_ref()),
+        Err(DropReason::IpTotalLen)
+    );
 }
 
 #[test]
 fn drop_table_is_in_declaration_order_with_unique_names() {
     let mut names = std::collections::HashSet::new();
-    for (i, d) in Drop::ALL.iter().enumerate() {
+    for (i, d) in DropReason::ALL.iter().enumerate() {
         assert_eq!(*d as usize, i);
         assert!(names.insert(d.name()), "duplicate name {}", d.name());
     }

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use super::{unix_seconds, LeaseInfo, Sample};
 use crate::control::etcd::FollowStats;
 use crate::dataplane::{Counter, Offload, Stats};
-use crate::encap::Drop;
+use crate::drop_reason::DropReason;
 use crate::table::Snapshot;
 
 /// `(counter for packets, counter for bytes, direction label)`.
@@ -270,7 +270,7 @@ fn workers(o: &mut String, workers: &[Arc<Stats>]) {
         "Packets dropped per worker and reason.",
     );
     for (w, st) in workers.iter().enumerate() {
-        for d in Drop::ALL {
+        for d in DropReason::ALL {
             let _ = writeln!(
                 o,
                 "ringlay_drops_total{{worker=\"{w}\",reason=\"{}\"}} {}",
@@ -314,7 +314,7 @@ mod tests {
         let w0 = Arc::new(Stats::default());
         w0.add(Counter::TunRxPackets, 3);
         w0.add(Counter::TunRxBytes, 252);
-        w0.count_drop(Drop::SpoofedSource);
+        w0.count_drop(DropReason::SpoofedSource);
         w0.add(Counter::TableUpdatesSeen, 5);
         Sample {
             ready: true,

@@ -23,7 +23,7 @@ use super::http::CLIENT_TIMEOUT;
 use super::{unix_seconds, LeaseInfo, Sample, State};
 use crate::dataplane::peers::PeerTraffic;
 use crate::dataplane::Counter;
-use crate::encap::Drop;
+use crate::drop_reason::DropReason;
 use crate::{Error, Result};
 
 /// The directory of the default sockets (shared by every network namespace: `ip
@@ -129,7 +129,7 @@ impl Status {
     pub fn of(s: &Sample) -> Status {
         let sum = |c: Counter| s.workers.iter().map(|w| w.get(c)).sum::<u64>();
         let mut drops = BTreeMap::new();
-        for d in Drop::ALL {
+        for d in DropReason::ALL {
             let n = s.workers.iter().map(|w| w.drops(d)).sum::<u64>();
             if n > 0 {
                 drops.insert(d.name().to_owned(), n);
@@ -339,7 +339,7 @@ pub struct Socket {
     created_dir: Option<PathBuf>,
 }
 
-impl std::ops::Drop for Socket {
+impl Drop for Socket {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
         if let Some(d) = &self.created_dir {

@@ -27,11 +27,11 @@
 //! the sum of the bytes from `csum_start` on finishes it, as `skb_checksum_help`
 //! does). [`complete_checksum`] does the same in place.
 //!
-//! Refused: a header that does not fit the packet ([`Drop::VirtioHeader`]); UFO, a
+//! Refused: a header that does not fit the packet ([`DropReason::VirtioHeader`]); UFO, a
 //! type that does not match the packet, IPv4 fragments and IPv6 extension headers
-//! under segmentation ([`Drop::GsoUnsupported`]); a broken IP header (the IP drop
+//! under segmentation ([`DropReason::GsoUnsupported`]); a broken IP header (the IP drop
 //! reasons of [`encap`](crate::encap)); a broken TCP/UDP header
-//! ([`Drop::TransportHeader`]).
+//! ([`DropReason::TransportHeader`]).
 //!
 //! # Inbound: [`Coalescer`] (GRO)
 //!
@@ -60,9 +60,9 @@
 //! sum in its TCP checksum field; a lone packet goes out as it came, with
 //! `DATA_VALID` once its checksum was verified. Anything not TCP is written at once.
 //!
-//! [`Drop::VirtioHeader`]: crate::encap::Drop::VirtioHeader
-//! [`Drop::GsoUnsupported`]: crate::encap::Drop::GsoUnsupported
-//! [`Drop::TransportHeader`]: crate::encap::Drop::TransportHeader
+//! [`DropReason::VirtioHeader`]: crate::drop_reason::DropReason::VirtioHeader
+//! [`DropReason::GsoUnsupported`]: crate::drop_reason::DropReason::GsoUnsupported
+//! [`DropReason::TransportHeader`]: crate::drop_reason::DropReason::TransportHeader
 
 mod coalesce;
 mod split;

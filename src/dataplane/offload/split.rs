@@ -1,7 +1,7 @@
 //! [`Split`]: one TUN read (virtio-net header and IP packet) cut into the packets
 //! the wire carries. See the [module documentation](super) for the rules.
 
-use crate::encap::Drop;
+use crate::drop_reason::DropReason;
 use crate::wire::virtio::{self, GsoType};
 use crate::wire::{checksum, ipv4, ipv6, tcp, udp, IpProtocol};
 
@@ -48,11 +48,11 @@ impl<'a> Split<'a> {
     /// - `GSO_TCPV4`, `GSO_TCPV6`, `GSO_UDP_L4`: segments of `gso_size` payload
     ///   bytes each (at least one, even without payload).
     ///
-    /// Errors are drop reasons: [`Drop::VirtioHeader`], [`Drop::GsoUnsupported`],
-    /// [`Drop::TransportHeader`], or the IP header's own reason.
-    pub fn new(vnet: &virtio::Repr, packet: &'a [u8]) -> Result<Split<'a>, Drop> {
+    /// Errors are drop reasons: [`DropReason::VirtioHeader`], [`DropReason::GsoUnsupported`],
+    /// [`DropReason::TransportHeader`], or the IP header's own reason.
+    pub fn new(vnet: &virtio::Repr, packet: &'a [u8]) -> Result<Split<'a>, DropReason> {
         vnet.validate(packet.len())
-            .map_err(|_| Drop::VirtioHeader)?;
+            .map_err(|_| DropReason::VirtioHeader)?;
         let whole = Split {
             packet,
             kind: Kind::Whole,
@@ -74,23 +74,23 @@ impl<'a> Split<'a> {
                 })
             }
             GsoType::TcpV4 | GsoType::TcpV6 | GsoType::UdpL4 => Self::segmented(vnet, packet),
-            GsoType::Udp | GsoType::Unknown(_) => Err(Drop::GsoUnsupported),
+            GsoType::Udp | GsoType::Unknown(_) => Err(DropReason::GsoUnsupported),
         }
     }
 
     /// [`new`](Self::new) over one whole TUN read: the virtio-net header, then the
-    /// packet. A read shorter than the header is [`Drop::VirtioHeader`].
-    pub fn from_read(read: &'a [u8]) -> Result<Split<'a>, Drop> {
-        let header = virtio::Header::new_checked(read).map_err(|_| Drop::VirtioHeader)?;
-        let vnet = virtio::Repr::parse(&header).map_err(|_| Drop::VirtioHeader)?;
+    /// packet. A read shorter than the header is [`DropReason::VirtioHeader`].
+    pub fn from_read(read: &'a [u8]) -> Result<Split<'a>, DropReason> {
+        let header = virtio::Header::new_checked(read).map_err(|_| DropReason::VirtioHeader)?;
+        let vnet = virtio::Repr::parse(&header).map_err(|_| DropReason::VirtioHeader)?;
         Split::new(&vnet, read.get(virtio::HEADER_LEN..).unwrap_or_default())
     }
 
     /// Checks a super-packet under segmentation.
-    fn segmented(vnet: &virtio::Repr, packet: &'a [u8]) -> Result<Split<'a>, Drop> {
+    fn segmented(vnet: &virtio::Repr, packet: &'a [u8]) -> Result<Split<'a>, DropReason> {
         let ip = Ip::parse(packet)?;
         if ip.fragment || (ip.v6 && ip.protocol != ip.next_header) {
-            return Err(Drop::GsoUnsupported);
+            return Err(DropReason::GsoUnsupported);
         }
         let packet = &packet[..ip.end];
         let transport = &packet[ip.l3_len..];
@@ -98,23 +98,23 @@ impl<'a> Split<'a> {
             (GsoType::TcpV4, IpProtocol::Tcp) if !ip.v6 => (Kind::Tcp, tcp::CHECKSUM_OFFSET),
             (GsoType::TcpV6, IpProtocol::Tcp) if ip.v6 => (Kind::Tcp, tcp::CHECKSUM_OFFSET),
             (GsoType::UdpL4, IpProtocol::Udp) => (Kind::Udp, udp::CHECKSUM_OFFSET),
-            _ => return Err(Drop::GsoUnsupported),
+            _ => return Err(DropReason::GsoUnsupported),
         };
         let l4_len = if kind == Kind::Tcp {
             tcp::Packet::new_checked(transport)
-                .map_err(|_| Drop::TransportHeader)?
+                .map_err(|_| DropReason::TransportHeader)?
                 .header_len()
         } else if transport.len() >= udp::HEADER_LEN {
             // The UDP length field is rewritten on every segment, not trusted.
             udp::HEADER_LEN
         } else {
-            return Err(Drop::TransportHeader);
+            return Err(DropReason::TransportHeader);
         };
         if vnet.needs_csum()
             && (usize::from(vnet.csum_start) != ip.l3_len
                 || usize::from(vnet.csum_offset) != csum_offset)
         {
-            return Err(Drop::VirtioHeader);
+            return Err(DropReason::VirtioHeader);
         }
         let hdr_len = ip.l3_len + l4_len;
         let gso_size = usize::from(vnet.gso_size);
@@ -238,13 +238,13 @@ fn out_len(hdr_len: usize, payload: usize) -> u16 {
 
 /// Completes the checksum of a single packet in place, as [`Split::write`] does for
 /// a `GSO_NONE` packet with `NEEDS_CSUM`: without that flag it does nothing.
-/// Refuses a header with segmentation ([`Drop::GsoUnsupported`]) and one whose
-/// checksum offsets do not fit the IP packet ([`Drop::VirtioHeader`]).
-pub fn complete_checksum(vnet: &virtio::Repr, packet: &mut [u8]) -> Result<(), Drop> {
+/// Refuses a header with segmentation ([`DropReason::GsoUnsupported`]) and one whose
+/// checksum offsets do not fit the IP packet ([`DropReason::VirtioHeader`]).
+pub fn complete_checksum(vnet: &virtio::Repr, packet: &mut [u8]) -> Result<(), DropReason> {
     vnet.validate(packet.len())
-        .map_err(|_| Drop::VirtioHeader)?;
+        .map_err(|_| DropReason::VirtioHeader)?;
     if vnet.gso_type != GsoType::None {
-        return Err(Drop::GsoUnsupported);
+        return Err(DropReason::GsoUnsupported);
     }
     if !vnet.needs_csum() {
         return Ok(());
@@ -259,27 +259,27 @@ pub fn complete_checksum(vnet: &virtio::Repr, packet: &mut [u8]) -> Result<(), D
 /// is, and where the IP packet ends, all checked against the IP header. The field
 /// must be a 16-bit word of the sum (an even `csum_offset`), or storing the
 /// complement would not make the sum verify.
-fn checksum_range(vnet: &virtio::Repr, packet: &[u8]) -> Result<(usize, usize, usize), Drop> {
+fn checksum_range(vnet: &virtio::Repr, packet: &[u8]) -> Result<(usize, usize, usize), DropReason> {
     let end = ip_end(packet)?;
     let start = usize::from(vnet.csum_start);
     let field = start + usize::from(vnet.csum_offset);
     if field + 2 > end || !vnet.csum_offset.is_multiple_of(2) {
-        return Err(Drop::VirtioHeader);
+        return Err(DropReason::VirtioHeader);
     }
     Ok((start, field, end))
 }
 
 /// Where the IP packet at the start of `packet` ends, by its length field.
-fn ip_end(packet: &[u8]) -> Result<usize, Drop> {
+fn ip_end(packet: &[u8]) -> Result<usize, DropReason> {
     match packet.first().map(|b| b >> 4) {
         Some(4) => ipv4::Packet::new_checked(packet)
             .map(|ip| usize::from(ip.total_len()))
-            .map_err(Drop::from_ip),
+            .map_err(DropReason::from_ip),
         Some(6) => ipv6::Packet::new_checked(packet)
             .map(|ip| ipv6::HEADER_LEN + usize::from(ip.payload_len()))
-            .map_err(Drop::from_ip),
-        Some(_) => Err(Drop::IpVersion),
-        None => Err(Drop::IpTruncated),
+            .map_err(DropReason::from_ip),
+        Some(_) => Err(DropReason::IpVersion),
+        None => Err(DropReason::IpTruncated),
     }
 }
 
@@ -300,10 +300,10 @@ struct Ip {
 }
 
 impl Ip {
-    fn parse(packet: &[u8]) -> Result<Ip, Drop> {
+    fn parse(packet: &[u8]) -> Result<Ip, DropReason> {
         match packet.first().map(|b| b >> 4) {
             Some(4) => {
-                let ip = ipv4::Packet::new_checked(packet).map_err(Drop::from_ip)?;
+                let ip = ipv4::Packet::new_checked(packet).map_err(DropReason::from_ip)?;
                 Ok(Ip {
                     v6: false,
                     l3_len: ip.header_len(),
@@ -314,8 +314,8 @@ impl Ip {
                 })
             }
             Some(6) => {
-                let ip = ipv6::Packet::new_checked(packet).map_err(Drop::from_ip)?;
-                let (protocol, l3_len) = ip.transport().map_err(|_| Drop::GsoUnsupported)?;
+                let ip = ipv6::Packet::new_checked(packet).map_err(DropReason::from_ip)?;
+                let (protocol, l3_len) = ip.transport().map_err(|_| DropReason::GsoUnsupported)?;
                 Ok(Ip {
                     v6: true,
                     l3_len,
@@ -325,8 +325,8 @@ impl Ip {
                     fragment: false,
                 })
             }
-            Some(_) => Err(Drop::IpVersion),
-            None => Err(Drop::IpTruncated),
+            Some(_) => Err(DropReason::IpVersion),
+            None => Err(DropReason::IpTruncated),
         }
     }
 }

@@ -6,7 +6,7 @@ use core::net::{Ipv4Addr, Ipv6Addr};
 use proptest::prelude::*;
 
 use super::*;
-use crate::encap::Drop;
+use crate::drop_reason::DropReason;
 use crate::wire::virtio::{self, GsoType};
 use crate::wire::{checksum, ipv4, ipv6, tcp, udp, IpProtocol};
 
@@ -392,11 +392,11 @@ fn split_from_a_whole_tun_read() {
     assert_eq!(segments(&from_read), segments(&direct));
     assert_eq!(
         Split::from_read(&read[..9]).map(|s| s.count()),
-        Err(Drop::VirtioHeader)
+        Err(DropReason::VirtioHeader)
     );
     assert_eq!(
         Split::from_read(&read[..10]).map(|s| s.count()),
-        Err(Drop::VirtioHeader)
+        Err(DropReason::VirtioHeader)
     );
 }
 
@@ -440,28 +440,28 @@ fn split_refuses_inconsistent_headers() {
             },
             &sp
         ),
-        Err(Drop::VirtioHeader)
+        Err(DropReason::VirtioHeader)
     );
     let tv6 = virtio::Repr {
         gso_type: GsoType::TcpV6,
         ..vnet
     };
-    assert_eq!(refuse(tv6, &sp), Err(Drop::GsoUnsupported));
+    assert_eq!(refuse(tv6, &sp), Err(DropReason::GsoUnsupported));
     let ufo = virtio::Repr {
         gso_type: GsoType::Udp,
         ..vnet
     };
-    assert_eq!(refuse(ufo, &sp), Err(Drop::GsoUnsupported));
+    assert_eq!(refuse(ufo, &sp), Err(DropReason::GsoUnsupported));
     let uso = virtio::Repr {
         gso_type: GsoType::UdpL4,
         ..vnet
     };
-    assert_eq!(refuse(uso, &sp), Err(Drop::GsoUnsupported));
+    assert_eq!(refuse(uso, &sp), Err(DropReason::GsoUnsupported));
     let start = virtio::Repr {
         csum_start: 22,
         ..vnet
     };
-    assert_eq!(refuse(start, &sp), Err(Drop::VirtioHeader));
+    assert_eq!(refuse(start, &sp), Err(DropReason::VirtioHeader));
     // A checksum field in trailing bytes, past the end of the IP packet.
     let far = virtio::Repr {
         gso_type: GsoType::None,
@@ -474,16 +474,16 @@ fn split_refuses_inconsistent_headers() {
         csum_offset: 15,
         ..vnet
     };
-    assert_eq!(refuse(odd, &sp), Err(Drop::VirtioHeader));
+    assert_eq!(refuse(odd, &sp), Err(DropReason::VirtioHeader));
     let padded = [&sp[..], &[0u8; 20]].concat();
-    assert_eq!(refuse(far, &padded), Err(Drop::VirtioHeader));
+    assert_eq!(refuse(far, &padded), Err(DropReason::VirtioHeader));
     assert_eq!(
         refuse(far, &padded[..sp.len() + 17]),
-        Err(Drop::VirtioHeader)
+        Err(DropReason::VirtioHeader)
     );
     // Truncated IP packet: total length beyond the bytes.
-    assert_eq!(refuse(vnet, &sp[..2000]), Err(Drop::IpTotalLen));
-    assert_eq!(refuse(vnet, &sp[..10]), Err(Drop::VirtioHeader));
+    assert_eq!(refuse(vnet, &sp[..2000]), Err(DropReason::IpTotalLen));
+    assert_eq!(refuse(vnet, &sp[..10]), Err(DropReason::VirtioHeader));
     assert_eq!(
         refuse(
             virtio::Repr {
@@ -493,7 +493,7 @@ fn split_refuses_inconsistent_headers() {
             },
             &sp[..10]
         ),
-        Err(Drop::IpTruncated)
+        Err(DropReason::IpTruncated)
     );
     // A TCP data offset beyond the packet.
     let mut bad = sp.clone();
@@ -504,18 +504,21 @@ fn split_refuses_inconsistent_headers() {
         hdr_len: 20,
         ..vnet
     };
-    assert_eq!(refuse(fixed, &bad), Err(Drop::TransportHeader));
+    assert_eq!(refuse(fixed, &bad), Err(DropReason::TransportHeader));
     // A fragment.
     let mut frag = sp.clone();
     ipv4::Packet::new_unchecked(&mut frag[..]).set_more_frags(true);
-    assert_eq!(refuse(vnet, &frag), Err(Drop::GsoUnsupported));
+    assert_eq!(refuse(vnet, &frag), Err(DropReason::GsoUnsupported));
     // Not IP.
     let mut v5 = sp.clone();
     v5[0] = 0x55;
-    assert_eq!(refuse(vnet, &v5), Err(Drop::IpVersion));
+    assert_eq!(refuse(vnet, &v5), Err(DropReason::IpVersion));
     // Segmentation and complete_checksum do not mix.
     let mut p = sp.clone();
-    assert_eq!(complete_checksum(&vnet, &mut p), Err(Drop::GsoUnsupported));
+    assert_eq!(
+        complete_checksum(&vnet, &mut p),
+        Err(DropReason::GsoUnsupported)
+    );
 }
 
 // --- coalesce ----------------------------------------------------------------------

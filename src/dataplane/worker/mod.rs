@@ -1,0 +1,264 @@
+//! One forwarding worker: a TUN queue, two UDP sockets and an io_uring, on one CPU.
+//!
+//! # The loop
+//!
+//! Socket I/O goes through io_uring: [`RX_SLOTS`] receives stay in flight on the
+//! worker's socket in the receive group, and every datagram to a peer is a
+//! `sendmsg` from the worker's own sending socket. The TUN queue is watched by a
+//! multishot io_uring poll and read and written with plain non-blocking syscalls,
+//! because the kernel's TUN file does not support io_uring's non-blocking attempt
+//! and would cost a kernel-thread hop per packet (see [`crate::sys::tun`]).
+//!
+//! Each turn of the loop: one `io_uring_enter` submits everything queued and waits
+//! for at least one completion; the ready completions are reaped as one batch; the
+//! table snapshot is loaded once for the batch; then
+//!
+//! ```text
+//!  recvmsg done ─▶ sender lookup + decap in place ─▶ write(TUN) ─▶ recvmsg again
+//!  sendmsg done ─▶ its slot is free again
+//!  TUN readable ─▶ read(TUN) into free slots until empty (or none is free):
+//!                  lookup + encap in place ─▶ sendmsg to the peer
+//!                  no lease ─▶ ICMP unreachable written back to the TUN
+//! ```
+//!
+//! No packet is copied: a TUN read lands [`HEADROOM`] bytes into its slot, so the
+//! vxlan headers are written in front of it; a received datagram is decapsulated
+//! where it lies and the inner packet written to the TUN from the same memory.
+//! Nothing is allocated per packet. Slots are 64 KiB so that the offload work
+//! (TSO super-packets from an IFF_VNET_HDR TUN, GRO on the socket) fits without a
+//! redesign.
+//!
+//! # Layout
+//!
+//! This module starts the thread and runs the loop (submit, reap, dispatch);
+//! `outbound` is TUN → peers, `inbound` is peers → TUN, and [`slots`] is the
+//! TX slot and batch arithmetic, pure and unit-tested.
+
+mod inbound;
+mod outbound;
+pub mod slots;
+
+use std::io;
+use std::net::{Ipv4Addr, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::encap::{Local, Tunnel};
+use crate::sys::eventfd::EventFd;
+use crate::sys::tun;
+use crate::sys::uring::{Completion, Ring, Slot};
+use crate::table::Reader;
+
+use super::offload::Coalescer;
+use super::stats::{Counter, Stats};
+use super::Offload;
+use outbound::{IcmpBudget, ICMP_PER_SECOND};
+use slots::{Batch, Op, TxSlots};
+
+/// Packet slots for the TUN → peer direction (reads awaiting their send).
+pub const TX_SLOTS: u32 = 64;
+/// In-flight socket receives per worker.
+pub const RX_SLOTS: u32 = 64;
+/// Bytes per slot: a 64 KiB packet plus headroom.
+pub const SLOT_SIZE: usize = HEADROOM + 65_536;
+/// Free bytes in front of every packet read from the TUN: room for its
+/// `virtio_net_hdr` and then the vxlan headers.
+pub const HEADROOM: usize = 64;
+/// Provided buffers for multishot receives (a power of two).
+const RECV_RING_BUFFERS: u16 = 256;
+/// Bytes per provided buffer: the recvmsg header, source address and control
+/// message, then a datagram (or a GRO train) of up to 64 KiB.
+const RECV_RING_BUFFER_SIZE: usize = 65_536 + 128;
+
+/// Everything one worker owns.
+pub struct WorkerParams {
+    /// Worker number (for logs).
+    pub index: usize,
+    /// CPU to pin the thread to, if any.
+    pub cpu: Option<usize>,
+    /// This worker's TUN queue.
+    pub tun: OwnedFd,
+    /// This worker's socket in the receive group on the backend port.
+    pub rx: UdpSocket,
+    /// This worker's sending socket.
+    pub tx: UdpSocket,
+    /// The tunnel format.
+    pub tunnel: Tunnel,
+    /// The UDP port peers listen on.
+    pub port: u16,
+    /// Our lease, VNI and VTEP MAC.
+    pub local: Local,
+    /// Our overlay address: the source of ICMP errors.
+    pub gateway: Ipv4Addr,
+    /// The subnet table.
+    pub table: Reader,
+    /// This worker's counters.
+    pub stats: Arc<Stats>,
+    /// Signalled to stop the worker.
+    pub stop: Arc<EventFd>,
+    /// Receive with multishot recvmsg into a provided-buffer ring (the kernel
+    /// has one, see [`crate::sys::uring::Features`]).
+    pub multishot: bool,
+    /// The offloads in use; the TUN queue was opened with `IFF_VNET_HDR` exactly
+    /// when [`Offload::vnet_hdr`] says so.
+    pub offload: Offload,
+}
+
+struct Worker {
+    // Field order matters: the ring is dropped first, and its drop drains every
+    // operation in flight, before the sockets and the TUN queue close.
+    index: usize,
+    ring: Ring,
+    tun: OwnedFd,
+    rx: UdpSocket,
+    tx: UdpSocket,
+    /// Kept for the read of it that is in flight.
+    stop: Arc<EventFd>,
+    poll_token: Slot,
+    tunnel: Tunnel,
+    port: u16,
+    local: Local,
+    gateway: Ipv4Addr,
+    stats: Arc<Stats>,
+    icmp: IcmpBudget,
+    offload: Offload,
+    coalescer: Option<Coalescer>,
+    /// The TX slots: which are free, and the datagrams each one's send carries.
+    tx_slots: TxSlots,
+    /// Plain packets read in this pass, waiting to leave together.
+    batch: Option<Batch>,
+    /// The TUN queue may hold packets not read yet.
+    readable: bool,
+}
+
+/// Runs a worker until its stop event fires. Errors are setup failures or a
+/// broken ring; per-packet problems are counted, never returned.
+pub fn run(p: WorkerParams) -> io::Result<()> {
+    if let Some(cpu) = p.cpu {
+        if let Err(e) = crate::sys::cpu::pin_current_thread(cpu) {
+            tracing::warn!(worker = p.index, cpu, "cannot pin worker thread: {e}");
+        }
+    }
+    tun::set_nonblocking(p.tun.as_fd())?;
+    // Receive slots only where the kernel lacks buffer rings: multishot recvmsg
+    // receives into the provided-buffer ring instead.
+    let rx_slots = if p.multishot { 0 } else { RX_SLOTS };
+    let stop_slot = TX_SLOTS + rx_slots;
+    let ring = Ring::new(1024, stop_slot + 1, SLOT_SIZE)?;
+    let (index, cpu, multishot, table) = (p.index, p.cpu, p.multishot, p.table);
+    let mut w = Worker {
+        index,
+        ring,
+        tun: p.tun,
+        rx: p.rx,
+        tx: p.tx,
+        stop: p.stop,
+        poll_token: stop_slot + 1,
+        tunnel: p.tunnel,
+        port: p.port,
+        local: p.local,
+        gateway: p.gateway,
+        stats: p.stats,
+        icmp: IcmpBudget {
+            window: Instant::now(),
+            left: ICMP_PER_SECOND,
+        },
+        offload: p.offload,
+        coalescer: p.offload.gro.then(Coalescer::new),
+        tx_slots: TxSlots::new(TX_SLOTS),
+        batch: None,
+        readable: true,
+    };
+    w.arm(multishot, stop_slot)?;
+    // Set up: from here on only file descriptors already open are used, so the
+    // thread gives up every capability (they are per thread; see `privilege`).
+    if let Err(e) = crate::sys::caps::restrict_thread(crate::sys::caps::CapSet::EMPTY) {
+        tracing::error!(worker = index, "cannot drop the worker's capabilities: {e}");
+    }
+    tracing::debug!(worker = index, cpu = ?cpu, offload = %w.offload, "worker running");
+    w.serve(table)
+}
+
+impl Worker {
+    /// Queues the operations that stay armed: the receives, the read of the stop
+    /// event and the poll on the TUN queue.
+    fn arm(&mut self, multishot: bool, stop_slot: Slot) -> io::Result<()> {
+        let rx = self.rx.as_raw_fd();
+        if multishot {
+            self.ring
+                .enable_recv_ring(RECV_RING_BUFFERS, RECV_RING_BUFFER_SIZE)?;
+            self.ring.recv_multi(rx, Op::RecvMulti.tag())?;
+        } else {
+            for s in TX_SLOTS..stop_slot {
+                self.ring.recv_from(rx, s, HEADROOM, Op::Recv.tag())?;
+            }
+        }
+        self.ring
+            .read(self.stop.as_fd().as_raw_fd(), stop_slot, 0, Op::Stop.tag())?;
+        self.ring
+            .poll_readable(self.tun.as_raw_fd(), self.poll_token, Op::TunPoll.tag())
+    }
+
+    /// The loop: submit and wait, reap a batch, load the table once for it, handle
+    /// the receives, then the other completions, then read the TUN queue.
+    fn serve(&mut self, mut table: Reader) -> io::Result<()> {
+        let mut done: Vec<Completion> = Vec::with_capacity(1024);
+        // The generation of the table the last batch used: a newer one is counted,
+        // so the counters show that tables changed under traffic (and the drop
+        // counters whether that cost any packet).
+        let mut generation = table.snapshot().generation();
+        loop {
+            // Wait only when there is nothing left to read from the TUN; otherwise
+            // just submit and collect what is ready.
+            let starved = self.tx_slots.free() < slots::reserve(self.offload.tso);
+            let want = usize::from(!self.readable || starved);
+            self.ring.submit_and_wait(want)?;
+            done.clear();
+            self.ring.reap(&mut done);
+            let snapshot = table.snapshot();
+            if snapshot.generation() != generation {
+                generation = snapshot.generation();
+                self.stats.add(Counter::TableUpdatesSeen, 1);
+            }
+            let now = Instant::now();
+            self.receive_all(snapshot, &done)?;
+            if self.complete(&done)? == Flow::Stop {
+                tracing::debug!(worker = self.index, "worker stopping");
+                // Dropping the ring cancels and drains every operation in flight
+                // before the slots are freed.
+                return Ok(());
+            }
+            if self.readable {
+                self.drain_tun(snapshot, now)?;
+            }
+        }
+    }
+
+    /// Handles the completions other than receives: sends, the TUN poll, stop.
+    fn complete(&mut self, done: &[Completion]) -> io::Result<Flow> {
+        for c in done {
+            match Op::from_tag(c.tag) {
+                Some(Op::Send) => self.on_send(c),
+                Some(Op::TunPoll) => {
+                    self.readable = true;
+                    if !c.more {
+                        let tun = self.tun.as_raw_fd();
+                        self.ring
+                            .poll_readable(tun, self.poll_token, Op::TunPoll.tag())?;
+                    }
+                }
+                Some(Op::Stop) => return Ok(Flow::Stop),
+                Some(Op::Recv | Op::RecvMulti) | None => {}
+            }
+        }
+        Ok(Flow::Continue)
+    }
+}
+
+/// Whether the loop goes on after a batch of completions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
+}

@@ -1,0 +1,488 @@
+//! The outbound half of a worker: TUN → peers.
+//!
+//! Reads packets from the TUN queue into free TX slots, looks each destination up
+//! in the table snapshot, encapsulates it in place, cuts TSO super-packets into
+//! segments, gathers datagrams into GSO batches and queues the sends; a packet no
+//! lease covers is answered with an ICMP network-unreachable (rate limited).
+//!
+//! Invariants: a slot taken from the free list is either sent (and returned when
+//! its send completes) or returned at once; nothing is allocated per packet.
+
+use std::io;
+use std::net::{IpAddr, SocketAddrV4};
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::Instant;
+
+use crate::drop_reason::DropReason;
+use crate::encap::{self, Tunnel, VxlanHeader};
+use crate::sys::socket;
+use crate::sys::tun;
+use crate::sys::uring::{Completion, Slot};
+use crate::table::Snapshot;
+use crate::wire::{ipv4, ipv6, virtio};
+
+use super::super::icmp;
+use super::super::offload::{complete_checksum, Split};
+use super::super::stats::Counter;
+use super::inbound::TunOut;
+use super::slots::{self, Batch, Op};
+use super::{Worker, HEADROOM, SLOT_SIZE};
+
+/// ICMP errors each worker may write back per second (the kernel's default
+/// `icmp_ratelimit` allows about a thousand per second per host).
+pub(super) const ICMP_PER_SECOND: u32 = 500;
+
+/// A simple per-second budget for ICMP errors.
+pub(super) struct IcmpBudget {
+    pub(super) window: Instant,
+    pub(super) left: u32,
+}
+
+impl IcmpBudget {
+    pub(super) fn take(&mut self, now: Instant) -> bool {
+        if now.duration_since(self.window).as_secs() >= 1 {
+            self.window = now;
+            self.left = ICMP_PER_SECOND;
+        }
+        if self.left == 0 {
+            return false;
+        }
+        self.left -= 1;
+        true
+    }
+}
+
+/// Why a packet to `dst` found no lease: a multicast destination (the kernel's own
+/// MLD or IGMP reports on the TUN; no lease ever covers one) or a unicast miss.
+/// Only reached on a miss, so forwarding pays nothing for it.
+#[inline]
+fn miss(dst: IpAddr) -> DropReason {
+    if dst.is_multicast() {
+        DropReason::MulticastDestination
+    } else {
+        DropReason::NoLease
+    }
+}
+
+/// The destination address of an IP packet, if its header is long enough to hold one.
+///
+/// Only the fixed header has to be there: the lookup needs nothing more, and what
+/// else is wrong with the packet is found (and counted) by encapsulation.
+#[inline]
+fn destination(packet: &[u8]) -> Result<IpAddr, DropReason> {
+    match packet.first().map(|b| b >> 4) {
+        Some(4) if packet.len() >= ipv4::HEADER_LEN => {
+            Ok(IpAddr::V4(ipv4::Packet::new_unchecked(packet).dst_addr()))
+        }
+        Some(6) if packet.len() >= ipv6::HEADER_LEN => {
+            Ok(IpAddr::V6(ipv6::Packet::new_unchecked(packet).dst_addr()))
+        }
+        Some(4 | 6) | None => Err(DropReason::IpTruncated),
+        Some(_) => Err(DropReason::IpVersion),
+    }
+}
+
+/// Where an outbound packet goes: the peer's address and, for vxlan, the headers.
+struct Route {
+    dest: SocketAddrV4,
+    vxlan: Option<VxlanHeader>,
+}
+
+impl Worker {
+    fn tun_out(&self) -> TunOut<'_> {
+        TunOut {
+            fd: self.tun.as_fd(),
+            stats: &self.stats,
+            vnet: self.offload.vnet_hdr(),
+        }
+    }
+
+    /// Reads packets from the TUN queue into free slots until it is empty or no
+    /// slot is free, forwarding each.
+    pub(super) fn drain_tun(&mut self, snapshot: &Snapshot, now: Instant) -> io::Result<()> {
+        let vnet = if self.offload.vnet_hdr() {
+            virtio::HEADER_LEN
+        } else {
+            0
+        };
+        let result = self.drain_tun_batched(snapshot, now, vnet);
+        self.flush_batch();
+        result
+    }
+
+    fn drain_tun_batched(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        vnet: usize,
+    ) -> io::Result<()> {
+        // A super-packet needs free slots to be cut into: keep them, rather than
+        // read packets that could not be sent.
+        let reserve = slots::reserve(self.offload.tso);
+        while self.tx_slots.free() >= reserve {
+            let Some(slot) = self.tx_slots.take() else {
+                break;
+            };
+            let read = tun::read_packet(
+                self.tun.as_fd(),
+                &mut self.ring.buf_mut(slot)[HEADROOM - vnet..],
+            );
+            let n = match read {
+                Ok(n) if n > vnet => n - vnet,
+                // An empty read or an error: wait for the next poll wake-up rather
+                // than spin on a queue that is not delivering.
+                Ok(_) => {
+                    self.tx_slots.give_back(slot);
+                    self.readable = false;
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.tx_slots.give_back(slot);
+                    if e.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        self.stats.add(Counter::TunReadErrors, 1);
+                    }
+                    self.readable = false;
+                    return Ok(());
+                }
+            };
+            self.stats.add(Counter::TunRxPackets, 1);
+            self.stats.add(Counter::TunRxBytes, n as u64);
+            let hdr = if vnet > 0 {
+                let b = &self.ring.buf(slot)[HEADROOM - vnet..HEADROOM];
+                virtio::Repr::parse(&virtio::Header::new_unchecked(b)).unwrap_or_default()
+            } else {
+                virtio::Repr::default()
+            };
+            let result = if hdr.gso_type == virtio::GsoType::None {
+                // A single packet: its checksum (if left to us) completed in place,
+                // then forwarded where it lies.
+                let packet = &mut self.ring.buf_mut(slot)[HEADROOM..HEADROOM + n];
+                complete_checksum(&hdr, packet).and_then(|()| self.forward_plain(snapshot, slot, n))
+            } else {
+                // Whatever waits in the batch was read first, and may be of the
+                // same flow: it leaves first.
+                self.flush_batch();
+                self.forward_offloaded(snapshot, slot, n, &hdr)
+            };
+            match result {
+                Ok(true) => {}
+                Ok(false) => self.tx_slots.give_back(slot),
+                Err(reason) => {
+                    self.stats.count_drop(reason);
+                    if reason == DropReason::NoLease {
+                        self.answer_unreachable(slot, n, now);
+                    }
+                    self.tx_slots.give_back(slot);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Looks up where the packet at the start of `packet` goes.
+    #[inline]
+    fn route(&self, snapshot: &Snapshot, packet: &[u8]) -> Result<Route, DropReason> {
+        let dst = destination(packet)?;
+        let peer = snapshot.lookup(dst).ok_or_else(|| miss(dst))?;
+        let vxlan = match self.tunnel {
+            Tunnel::Udp => None,
+            Tunnel::Vxlan => {
+                let mac = peer.vtep_mac.ok_or(DropReason::NoVtepMac)?;
+                Some(VxlanHeader::new(self.local.vni, self.local.vtep_mac, mac))
+            }
+        };
+        Ok(Route {
+            dest: SocketAddrV4::new(peer.public_ip, self.port),
+            vxlan,
+        })
+    }
+
+    /// Forwards a single, complete packet in place: encapsulates it in its slot
+    /// and sends it. Returns whether the slot now has a send in flight.
+    #[inline]
+    fn forward_plain(
+        &mut self,
+        snapshot: &Snapshot,
+        slot: Slot,
+        n: usize,
+    ) -> Result<bool, DropReason> {
+        let route = self.route(snapshot, &self.ring.buf(slot)[HEADROOM..HEADROOM + n])?;
+        let buf = self.ring.buf_mut(slot);
+        let range = match &route.vxlan {
+            None => encap::encap_udp(buf, HEADROOM, n)?,
+            Some(hdr) => encap::encap_vxlan(buf, HEADROOM, n, hdr)?,
+        };
+        if !self.offload.gso {
+            self.tx_slots.set_datagrams(slot, 1);
+            self.send(slot, range, route.dest, None);
+            return Ok(true);
+        }
+        // With GSO, datagrams of one size for one peer wait in a batch until the
+        // TUN queue is drained (or the datagram differs): one send for them all.
+        let size = range.len();
+        if let Some(b) = self.batch.as_mut() {
+            if b.fits(route.dest, size) {
+                let (src, dst) = self.ring.src_dst(slot, b.slot);
+                dst[b.end..b.end + size].copy_from_slice(&src[range]);
+                b.end += size;
+                b.count += 1;
+                return Ok(false);
+            }
+        }
+        self.flush_batch();
+        self.batch = Some(Batch {
+            slot,
+            dest: route.dest,
+            start: range.start,
+            end: range.end,
+            size,
+            count: 1,
+        });
+        Ok(true)
+    }
+
+    /// Sends the waiting batch, if any: one datagram plainly, several with
+    /// `UDP_SEGMENT`.
+    fn flush_batch(&mut self) {
+        let Some(b) = self.batch.take() else {
+            return;
+        };
+        self.tx_slots.set_datagrams(b.slot, b.count as u32);
+        let segment = if b.count > 1 {
+            self.stats.add(Counter::GsoSends, 1);
+            Some(b.size as u16)
+        } else {
+            None
+        };
+        self.send(b.slot, b.start..b.end, b.dest, segment);
+    }
+
+    /// Forwards a packet that came with offload work (a TSO/USO super-packet, or a
+    /// checksum left to complete): cuts it into segments written, encapsulated,
+    /// into other free slots, and sends them as few sends as allowed. The read
+    /// slot itself is never sent (returns `Ok(false)`).
+    fn forward_offloaded(
+        &mut self,
+        snapshot: &Snapshot,
+        slot: Slot,
+        n: usize,
+        hdr: &virtio::Repr,
+    ) -> Result<bool, DropReason> {
+        let packet = &self.ring.buf(slot)[HEADROOM..HEADROOM + n];
+        let route = self.route(snapshot, packet)?;
+        let (count, stride) = {
+            let split = Split::new(hdr, packet)?;
+            (split.count(), split.stride())
+        };
+        if count > 1 {
+            self.stats.add(Counter::TsoSuperPackets, 1);
+        }
+        let overhead = self.tunnel.overhead();
+        let chunk = overhead + stride;
+        let per_slot = slots::per_slot(self.offload.gso, chunk, SLOT_SIZE);
+        let mut first = 0;
+        while first < count {
+            let Some(out) = self.tx_slots.take() else {
+                for _ in first..count {
+                    self.stats.add(Counter::NoSendBuffer, 1);
+                }
+                break;
+            };
+            let last = (first + per_slot).min(count);
+            let (src, dst) = self.ring.src_dst(slot, out);
+            let split = Split::new(hdr, &src[HEADROOM..HEADROOM + n])?;
+            let mut end = 0;
+            for i in first..last {
+                let at = (i - first) * chunk;
+                let len = split.write(i, &mut dst[at + overhead..]);
+                let range = match &route.vxlan {
+                    None => encap::encap_udp(dst, at, len),
+                    Some(h) => encap::encap_vxlan(dst, at + overhead, len, h),
+                };
+                match range {
+                    Ok(r) if len > 0 && r.start == at => end = r.end,
+                    Ok(_) => {
+                        self.tx_slots.give_back(out);
+                        return Err(DropReason::NoHeadroom);
+                    }
+                    Err(reason) => {
+                        self.tx_slots.give_back(out);
+                        return Err(reason);
+                    }
+                }
+            }
+            let datagrams = last - first;
+            self.tx_slots.set_datagrams(out, datagrams as u32);
+            if datagrams == 1 {
+                self.send(out, 0..end, route.dest, None);
+            } else if self.offload.gso {
+                self.stats.add(Counter::GsoSends, 1);
+                self.send(out, 0..end, route.dest, Some(chunk as u16));
+            } else {
+                self.send_each(out, end, chunk, route.dest);
+                self.tx_slots.give_back(out);
+            }
+            first = last;
+        }
+        Ok(false)
+    }
+
+    /// Queues the send of `range` of `slot` (a send that cannot even be queued is
+    /// a broken ring: counted and the slot returned).
+    #[inline]
+    fn send(
+        &mut self,
+        slot: Slot,
+        range: std::ops::Range<usize>,
+        dest: SocketAddrV4,
+        segment: Option<u16>,
+    ) {
+        let tx = self.tx.as_raw_fd();
+        let (datagrams, bytes) = (u64::from(self.tx_slots.datagrams(slot)), range.len());
+        match self
+            .ring
+            .send_to(tx, slot, range, dest, segment, Op::Send.tag())
+        {
+            // Per peer, a send counts when queued; a failure shows in send_errors.
+            Ok(()) => self.stats.peers.sent(*dest.ip(), datagrams, bytes as u64),
+            Err(e) => {
+                tracing::debug!(worker = self.index, "cannot queue a send: {e}");
+                self.stats.add(Counter::SendErrors, 1);
+                self.tx_slots.give_back(slot);
+            }
+        }
+    }
+
+    /// Sends the datagrams laid out every `chunk` bytes in `slot[..end]` one by
+    /// one, with `sendmmsg` (no segmentation offload).
+    fn send_each(&mut self, slot: Slot, end: usize, chunk: usize, dest: SocketAddrV4) {
+        let buf = self.ring.buf(slot);
+        let mut datagrams: [&[u8]; socket::SEND_MANY_MAX] = [&[]; socket::SEND_MANY_MAX];
+        let mut k = 0;
+        for (d, at) in datagrams.iter_mut().zip((0..end).step_by(chunk)) {
+            *d = &buf[at..(at + chunk).min(end)];
+            k += 1;
+        }
+        let mut sent = 0;
+        while sent < k {
+            match socket::send_many(&self.tx, dest, &datagrams[sent..k]) {
+                Ok(0) => break,
+                Ok(m) => {
+                    let bytes: usize = datagrams[sent..sent + m].iter().map(|d| d.len()).sum();
+                    self.stats.add(Counter::TunnelTxPackets, m as u64);
+                    self.stats.add(Counter::TunnelTxBytes, bytes as u64);
+                    self.stats.peers.sent(*dest.ip(), m as u64, bytes as u64);
+                    sent += m;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        if sent < k {
+            self.stats.add(Counter::SendErrors, (k - sent) as u64);
+        }
+    }
+
+    /// Writes an ICMP network-unreachable back into the TUN for the packet in `slot`.
+    fn answer_unreachable(&mut self, slot: Slot, n: usize, now: Instant) {
+        let mut msg = [0u8; icmp::MAX_LEN];
+        let packet = &self.ring.buf(slot)[HEADROOM..HEADROOM + n];
+        let Some(len) = icmp::net_unreachable_v4(packet, self.gateway, &mut msg) else {
+            return;
+        };
+        if !self.icmp.take(now) {
+            self.stats.add(Counter::IcmpRateLimited, 1);
+            return;
+        }
+        let out = self.tun_out();
+        out.write(&msg[..len]);
+        // The write counted itself as a TUN packet; it is an ICMP answer.
+        self.stats.add(Counter::IcmpUnreachable, 1);
+    }
+
+    pub(super) fn on_send(&mut self, c: &Completion) {
+        let datagrams = self.tx_slots.datagrams(c.slot);
+        if c.result < 0 {
+            if c.result == -libc::EIO && datagrams > 1 && self.offload.gso {
+                // The kernel (or the path to this peer) refuses segmented sends:
+                // send one datagram at a time from now on.
+                self.offload.gso = false;
+                self.stats.add(Counter::GsoFallbacks, 1);
+                tracing::warn!(
+                    worker = self.index,
+                    "the kernel refused a segmented send (UDP_SEGMENT, EIO): sending datagrams one by one from now on"
+                );
+            }
+            self.stats.add(Counter::SendErrors, u64::from(datagrams));
+            tracing::debug!(errno = -c.result, "send to peer failed");
+        } else {
+            self.stats
+                .add(Counter::TunnelTxPackets, u64::from(datagrams));
+            self.stats.add(Counter::TunnelTxBytes, c.result as u64);
+        }
+        self.tx_slots.give_back(c.slot);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destination_of_each_family() {
+        let mut v4 = [0u8; 20];
+        v4[0] = 0x45;
+        v4[16..20].copy_from_slice(&[100, 96, 2, 2]);
+        assert_eq!(destination(&v4), Ok(IpAddr::from([100, 96, 2, 2])));
+        let mut v6 = [0u8; 40];
+        v6[0] = 0x60;
+        v6[39] = 2;
+        assert_eq!(
+            destination(&v6),
+            Ok(IpAddr::from([
+                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2u8
+            ]))
+        );
+        assert_eq!(destination(&v4[..19]), Err(DropReason::IpTruncated));
+        assert_eq!(destination(&[]), Err(DropReason::IpTruncated));
+        assert_eq!(destination(&[0x50; 40]), Err(DropReason::IpVersion));
+    }
+
+    #[test]
+    fn a_multicast_miss_is_not_a_missing_lease() {
+        // The kernel's MLDv2 report on a TUN without an IPv6 address: :: -> ff02::16.
+        assert_eq!(
+            miss("ff02::16".parse().expect("literal")),
+            DropReason::MulticastDestination
+        );
+        assert_eq!(
+            miss("224.0.0.22".parse().expect("literal")),
+            DropReason::MulticastDestination
+        );
+        assert_eq!(
+            miss("100.96.9.2".parse().expect("literal")),
+            DropReason::NoLease
+        );
+        assert_eq!(
+            miss("fd00:100:96:9::2".parse().expect("literal")),
+            DropReason::NoLease
+        );
+    }
+
+    #[test]
+    fn icmp_budget_refills_each_second() {
+        let t0 = Instant::now();
+        let mut b = IcmpBudget {
+            window: t0,
+            left: 2,
+        };
+        assert!(b.take(t0));
+        assert!(b.take(t0));
+        assert!(!b.take(t0));
+        assert!(!b.take(t0));
+        assert!(b.take(t0 + std::time::Duration::from_secs(1)));
+    }
+}

@@ -1,0 +1,253 @@
+//! The TX slot bookkeeping and batch arithmetic of a worker, as pure code.
+//!
+//! Owns: which TX slots have no operation in flight (the free list), how many
+//! datagrams each slot's send carries, when one more datagram fits a GSO batch,
+//! how many segments one slot takes, and how many free slots a TUN read needs.
+//! Nothing here touches the ring or a file descriptor, so every edge case is a
+//! unit test.
+//!
+//! Invariants: a slot is in the free list exactly when no operation uses it; a
+//! batch never exceeds [`GSO_MAX_SEGMENTS`] datagrams nor [`GSO_MAX_BYTES`] bytes.
+
+use std::net::SocketAddrV4;
+
+use crate::sys::socket;
+use crate::sys::uring::Slot;
+
+/// Most bytes one segmented send may carry: the UDP payload of a 64 KiB IPv4
+/// datagram.
+pub const GSO_MAX_BYTES: usize = 65_535 - 20 - 8;
+/// Most datagrams one segmented send may carry (`UDP_MAX_SEGMENTS` of older
+/// kernels; newer ones allow more).
+pub const GSO_MAX_SEGMENTS: usize = 64;
+
+/// What a completion is for: the ring's `u16` tag, typed. [`Op::tag`] and
+/// [`Op::from_tag`] are the only conversions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// A `sendmsg` from a TX slot.
+    Send,
+    /// A single-shot `recvmsg` into an RX slot.
+    Recv,
+    /// A multishot `recvmsg` into the provided-buffer ring.
+    RecvMulti,
+    /// The multishot poll on the TUN queue.
+    TunPoll,
+    /// The read of the stop eventfd.
+    Stop,
+}
+
+impl Op {
+    /// The ring's user-data tag of this operation.
+    pub const fn tag(self) -> u16 {
+        match self {
+            Op::Send => 2,
+            Op::Recv => 3,
+            Op::TunPoll => 5,
+            Op::Stop => 6,
+            Op::RecvMulti => 7,
+        }
+    }
+
+    /// The operation a completion's tag names, if any.
+    pub const fn from_tag(tag: u16) -> Option<Op> {
+        match tag {
+            2 => Some(Op::Send),
+            3 => Some(Op::Recv),
+            5 => Some(Op::TunPoll),
+            6 => Some(Op::Stop),
+            7 => Some(Op::RecvMulti),
+            _ => None,
+        }
+    }
+}
+
+/// The TX slots: which are free, and how many datagrams each one's send carries.
+#[derive(Debug)]
+pub struct TxSlots {
+    free: Vec<Slot>,
+    datagrams: Vec<u32>,
+}
+
+impl TxSlots {
+    /// Slots `0..count`, all free, each carrying one datagram.
+    pub fn new(count: u32) -> TxSlots {
+        TxSlots {
+            free: (0..count).rev().collect(),
+            datagrams: vec![1; count as usize],
+        }
+    }
+
+    /// How many slots are free.
+    #[inline]
+    pub fn free(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Takes a free slot, if any.
+    #[inline]
+    pub fn take(&mut self) -> Option<Slot> {
+        self.free.pop()
+    }
+
+    /// Returns a slot whose operation completed (or never started).
+    #[inline]
+    pub fn give_back(&mut self, slot: Slot) {
+        self.free.push(slot);
+    }
+
+    /// Records that `slot`'s send carries `n` datagrams.
+    #[inline]
+    pub fn set_datagrams(&mut self, slot: Slot, n: u32) {
+        self.datagrams[slot as usize] = n;
+    }
+
+    /// The datagrams `slot`'s send carries.
+    #[inline]
+    pub fn datagrams(&self, slot: Slot) -> u32 {
+        self.datagrams[slot as usize]
+    }
+}
+
+/// Free slots a TUN read needs: its own, and with TSO the two that a 64 KiB
+/// super-packet's segments take at most.
+pub const fn reserve(tso: bool) -> usize {
+    if tso {
+        3
+    } else {
+        1
+    }
+}
+
+/// Segments of `chunk` bytes (tunnel headers + one segment) one slot carries: with
+/// GSO as many as one segmented send allows, without as many as fit the slot and
+/// one `sendmmsg`.
+pub fn per_slot(gso: bool, chunk: usize, slot_size: usize) -> usize {
+    if gso {
+        (GSO_MAX_BYTES / chunk).clamp(1, GSO_MAX_SEGMENTS)
+    } else {
+        (slot_size / chunk).clamp(1, socket::SEND_MANY_MAX)
+    }
+}
+
+/// Datagrams of one size for one peer, gathered in one slot from consecutive TUN
+/// reads, to leave in one `UDP_SEGMENT` send.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch {
+    /// The slot the datagrams are gathered in.
+    pub slot: Slot,
+    /// The peer they go to.
+    pub dest: SocketAddrV4,
+    /// Where the first datagram starts in the slot.
+    pub start: usize,
+    /// Where the next one would start.
+    pub end: usize,
+    /// Bytes per datagram.
+    pub size: usize,
+    /// Datagrams gathered.
+    pub count: usize,
+}
+
+impl Batch {
+    /// Whether a datagram of `size` bytes to `dest` may join: same peer, same size,
+    /// and the send stays within the segment and byte limits.
+    #[inline]
+    pub fn fits(&self, dest: SocketAddrV4, size: usize) -> bool {
+        self.dest == dest
+            && self.size == size
+            && self.count < GSO_MAX_SEGMENTS
+            && self.end + size - self.start <= GSO_MAX_BYTES
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEER: SocketAddrV4 = SocketAddrV4::new(std::net::Ipv4Addr::new(10, 0, 0, 2), 8285);
+
+    fn batch(size: usize, count: usize) -> Batch {
+        Batch {
+            slot: 0,
+            dest: PEER,
+            start: 64,
+            end: 64 + size * count,
+            size,
+            count,
+        }
+    }
+
+    #[test]
+    fn tags_round_trip_and_unknown_tags_are_none() {
+        for op in [Op::Send, Op::Recv, Op::RecvMulti, Op::TunPoll, Op::Stop] {
+            assert_eq!(Op::from_tag(op.tag()), Some(op));
+        }
+        assert_eq!(Op::from_tag(0), None);
+        assert_eq!(Op::from_tag(u16::MAX), None);
+    }
+
+    #[test]
+    fn a_batch_holds_at_most_64_segments() {
+        assert!(batch(100, 63).fits(PEER, 100));
+        assert!(!batch(100, 64).fits(PEER, 100));
+    }
+
+    #[test]
+    fn a_batch_holds_at_most_65507_bytes() {
+        // 65,507 = 65,535 - 20 - 8: exactly full still fits, one byte more does not.
+        let b = Batch {
+            end: 64 + GSO_MAX_BYTES - 1000,
+            count: 1,
+            ..batch(1000, 1)
+        };
+        assert_eq!(GSO_MAX_BYTES, 65_507);
+        assert!(b.fits(PEER, 1000));
+        let over = Batch {
+            end: b.end + 1,
+            ..b
+        };
+        assert!(!over.fits(PEER, 1000));
+    }
+
+    #[test]
+    fn a_short_or_foreign_datagram_ends_the_batch() {
+        let b = batch(1400, 3);
+        assert!(!b.fits(PEER, 1399), "a last short segment leaves alone");
+        let other = SocketAddrV4::new(std::net::Ipv4Addr::new(10, 0, 0, 3), 8285);
+        assert!(!b.fits(other, 1400));
+    }
+
+    #[test]
+    fn segments_per_slot_with_and_without_gso() {
+        let slot = 64 + 65_536;
+        // GSO: bounded by the bytes of one send, then by the segment limit.
+        assert_eq!(per_slot(true, 1472, slot), 65_507 / 1472);
+        assert_eq!(per_slot(true, 100, slot), GSO_MAX_SEGMENTS);
+        // sendmmsg: bounded by the slot, then by one sendmmsg.
+        assert_eq!(per_slot(false, 1472, slot), slot / 1472);
+        assert_eq!(per_slot(false, 100, slot), socket::SEND_MANY_MAX);
+        // A chunk larger than the limit still takes one slot each.
+        assert_eq!(per_slot(true, 70_000, slot), 1);
+        assert_eq!(per_slot(false, 70_000, slot), 1);
+    }
+
+    #[test]
+    fn a_read_reserves_more_slots_with_tso() {
+        assert_eq!(reserve(false), 1);
+        assert_eq!(reserve(true), 3);
+    }
+
+    #[test]
+    fn slots_are_handed_out_lowest_first_and_come_back() {
+        let mut s = TxSlots::new(2);
+        assert_eq!(s.free(), 2);
+        assert_eq!(s.take(), Some(0));
+        assert_eq!(s.take(), Some(1));
+        assert_eq!(s.take(), None);
+        s.set_datagrams(1, 7);
+        assert_eq!(s.datagrams(1), 7);
+        assert_eq!(s.datagrams(0), 1);
+        s.give_back(1);
+        assert_eq!(s.free(), 1);
+    }
+}
