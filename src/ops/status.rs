@@ -224,6 +224,15 @@ impl Status {
     /// The human view: at most 80 columns wide.
     pub fn render(&self) -> String {
         let mut o = String::with_capacity(1024);
+        self.render_lease(&mut o);
+        self.render_traffic(&mut o);
+        self.render_peers(&mut o);
+        self.render_drops(&mut o);
+        o
+    }
+
+    /// Readiness, our lease, and the TUN device.
+    fn render_lease(&self, o: &mut String) {
         let _ = writeln!(
             o,
             "ringlay {}: {}",
@@ -263,6 +272,10 @@ impl Status {
                 if self.workers == 1 { "" } else { "s" }
             );
         }
+    }
+
+    /// What went to and came from the peers.
+    fn render_traffic(&self, o: &mut String) {
         let t = &self.traffic;
         let _ = writeln!(
             o,
@@ -276,6 +289,10 @@ impl Status {
             t.tunnel_rx_packets,
             bytes(t.tunnel_rx_bytes)
         );
+    }
+
+    /// The table, a line per peer.
+    fn render_peers(&self, o: &mut String) {
         let _ = writeln!(
             o,
             "\npeers ({}, table generation {}, workers switched tables {} times):",
@@ -312,6 +329,10 @@ impl Status {
         {
             o.push_str("(TX/RX per peer: counted by the tunnel workers only, shown as -)\n");
         }
+    }
+
+    /// Drops by reason and errors by kind.
+    fn render_drops(&self, o: &mut String) {
         if self.drops.is_empty() {
             o.push_str("\ndrops: none\n");
         } else {
@@ -326,7 +347,6 @@ impl Status {
                 let _ = writeln!(o, "  {k:<24} {v}");
             }
         }
-        o
     }
 }
 
