@@ -3,6 +3,11 @@
 //! operation is defined for a shift by the full width (one block covering the
 //! whole space) instead of overflowing.
 
+/// Marks "no peer" in slots and interval answers (never a valid peer index).
+pub(super) const NONE: u32 = u32::MAX;
+/// Marks an index slot whose block is split by a longer prefix: ask the general path.
+pub(super) const DEFER: u32 = u32::MAX - 1;
+
 /// An address width the tables work over.
 pub(super) trait Bits: Copy + Ord + Default {
     /// The width in bits.

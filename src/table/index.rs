@@ -14,8 +14,8 @@
 //!   same slot array when it is dense enough.
 
 use super::bits::Bits;
+use super::bits::DEFER;
 use super::intervals::Span;
-use super::DEFER;
 
 /// The most slots an indexed path may have (`2^(subnet_len - network_len)`);
 /// a larger geometry is served by the general path alone. 2^20 slots are 4 MiB.

@@ -7,7 +7,7 @@
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::bits::Bits;
-use super::NONE;
+use super::bits::NONE;
 
 /// One prefix as the inclusive address range it covers.
 pub(super) struct Span<K> {

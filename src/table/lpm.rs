@@ -15,7 +15,7 @@
 //! with one sort.
 
 use super::bits::Bits;
-use super::NONE;
+use super::bits::NONE;
 
 /// Below this many intervals the general path is a plain binary search (at most ten
 /// steps over a few KiB); above it, the bucket index is worth its 256 KiB.

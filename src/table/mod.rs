@@ -30,7 +30,7 @@
 //! * `hash`: the hasher of the snapshot's maps.
 //!
 //! Every path answers with a peer's position in the snapshot's peer list, a `u32`;
-//! the two values no peer can have, `NONE` and `DEFER`, are defined here.
+//! the two values no peer can have, `NONE` and `DEFER`, are defined in `bits`.
 
 mod bits;
 #[cfg(test)]
@@ -45,8 +45,3 @@ mod snapshot;
 pub use index::MAX_INDEX_SLOTS;
 pub use publish::{Reader, Table};
 pub use snapshot::{Peer, Snapshot, SnapshotBuilder};
-
-/// Marks "no peer" in slots and interval answers (never a valid peer index).
-const NONE: u32 = u32::MAX;
-/// Marks an index slot whose block is split by a longer prefix: ask the general path.
-const DEFER: u32 = u32::MAX - 1;

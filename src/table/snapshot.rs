@@ -15,11 +15,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::Ipv4Net;
 
+use super::bits::DEFER;
 use super::hash::FoldState;
 use super::index::Indexed;
 use super::intervals::{flatten, Span};
 use super::lpm::Lpm;
-use super::DEFER;
 use crate::config::{BackendType, SubnetKey};
 use crate::wire::MacAddr;
 
