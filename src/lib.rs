@@ -3,19 +3,23 @@
 //! The crate is split so that everything that touches bytes from the network or
 //! from etcd is pure code without I/O, testable and fuzzable without privileges:
 //!
+//! From the ground floor up: a module imports only modules listed above it.
+//!
 //! | module    | owns                                                   | invariant it keeps |
 //! |-----------|--------------------------------------------------------|--------------------|
+//! | [`sys`]   | TUN, rtnetlink links, addresses and routes, sockets and their control messages, io_uring, capabilities, CPU affinity | the only module with `unsafe`; io_uring memory outlives its operations |
 //! | [`wire`]  | zero-copy views and emitters of every header           | after `new_checked`, no accessor panics |
-//! | [`encap`] | adding / stripping the udp and vxlan tunnel headers    | every refused packet has one typed [`drop_reason::DropReason`] |
-//! | [`table`] | subnet → peer lookup, published as immutable snapshots | readers never block, allocate, or see a torn entry |
-//! | [`config`]| flannel's network config, lease values and subnet keys | byte-compatible with flanneld's JSON in etcd |
-//! | [`control`]| lease sources (a static file; etcd: acquisition, renewal, watch), this host's lease, the table it builds, `subnet.env`, the MTU, direct routes (host-gw, DirectRouting) | a refused lease file or etcd value never reaches the table; our own lease is never a peer; a lease is never written over another node's; only routes of ringlay's protocol are replaced or deleted |
-//! | [`dataplane`]| the workers: one per TUN queue, each with its sockets and io_uring | no allocation or copy per packet; the table is read once per batch |
-//! | [`daemon`]| `ringlay run`: host setup, workers, signals, reloads    | a failed start leaves nothing behind; stop removes the device |
-//! | `fuzz`  | the fuzz targets' bodies, shared with the test replaying every committed input; only with the `fuzz` feature (the fuzz crate, tests) | a crash input, once fixed, is replayed by `cargo test` for good |
-//! | [`ops`]   | what an operator sees: Prometheus metrics, `/healthz` and `/readyz`, the `ringlay status` socket, `--ip-masq` rules | reads the data path's counters, never writes them; the status socket is root-only; the masquerade table is removed on exit |
+//! | [`drop_reason`] | why the data path drops a packet: one [`drop_reason::DropReason`] per counter | every drop is counted under exactly one reason |
+//! | [`config`]| flannel's network config, lease values ([`config::Lease`]) and subnet keys | byte-compatible with flanneld's JSON in etcd |
+//! | [`encap`] | the tunnel formats; adding / stripping the udp and vxlan headers | every refused packet has one typed reason |
+//! | [`table`] | subnet → peer lookup, published as immutable snapshots (publication, snapshot, indexed lookup, LPM) | readers never block, allocate, or see a torn entry |
+//! | [`control`]| lease sources behind one interface (a static file; etcd: acquisition, renewal, watch), this host's lease, the table built from the others, `subnet.env` | a refused lease file or etcd value never reaches the table; our own lease is never a peer; a lease is never written over another node's |
+//! | [`dataplane`]| the workers: one per TUN queue, each with its sockets and io_uring, in two halves (outbound, inbound) | no allocation or copy per packet; the table is read once per batch |
+//! | [`backend`]| each backend's host set-up, owned by one value: the tunnel (TUN device, sockets, offloads, workers, DirectRouting routes) and host-gw (routes); the underlay, the MTU | a failed start leaves nothing behind; dropping a backend undoes what it created; only routes of ringlay's protocol are replaced or deleted |
 //! | [`privilege`]| the capabilities `ringlay run` keeps after set-up, and why | every thread reduces itself after set-up to at most `CAP_NET_ADMIN` (only where routes or the masquerade table need it), with `no_new_privs`; a thread found holding more 5 s later is logged as an error |
-//! | [`sys`]   | TUN, interface ioctls, rtnetlink routes, sockets, io_uring, CPU affinity | the only module with `unsafe`; io_uring memory outlives its operations |
+//! | [`ops`]   | what an operator sees: Prometheus metrics, `/healthz` and `/readyz`, the `ringlay status` socket (server and client), `--ip-masq` rules | reads the data path's counters, never writes them; the status socket is root-only and per network namespace; the masquerade table is removed on exit |
+//! | [`daemon`]| `ringlay run`: the start-up sequence, the one control loop, the start-up tail (masquerade, subnet.env, privilege drop) | every lease source and backend runs through the same loop; stop undoes start in reverse order |
+//! | `fuzz`    | the fuzz targets' bodies, shared with the test replaying every committed input; only with the `fuzz` feature (the fuzz crate, tests) | a crash input, once fixed, is replayed by `cargo test` for good |
 //!
 //! `unsafe` is denied crate-wide; only [`sys`] allows it.
 #![deny(unsafe_code)]

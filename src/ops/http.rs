@@ -17,13 +17,11 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use super::{metrics, status, State};
+use super::{metrics, status, State, CLIENT_TIMEOUT};
 use crate::{Error, Result};
 
 /// The largest request head read.
 pub const MAX_HEAD: usize = 8192;
-/// How long a client may take to send its request and read the answer.
-pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What to serve, and where.
 #[derive(Debug, Clone, Default)]

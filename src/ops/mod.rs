@@ -20,12 +20,16 @@ pub mod status;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::config::SubnetKey;
 use crate::control::etcd::FollowStats;
 use crate::dataplane::{Offload, Stats};
 use crate::table::{Snapshot, Table};
+
+/// How long a client of the HTTP endpoints or the status socket may take to send
+/// its request and read the answer.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// This host's lease, as the endpoints show it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -19,8 +19,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
-use super::http::CLIENT_TIMEOUT;
-use super::{unix_seconds, LeaseInfo, Sample, State};
+use super::{unix_seconds, LeaseInfo, Sample, State, CLIENT_TIMEOUT};
 use crate::dataplane::peers::PeerTraffic;
 use crate::dataplane::Counter;
 use crate::drop_reason::DropReason;
