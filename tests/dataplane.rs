@@ -334,13 +334,11 @@ fn kernel_vxlan_interop_both_directions() {
         return;
     }
     let c = Cluster::two_hosts("dpkvx");
+    // The kernel node exactly as flanneld leaves it, offloads included: on veths a
+    // TCP segment of container 2 (CHECKSUM_PARTIAL) crosses flannel.1 and the
+    // underlay with its inner checksum never filled in, and ringlay must deliver
+    // it as the kernel would (see `kernel_vxlan_interop_tcp_both_ways`).
     c.kernel_vxlan_node(2);
-    // On veths, a TCP segment of container 2 (CHECKSUM_PARTIAL) crosses flannel.1 and
-    // the underlay with its inner checksum never filled in: a real NIC would fill
-    // it in on the wire, and a kernel vxlan receiver trusts the skb's state, but a
-    // userspace receiver gets the unfinished bytes and c1 drops every SYN-ACK and
-    // ACK. So the kernel node computes checksums in software, as if sent by a NIC.
-    tx_checksum_off(c.host(2), "flannel.1");
     let leases = c.static_leases_json("vxlan", true);
     let d1 = c.ringlay(1, &leases, &["--queues", QUEUES]);
 
@@ -410,6 +408,63 @@ fn kernel_vxlan_interop_both_directions() {
         split(&w, "tunnel_tx_packets"),
         split(&w, "tunnel_rx_packets")
     );
+}
+
+/// TCP between a ringlay container and a kernel vxlan node's, 2 s each way (only
+/// ringlay → kernel unless `both`): the kernel node's inner checksums arrive
+/// partial (it runs as flanneld leaves it) unless `tx_csum_off`, and ringlay runs
+/// with `ringlay_args`.
+fn kernel_vxlan_tcp(tag: &str, tx_csum_off: bool, both: bool, ringlay_args: &[&str]) {
+    let c = Cluster::two_hosts(tag);
+    c.kernel_vxlan_node(2);
+    if tx_csum_off {
+        // The kernel node then computes inner checksums in software, as if
+        // sent by a NIC that fills them in.
+        tx_checksum_off(c.host(2), "flannel.1");
+    }
+    let leases = c.static_leases_json("vxlan", true);
+    let mut args = vec!["--queues", QUEUES];
+    args.extend_from_slice(ringlay_args);
+    let d1 = c.ringlay(1, &leases, &args);
+    assert!(
+        c.ping(1, c.container_ip(2).into(), 3),
+        "ringlay c1 -> kernel c2\n{}",
+        d1.log()
+    );
+    let up = c.iperf3(2, 1, 2, 1);
+    let down = if both { c.iperf3(1, 2, 2, 1) } else { f64::NAN };
+    eprintln!(
+        "{tag}: ringlay <-> kernel vxlan (tx checksumming {}), {ringlay_args:?}: \
+         c1 -> c2 {up:.3} Gbit/s, c2 -> c1 {down:.3} Gbit/s",
+        if tx_csum_off {
+            "off"
+        } else {
+            "as flanneld leaves it"
+        }
+    );
+    assert!(up > MIN_GBPS, "c1 -> c2 {up} Gbit/s\n{}", d1.log());
+    assert!(
+        !both || down > MIN_GBPS,
+        "c2 -> c1 {down} Gbit/s\n{}",
+        d1.log()
+    );
+}
+
+#[test]
+fn kernel_vxlan_interop_tcp_both_ways() {
+    if !netns::require_root("kernel_vxlan_interop_tcp_both_ways") {
+        return;
+    }
+    // Partial inner checksums, written to the TUN with NEEDS_CSUM; the kernel
+    // node's GSO super-packets, which cross the veth whole, written for
+    // segmentation at the TUN's MTU.
+    kernel_vxlan_tcp("dpkvxp", false, true, &[]);
+    // Without a virtio header ringlay completes partial checksums itself (the
+    // kernel's ACKs). The kernel's data super-packets it cannot hand on without
+    // segmentation offload: kernel -> ringlay TCP needs offloads on (README).
+    kernel_vxlan_tcp("dpkvxo", false, false, &["--offload", "off"]);
+    // The kernel node computing inner checksums in software: complete ones.
+    kernel_vxlan_tcp("dpkvxs", true, true, &[]);
 }
 
 // --- 4. SIGHUP ----------------------------------------------------------------------

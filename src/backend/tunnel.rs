@@ -106,6 +106,7 @@ impl TunnelBackend {
             gateway: v4.subnet.network(),
             multishot,
             offload,
+            mtu,
         };
         let tun_name = device.name().to_owned();
         let pin = |k: usize| opts.pin_workers.then(|| cpus.get(k).copied()).flatten();

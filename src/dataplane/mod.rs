@@ -118,6 +118,9 @@ pub struct WorkerConfig {
     pub multishot: bool,
     /// The offloads in use (the TUN queues must have been opened to match).
     pub offload: Offload,
+    /// The TUN device's MTU: no packet written to it without segmentation is
+    /// longer.
+    pub mtu: u32,
 }
 
 /// One worker's file descriptors.
@@ -167,6 +170,7 @@ impl Dataplane {
                 stop: stop.clone(),
                 multishot: settings.multishot,
                 offload: settings.offload,
+                mtu: settings.mtu,
             };
             let handle = std::thread::Builder::new()
                 .name(format!("ringlay-w{index}"))

@@ -238,19 +238,32 @@ pub fn write_packet(fd: BorrowedFd<'_>, packet: &[u8]) -> io::Result<usize> {
 /// Writes one packet to a TUN queue opened with `IFF_VNET_HDR`, `header` (its
 /// `virtio_net_hdr`) first, in one `writev`.
 pub fn write_with_header(fd: BorrowedFd<'_>, header: &[u8], packet: &[u8]) -> io::Result<usize> {
-    let iov = [
-        libc::iovec {
-            iov_base: header.as_ptr().cast_mut().cast(),
-            iov_len: header.len(),
-        },
-        libc::iovec {
-            iov_base: packet.as_ptr().cast_mut().cast(),
-            iov_len: packet.len(),
-        },
-    ];
-    // SAFETY: both iovecs describe live slices, only read by the kernel during the
-    // call; the count matches the array.
-    let n = cvt(unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), 2) })?;
+    write_gather(fd, &[header, packet])
+}
+
+/// Most parts [`write_gather`] takes.
+pub const GATHER_MAX: usize = 4;
+
+/// Writes one packet made of up to [`GATHER_MAX`] parts, in order, in one
+/// `writev` (the TUN device takes one packet per write, however it is cut).
+pub fn write_gather(fd: BorrowedFd<'_>, parts: &[&[u8]]) -> io::Result<usize> {
+    if parts.len() > GATHER_MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("at most {GATHER_MAX} parts in one TUN write"),
+        ));
+    }
+    let mut iov = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; GATHER_MAX];
+    for (v, part) in iov.iter_mut().zip(parts) {
+        v.iov_base = part.as_ptr().cast_mut().cast();
+        v.iov_len = part.len();
+    }
+    // SAFETY: the first `parts.len()` iovecs describe live slices, only read by
+    // the kernel during the call; the count is at most the array's length.
+    let n = cvt(unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), parts.len() as libc::c_int) })?;
     Ok(n as usize)
 }
 

@@ -4,6 +4,7 @@
 use crate::wire::virtio::{self, GsoType};
 use crate::wire::{checksum, ipv4, ipv6, tcp, IpProtocol};
 
+use super::partial::{partial_checksum, Partial};
 use super::pseudo_header;
 
 /// Flows a [`Coalescer`] from [`Coalescer::new`] holds at once.
@@ -64,10 +65,46 @@ impl Key {
     }
 }
 
-/// A verified TCP segment that may join or start a train.
+/// What is known of a packet's TCP or UDP checksum, which decides the virtio
+/// header it is written with alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Csum {
+    /// Not checked, or failed: a zero header, so the kernel checks it (and drops
+    /// a bad one).
+    Unchecked,
+    /// Verified: `DATA_VALID`.
+    Verified,
+    /// The field holds the pseudo-header sum only (see [`super::partial`]):
+    /// `NEEDS_CSUM`, so the kernel delivers it as its own.
+    Partial(Partial),
+}
+
+impl Csum {
+    /// The packet's checksum as it came, judged without a pass over the payload.
+    fn of(packet: &[u8]) -> Csum {
+        partial_checksum(packet).map_or(Csum::Unchecked, Csum::Partial)
+    }
+
+    /// The virtio header of a packet written alone.
+    fn header(self) -> virtio::Repr {
+        match self {
+            Csum::Unchecked => virtio::Repr::default(),
+            Csum::Verified => virtio::Repr {
+                flags: virtio::FLAG_DATA_VALID,
+                ..virtio::Repr::default()
+            },
+            Csum::Partial(p) => p.header(),
+        }
+    }
+}
+
+/// A TCP segment with a verified (or partial) checksum that may join or start a
+/// train.
 #[derive(Debug, Clone, Copy)]
 struct Segment<'p> {
     key: Key,
+    /// Its checksum: verified, or partial.
+    csum: Csum,
     /// The IP packet, trimmed to its IP length.
     packet: &'p [u8],
     l3_len: usize,
@@ -89,8 +126,8 @@ enum Class<'p> {
     /// Not TCP, or not readable as TCP: passed through with a zero header.
     Other,
     /// TCP that cannot merge: written alone, after the flow `Key` if it is held,
-    /// with the given virtio flags (`DATA_VALID` once its checksums verified).
-    Alone(Key, &'p [u8], u8),
+    /// with the virtio header its checksum calls for.
+    Alone(Key, &'p [u8], Csum),
     /// TCP that may merge.
     Candidate(Segment<'p>),
 }
@@ -115,10 +152,10 @@ fn classify_v4(packet: &[u8]) -> Class<'_> {
     let l3_len = ip.header_len();
     if l3_len != ipv4::HEADER_LEN {
         // inet_gro_receive: options never merge.
-        return tcp_alone(packet, false, l3_len, 0);
+        return tcp_alone(packet, false, l3_len);
     }
     if !ip.verify_checksum() {
-        return tcp_alone(packet, false, l3_len, 0);
+        return tcp_alone(packet, false, l3_len);
     }
     classify_tcp(packet, false, l3_len)
 }
@@ -131,15 +168,15 @@ fn classify_v6(packet: &[u8]) -> Class<'_> {
     match ip.transport() {
         Ok((IpProtocol::Tcp, ipv6::HEADER_LEN)) => classify_tcp(packet, true, ipv6::HEADER_LEN),
         // Extension headers: kept in order with their flow, never merged.
-        Ok((IpProtocol::Tcp, l3_len)) => tcp_alone(packet, true, l3_len, 0),
+        Ok((IpProtocol::Tcp, l3_len)) => tcp_alone(packet, true, l3_len),
         _ => Class::Other,
     }
 }
 
 /// A TCP packet written alone, or passed through if it has no TCP header.
-fn tcp_alone(packet: &[u8], v6: bool, l3_len: usize, flags: u8) -> Class<'_> {
+fn tcp_alone(packet: &[u8], v6: bool, l3_len: usize) -> Class<'_> {
     match packet.get(l3_len..).map(tcp::Packet::new_checked) {
-        Some(Ok(_)) => Class::Alone(Key::new(packet, v6, l3_len), packet, flags),
+        Some(Ok(_)) => Class::Alone(Key::new(packet, v6, l3_len), packet, Csum::of(packet)),
         _ => Class::Other,
     }
 }
@@ -154,20 +191,27 @@ fn classify_tcp(packet: &[u8], v6: bool, l3_len: usize) -> Class<'_> {
     let l4_len = match u16::try_from(segment.len()) {
         Ok(len) if packet.len() <= MAX_PACKET => len,
         // Too long for a flow's buffer (an IPv6 payload near 64 KiB).
-        _ => return Class::Alone(key, packet, 0),
+        _ => return Class::Alone(key, packet, Csum::of(packet)),
     };
-    let sum = checksum::combine(&[
-        pseudo_header(packet, v6, IpProtocol::Tcp.into(), l4_len),
-        checksum::data(segment),
-    ]);
-    if sum != 0xffff {
-        return Class::Alone(key, packet, 0);
-    }
+    let pseudo = pseudo_header(packet, v6, IpProtocol::Tcp.into(), l4_len);
+    let csum = if checksum::combine(&[pseudo, checksum::data(segment)]) == 0xffff {
+        Csum::Verified
+    } else if tcp.checksum() == pseudo {
+        // Left partial by a sender across a virtual link: merged trains get
+        // NEEDS_CSUM anyway, and a lone one is written with it.
+        Csum::Partial(Partial {
+            start: l3_len as u16,
+            offset: tcp::CHECKSUM_OFFSET as u16,
+        })
+    } else {
+        return Class::Alone(key, packet, Csum::Unchecked);
+    };
     if tcp.flags() & NEVER_MERGE != 0 || tcp.payload().is_empty() {
-        return Class::Alone(key, packet, virtio::FLAG_DATA_VALID);
+        return Class::Alone(key, packet, csum);
     }
     Class::Candidate(Segment {
         key,
+        csum,
         packet,
         l3_len,
         hdr_len: l3_len + tcp.header_len(),
@@ -196,6 +240,11 @@ struct Flow {
     last_ident: u16,
     /// The first segment carried CWR.
     cwr: bool,
+    /// The first segment's checksum: how the train is written if nothing joins.
+    first_csum: Csum,
+    /// The first segment is longer than the MTU: the train needs segmentation
+    /// even if nothing joins it.
+    oversized: bool,
 }
 
 impl Flow {
@@ -213,11 +262,13 @@ impl Flow {
             next_seq: 0,
             last_ident: 0,
             cwr: false,
+            first_csum: Csum::Unchecked,
+            oversized: false,
         }
     }
 
-    /// Starts a train with `seg`.
-    fn start(&mut self, seg: &Segment<'_>, age: u64) {
+    /// Starts a train with `seg`, to be written in segments that fit `mtu`.
+    fn start(&mut self, seg: &Segment<'_>, age: u64, mtu: usize) {
         let end = VNET + seg.packet.len();
         self.buf[VNET..end].copy_from_slice(seg.packet);
         self.len = end;
@@ -226,7 +277,11 @@ impl Flow {
         self.age = age;
         self.l3_len = seg.l3_len;
         self.hdr_len = seg.hdr_len;
-        self.gso_size = seg.payload_len();
+        // A segment longer than the MTU already holds several of the sender's.
+        self.gso_size = seg
+            .payload_len()
+            .min(mtu.saturating_sub(seg.hdr_len).max(1));
+        self.oversized = seg.packet.len() > mtu;
         self.count = 1;
         self.next_seq = seg.seq.wrapping_add(seg.payload_len() as u32);
         self.last_ident = if seg.key.v6 {
@@ -235,6 +290,7 @@ impl Flow {
             ipv4::Packet::new_unchecked(seg.packet).ident()
         };
         self.cwr = seg.flags & tcp::FLAG_CWR != 0;
+        self.first_csum = seg.csum;
     }
 
     /// The held packet's headers.
@@ -314,12 +370,9 @@ impl Flow {
         }
         self.open = false;
         let (head, packet) = self.buf[..self.len].split_at_mut(VNET);
-        let vnet = if self.count == 1 {
-            // Untouched, and its checksums verified.
-            virtio::Repr {
-                flags: virtio::FLAG_DATA_VALID,
-                ..virtio::Repr::default()
-            }
+        let vnet = if self.count == 1 && !self.oversized {
+            // Untouched: verified, or partial.
+            self.first_csum.header()
         } else {
             let len = u16::try_from(packet.len()).unwrap_or(u16::MAX);
             let l3_len = self.l3_len as u16;
@@ -358,6 +411,8 @@ impl Flow {
 #[derive(Debug)]
 pub struct Coalescer {
     flows: Vec<Flow>,
+    /// The TUN device's MTU: a train longer than it is written for segmentation.
+    mtu: usize,
     /// Where packets that pass through get their virtio header.
     scratch: Box<[u8]>,
     /// Counts trains started, to find the oldest.
@@ -376,9 +431,20 @@ impl Coalescer {
         Coalescer::with_flows(DEFAULT_FLOWS)
     }
 
-    /// A coalescer holding up to `flows` flows (at least one).
+    /// A coalescer holding up to `flows` flows (at least one), for a TUN device
+    /// of any MTU.
     pub fn with_flows(flows: usize) -> Coalescer {
+        Coalescer::with_mtu(flows, MAX_PACKET)
+    }
+
+    /// A coalescer holding up to `flows` flows for a TUN device whose MTU is
+    /// `mtu`. A TCP packet longer than that (a kernel peer's GSO super-packet that
+    /// crossed a virtual link whole, which the kernel hands a UDP socket as one
+    /// datagram) is written with segmentation at the largest size that fits,
+    /// rather than as one packet the kernel could not forward.
+    pub fn with_mtu(flows: usize, mtu: usize) -> Coalescer {
         Coalescer {
+            mtu: mtu.clamp(ipv4::HEADER_LEN + tcp::HEADER_LEN + 1, MAX_PACKET),
             flows: (0..flows.max(1)).map(|_| Flow::new()).collect(),
             scratch: vec![0u8; VNET + MAX_PASS].into_boxed_slice(),
             tick: 0,
@@ -391,12 +457,12 @@ impl Coalescer {
     /// longer than any IP packet can be is not emitted.
     pub fn push(&mut self, packet: &[u8], emit: &mut impl FnMut(&[u8])) {
         match classify(packet) {
-            Class::Other => self.pass(packet, 0, emit),
-            Class::Alone(key, packet, flags) => {
+            Class::Other => self.pass(packet, Csum::of(packet), emit),
+            Class::Alone(key, packet, csum) => {
                 if let Some(i) = self.find(&key) {
                     self.flows[i].emit(emit);
                 }
-                self.pass(packet, flags, emit);
+                self.pass(packet, csum, emit);
             }
             Class::Candidate(seg) => self.offer(&seg, emit),
         }
@@ -422,9 +488,9 @@ impl Coalescer {
             // Per-flow order: what is held goes first.
             self.flows[i].emit(emit);
         }
-        if seg.flags & ENDS_TRAIN != 0 {
+        if seg.flags & ENDS_TRAIN != 0 && seg.packet.len() <= self.mtu {
             // A train that would end at its first segment: nothing to hold.
-            self.pass(seg.packet, virtio::FLAG_DATA_VALID, emit);
+            self.pass(seg.packet, seg.csum, emit);
             return;
         }
         let slot = match self.flows.iter().position(|f| !f.open) {
@@ -436,7 +502,7 @@ impl Coalescer {
             }
         };
         self.tick += 1;
-        self.flows[slot].start(seg, self.tick);
+        self.flows[slot].start(seg, self.tick, self.mtu);
     }
 
     /// The open flow of `key`.
@@ -454,20 +520,16 @@ impl Coalescer {
             .map(|(i, _)| i)
     }
 
-    /// Emits `packet` alone behind a virtio header with `flags` and no
+    /// Emits `packet` alone behind the virtio header `csum` calls for, without
     /// segmentation.
-    fn pass(&mut self, packet: &[u8], flags: u8, emit: &mut impl FnMut(&[u8])) {
+    fn pass(&mut self, packet: &[u8], csum: Csum, emit: &mut impl FnMut(&[u8])) {
         let end = VNET + packet.len();
         let Some(buf) = self.scratch.get_mut(..end) else {
             return;
         };
         let (head, body) = buf.split_at_mut(VNET);
         body.copy_from_slice(packet);
-        virtio::Repr {
-            flags,
-            ..virtio::Repr::default()
-        }
-        .emit(&mut virtio::Header::new_unchecked(head));
+        csum.header().emit(&mut virtio::Header::new_unchecked(head));
         emit(buf);
     }
 }

@@ -41,9 +41,9 @@
 //! the kernel's `tcp_gro_receive` and `inet_gro_receive`/`ipv6_gro_receive`:
 //!
 //! - only TCP over IPv4 without options or fragmentation, or over IPv6 without
-//!   extension headers; only segments whose IPv4 header and TCP checksums verify
-//!   (a segment that fails is written alone, untouched, with a zero header so that
-//!   the kernel checks and drops it);
+//!   extension headers; only segments whose IPv4 header and TCP checksums verify,
+//!   or whose TCP checksum is partial (a segment that fails is written alone,
+//!   untouched, with a zero header so that the kernel checks and drops it);
 //! - same addresses and ports; the next sequence number; the same acknowledgment
 //!   number, window, header length and options (timestamps included), and the same
 //!   flags but for CWR, PSH and FIN; IPv4: the same TOS, TTL and DF, and an
@@ -60,14 +60,21 @@
 //! sum in its TCP checksum field; a lone packet goes out as it came, with
 //! `DATA_VALID` once its checksum was verified. Anything not TCP is written at once.
 //!
+//! A TCP or UDP packet whose checksum field holds only the pseudo-header sum (its
+//! sender left it partial across a virtual link, [`partial`]) is treated as
+//! verified for merging, and a lone one is written with `NEEDS_CSUM`, so that the
+//! kernel delivers it as it delivers its own.
+//!
 //! [`DropReason::VirtioHeader`]: crate::drop_reason::DropReason::VirtioHeader
 //! [`DropReason::GsoUnsupported`]: crate::drop_reason::DropReason::GsoUnsupported
 //! [`DropReason::TransportHeader`]: crate::drop_reason::DropReason::TransportHeader
 
 mod coalesce;
+pub mod partial;
 mod split;
 
 pub use coalesce::{Coalescer, DEFAULT_FLOWS, MAX_PACKET};
+pub use partial::{partial_checksum, Partial};
 pub use split::{complete_checksum, Split};
 
 use core::ops::Range;

@@ -1159,3 +1159,67 @@ fn t_ack() -> Vec<u8> {
     }
     .packet(&[])
 }
+
+// --- partial checksums and super-packets from kernel peers ---------------------------
+
+#[test]
+fn coalesce_takes_partial_checksums_as_the_kernel_would() {
+    // A kernel sender across a virtual link: the pseudo-header sum only.
+    let t = Tcp::v4();
+    let (_, lone) = t.super_packet(&pattern(100, 1), 1400);
+    let out = run(&mut Coalescer::new(), std::slice::from_ref(&lone));
+    assert_eq!(out.len(), 1);
+    let (vnet, p) = &out[0];
+    assert_eq!(vnet.flags, virtio::FLAG_NEEDS_CSUM);
+    assert_eq!(vnet.gso_type, GsoType::None);
+    assert_eq!((vnet.csum_start, vnet.csum_offset), (20, 16));
+    assert_eq!(p, &lone, "written as it came");
+    assert_valid(&completed(vnet, p));
+    // A train of partial segments merges like verified ones.
+    let seg = |i: u32| {
+        let t = Tcp {
+            seq: t.seq + i * 1000,
+            ident: t.ident + i as u16,
+            ..t
+        };
+        t.super_packet(&pattern(1000, i as u8), 1000).1
+    };
+    let out = run(&mut Coalescer::new(), &[seg(0), seg(1), seg(2)]);
+    assert_eq!(out.len(), 1, "one super-packet");
+    assert_eq!(out[0].0.gso_type, GsoType::TcpV4);
+    assert_eq!(out[0].0.gso_size, 1000);
+    // Neither verified nor partial: written alone, untouched, for the kernel to drop.
+    let mut bad = seg(0);
+    let l3 = t.l3_len();
+    tcp::Packet::new_unchecked(&mut bad[l3..]).set_checksum(0x1234);
+    let out = run(&mut Coalescer::new(), std::slice::from_ref(&bad));
+    assert_eq!(out[0].0, virtio::Repr::default());
+    assert_eq!(out[0].1, bad);
+}
+
+#[test]
+fn a_super_packet_longer_than_the_mtu_is_written_for_segmentation() {
+    // The kernel hands a UDP socket a GSO skb that crossed a veth whole as one
+    // datagram: its inner packet is a 14 KB TCP super-packet.
+    let t = Tcp::v4();
+    let payload = pattern(14_000, 7);
+    let (_, big) = t.super_packet(&payload, 1398);
+    let mtu = 1450;
+    let out = run(&mut Coalescer::with_mtu(8, mtu), &[big]);
+    assert_eq!(out.len(), 1);
+    let (vnet, p) = &out[0];
+    assert_eq!(vnet.gso_type, GsoType::TcpV4);
+    assert_eq!(vnet.flags, virtio::FLAG_NEEDS_CSUM);
+    assert_eq!(usize::from(vnet.gso_size), mtu - t.hdr_len());
+    assert_eq!(&p[t.hdr_len()..], &payload[..]);
+    // Cut as the kernel would, every segment fits the MTU and verifies.
+    let split = Split::new(vnet, p).expect("valid");
+    for s in segments(&split) {
+        assert!(s.len() <= mtu, "{} bytes", s.len());
+        assert_valid(&s);
+    }
+    // At or under the MTU nothing changes: a lone packet stays unsegmented.
+    let (_, small) = t.super_packet(&pattern(1000, 3), 1000);
+    let out = run(&mut Coalescer::with_mtu(8, mtu), &[small]);
+    assert_eq!(out[0].0.gso_type, GsoType::None);
+}

@@ -18,7 +18,7 @@ use crate::sys::uring::{Completion, Datagram, Ring};
 use crate::table::Snapshot;
 use crate::wire::virtio;
 
-use super::super::offload::Coalescer;
+use super::super::offload::{partial_checksum, Coalescer};
 use super::super::stats::{Counter, Stats};
 use super::slots::Op;
 use super::{Worker, HEADROOM};
@@ -34,13 +34,27 @@ pub(super) struct TunOut<'a> {
 }
 
 impl TunOut<'_> {
-    /// Writes one plain packet.
+    /// Writes one plain packet. One whose TCP or UDP checksum its sender left
+    /// partial (see [`partial`](super::super::offload::partial)) goes with
+    /// `NEEDS_CSUM`, or completed where the queue carries no virtio header.
     #[inline]
     pub(super) fn write(&self, packet: &[u8]) {
-        let written = if self.vnet {
-            tun::write_with_header(self.fd, &PLAIN_VNET_HDR, packet)
-        } else {
-            tun::write_packet(self.fd, packet)
+        let written = match (self.vnet, partial_checksum(packet)) {
+            (true, None) => tun::write_with_header(self.fd, &PLAIN_VNET_HDR, packet),
+            (false, None) => tun::write_packet(self.fd, packet),
+            (true, Some(p)) => {
+                let mut hdr = PLAIN_VNET_HDR;
+                p.header()
+                    .emit(&mut virtio::Header::new_unchecked(&mut hdr[..]));
+                tun::write_with_header(self.fd, &hdr, packet)
+            }
+            (false, Some(p)) => {
+                // The completed field is written in place of the partial one,
+                // without copying the packet.
+                let (head, tail) = packet.split_at(p.field());
+                let csum = p.completed(packet);
+                tun::write_gather(self.fd, &[head, &csum, tail.get(2..).unwrap_or(&[])])
+            }
         };
         self.count(written, 1);
     }

@@ -50,7 +50,7 @@ use crate::sys::tun;
 use crate::sys::uring::{Completion, Ring, Slot};
 use crate::table::Reader;
 
-use super::offload::Coalescer;
+use super::offload::{Coalescer, DEFAULT_FLOWS};
 use super::stats::{Counter, Stats};
 use super::Offload;
 use outbound::{IcmpBudget, ICMP_PER_SECOND};
@@ -103,6 +103,8 @@ pub struct WorkerParams {
     /// The offloads in use; the TUN queue was opened with `IFF_VNET_HDR` exactly
     /// when [`Offload::vnet_hdr`] says so.
     pub offload: Offload,
+    /// The TUN device's MTU.
+    pub mtu: u32,
 }
 
 struct Worker {
@@ -165,7 +167,10 @@ pub fn run(p: WorkerParams) -> io::Result<()> {
             left: ICMP_PER_SECOND,
         },
         offload: p.offload,
-        coalescer: p.offload.gro.then(Coalescer::new),
+        coalescer: p
+            .offload
+            .gro
+            .then(|| Coalescer::with_mtu(DEFAULT_FLOWS, p.mtu as usize)),
         tx_slots: TxSlots::new(TX_SLOTS),
         batch: None,
         readable: true,
