@@ -210,6 +210,31 @@ fn metrics_status_masquerade_and_flanneld_env() {
     };
     assert!(spoofed(&m) >= 20, "spoofed_source not counted:\n{m}");
 
+    // --- the TUN queue's drops show: with the workers stopped, the kernel drops
+    // what does not fit in the queue (txqueuelen 500), and the metric counts it ---
+    let dropped = |m: &str| sum(m, "ringlay_tun_tx_dropped_total", &[]);
+    let (_, m) = get(c.host(1), url);
+    assert!(m.contains("ringlay_tun_tx_dropped_total "), "{m}");
+    let before = dropped(&m);
+    let pid = d1.pid().to_string();
+    c.host(1).sh(&format!("kill -STOP {pid}"));
+    let py = format!(
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         [s.sendto(b'x'*64,('{c2}',9)) for _ in range(2000)]"
+    );
+    let flood = c
+        .container(1)
+        .exec(&["timeout", "10", "python3", "-c", &py]);
+    c.host(1).sh(&format!("kill -CONT {pid}"));
+    assert!(flood.status.success(), "flood: {flood:?}");
+    let (_, m) = get(c.host(1), url);
+    assert!(
+        dropped(&m) >= before + 500,
+        "tun tx_dropped {} -> {}:\n{m}",
+        before,
+        dropped(&m)
+    );
+
     // --- ringlay status lists the peers ---
     let text = status(c.host(1), &socket, false);
     eprintln!("{text}");
@@ -228,6 +253,7 @@ fn metrics_status_masquerade_and_flanneld_env() {
     let peers = json["peers"].as_array().expect("peers");
     assert_eq!(peers.len(), 2, "{json}");
     assert_eq!(json["ready"], true, "{json}");
+    assert!(json["tun_tx_dropped"].as_u64() >= Some(500), "{json}");
     // Per peer: the pings each way (2 to host 2, 3 to host 3) and their replies;
     // the forged datagrams were dropped, so they count as nobody's traffic.
     for (ip, pings) in [("192.0.2.2", 2), ("192.0.2.3", 3)] {

@@ -127,6 +127,15 @@ pub fn render(s: &Sample) -> String {
     if let Some(off) = s.offload {
         offload(o, off);
     }
+    if let Some(n) = s.tun_tx_dropped {
+        family(
+            o,
+            "ringlay_tun_tx_dropped_total",
+            "counter",
+            "Packets the kernel dropped because a TUN queue was full: traffic the workers did not read in time (the device's tx_dropped).",
+        );
+        let _ = writeln!(o, "ringlay_tun_tx_dropped_total {n}");
+    }
     if !s.workers.is_empty() {
         workers(o, &s.workers);
     }
@@ -329,6 +338,7 @@ mod tests {
             offload: Some(Offload::ALL),
             table: None,
             follow: None,
+            tun_tx_dropped: Some(7),
         }
     }
 
@@ -344,6 +354,7 @@ mod tests {
             "ringlay_offload_enabled{feature=\"gro\"} 1",
             "ringlay_table_updates_seen_total{worker=\"0\"} 5",
             "ringlay_table_updates_seen_total{worker=\"1\"} 0",
+            "ringlay_tun_tx_dropped_total 7",
             "ringlay_lease_info{subnet=\"100.96.1.0/24\",public_ip=\"192.0.2.1\",backend=\"udp\",vtep_mac=\"\"} 1",
             "# TYPE ringlay_drops_total counter",
         ] {

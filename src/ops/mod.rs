@@ -77,6 +77,9 @@ pub struct Sample {
     pub table: Option<(Arc<Snapshot>, Option<SystemTime>)>,
     /// The etcd follower's counters (etcd only).
     pub follow: Option<Arc<FollowStats>>,
+    /// Packets the kernel dropped at the TUN device's queues, read when the
+    /// sample is taken (tunnel backends only).
+    pub tun_tx_dropped: Option<u64>,
 }
 
 impl State {
@@ -124,7 +127,9 @@ impl State {
     /// Reads everything at once.
     pub fn sample(&self) -> Sample {
         let i = self.inner();
+        let tun = i.lease.as_ref().and_then(|l| l.tun.as_deref());
         Sample {
+            tun_tx_dropped: tun.and_then(|t| crate::sys::netdev::tx_dropped(t).ok()),
             ready: self.is_ready(),
             lease: i.lease.clone(),
             workers: i.workers.clone(),

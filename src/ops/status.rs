@@ -106,6 +106,10 @@ pub struct Status {
     pub workers: usize,
     /// Offloads in use (`tso`, `gso`, `gro`).
     pub offloads: Vec<String>,
+    /// Packets the kernel dropped because a TUN queue was full (the device's
+    /// `tx_dropped`; tunnel backends only).
+    #[serde(default)]
+    pub tun_tx_dropped: Option<u64>,
     /// The table's generation.
     pub table_generation: u64,
     /// When the table was published (Unix seconds).
@@ -201,6 +205,7 @@ impl Status {
                 .filter(|&t| t > 0),
             workers: s.workers.len(),
             offloads,
+            tun_tx_dropped: s.tun_tx_dropped,
             table_generation,
             table_updated,
             table_updates_seen: sum(Counter::TableUpdatesSeen),
@@ -270,6 +275,12 @@ impl Status {
                 self.workers,
                 if self.workers == 1 { "" } else { "s" }
             );
+            if let Some(n) = self.tun_tx_dropped {
+                let _ = writeln!(
+                    o,
+                    "          {n} packets dropped at the TUN queue (not read in time)"
+                );
+            }
         }
     }
 
@@ -483,6 +494,7 @@ mod tests {
             lease_expires: None,
             workers: 2,
             offloads: vec!["tso".into(), "gro".into()],
+            tun_tx_dropped: Some(0),
             table_generation: 3,
             table_updated: Some(1.0),
             table_updates_seen: 2,

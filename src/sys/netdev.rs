@@ -105,6 +105,20 @@ pub fn mtu(name: &str) -> io::Result<u32> {
         .ok_or_else(|| io::Error::other(format!("RTM_GETLINK {name}: no IFLA_MTU")))
 }
 
+/// Packets the interface dropped on transmit (`IFLA_STATS64`'s `tx_dropped`):
+/// for a TUN device, what the kernel dropped because a queue was full, i.e. what
+/// the reader did not take in time.
+pub fn tx_dropped(name: &str) -> io::Result<u64> {
+    let link = link_by_name(&mut RouteSocket::open()?, name)?;
+    link.attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::Stats64(s) => Some(s.tx_dropped),
+            _ => None,
+        })
+        .ok_or_else(|| io::Error::other(format!("RTM_GETLINK {name}: no IFLA_STATS64")))
+}
+
 /// The interface's `IFF_*` flags (`ifi_flags`), e.g. `IFF_UP`.
 pub fn flags(name: &str) -> io::Result<u32> {
     Ok(link_by_name(&mut RouteSocket::open()?, name)?
