@@ -427,7 +427,12 @@ echo "## Overlay benchmark"
 echo
 echo "- kernel: $(uname -r), CPUs: $(nproc) (${cpu_model:-unknown model})"
 echo "- $(iperf3 --version | head -n 1 | cut -d' ' -f1-2); rounds: $rounds (medians), ${secs} s per iperf3 test, interleaved"
-echo "- ringlay: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)${RINGLAY_ARGS:+, args: $RINGLAY_ARGS}"
+if [[ -n ${RINGLAY_BIN:-} ]]; then
+    # A given binary need not be the checkout's build: name it, not the commit.
+    echo "- ringlay: $RINGLAY_BIN (sha256 $(sha256sum "$RINGLAY_BIN" | cut -c1-12))${RINGLAY_ARGS:+, args: $RINGLAY_ARGS}"
+else
+    echo "- ringlay: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)${RINGLAY_ARGS:+, args: $RINGLAY_ARGS}"
+fi
 echo "- ratios are to $REFERENCE; for ping and CPU s/Gbit lower is better"
 echo
 printf '| config |'
