@@ -95,12 +95,11 @@ impl Installed {
 
     /// Why the control thread must keep CAP_NET_ADMIN after set-up, if it must:
     /// routes are reconciled and deleted on exit.
-    pub fn route_privilege(&mut self) -> Option<&'static str> {
+    pub fn route_privilege(&self) -> Option<&'static str> {
         match self {
             Installed::HostGw(_) => Some("routes are managed (host-gw)"),
             Installed::Tunnel(t) => t
-                .routes()
-                .is_some()
+                .has_routes()
                 .then_some("direct routes are managed (DirectRouting)"),
         }
     }

@@ -148,6 +148,11 @@ impl TunnelBackend {
         self.routes.as_mut()
     }
 
+    /// Whether it keeps direct routes (`DirectRouting`).
+    pub fn has_routes(&self) -> bool {
+        self.routes.is_some()
+    }
+
     /// The TUN device's name.
     pub fn tun_name(&self) -> &str {
         &self.tun_name

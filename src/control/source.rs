@@ -112,10 +112,7 @@ impl LeaseSource {
     /// SIGHUP: the static file is read again; etcd has nothing to re-read.
     pub fn hangup(&mut self) -> Event {
         match self {
-            LeaseSource::Static(s) => {
-                s.stamp = FileStamp::of(&s.path).ok();
-                s.reload("SIGHUP")
-            }
+            LeaseSource::Static(s) => s.hangup(),
             LeaseSource::Etcd(_) => {
                 tracing::info!("SIGHUP: the leases come from etcd's watch; nothing to re-read");
                 Event::Idle
@@ -155,6 +152,12 @@ impl StaticSource {
                 local,
             })),
         })
+    }
+
+    /// SIGHUP: the file is read again, edited or not.
+    fn hangup(&mut self) -> Event {
+        self.stamp = FileStamp::of(&self.path).ok();
+        self.reload("SIGHUP")
     }
 
     async fn next(&mut self) -> Event {

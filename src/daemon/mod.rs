@@ -107,7 +107,7 @@ pub fn run(opts: Options) -> Result<()> {
     if let Installed::Tunnel(t) = &backend {
         state.set_dataplane(t.dataplane().stats(), t.offload());
     }
-    let masq = ready::finish(&opts, &config, &local, &mut backend)?;
+    let masq = ready::finish(&opts, &config, &local, &backend)?;
     state.set_ready(true);
     log_ready(&config, &local, &under, &leases, &backend);
 

@@ -23,7 +23,7 @@ pub fn finish(
     opts: &Options,
     config: &NetworkConfig,
     local: &LocalLease,
-    backend: &mut Installed,
+    backend: &Installed,
 ) -> Result<Option<IpMasq>> {
     let masq = if opts.ip_masq {
         masquerade(config, local)?

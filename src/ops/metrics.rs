@@ -91,6 +91,12 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// A metric without labels: its family lines and its one sample.
+fn single(o: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    family(o, name, kind, help);
+    let _ = writeln!(o, "{name} {value}");
+}
+
 /// A label value with `\`, `"` and newlines escaped, as the format requires.
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -108,13 +114,13 @@ pub fn render(s: &Sample) -> String {
         "ringlay_build_info{{version=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION")
     );
-    family(
+    single(
         o,
         "ringlay_ready",
         "gauge",
         "1 once the lease is held, the TUN device (or the routes) is up and subnet.env is written.",
+        u8::from(s.ready),
     );
-    let _ = writeln!(o, "ringlay_ready {}", u8::from(s.ready));
     if let Some(l) = &s.lease {
         lease(o, l);
     }
@@ -128,13 +134,13 @@ pub fn render(s: &Sample) -> String {
         offload(o, off);
     }
     if let Some(n) = s.tun_tx_dropped {
-        family(
+        single(
             o,
             "ringlay_tun_tx_dropped_total",
             "counter",
             "Packets the kernel dropped because a TUN queue was full: traffic the workers did not read in time (the device's tx_dropped).",
+            n,
         );
-        let _ = writeln!(o, "ringlay_tun_tx_dropped_total {n}");
     }
     if !s.workers.is_empty() {
         workers(o, &s.workers);
@@ -162,64 +168,52 @@ fn lease(o: &mut String, l: &LeaseInfo) {
 fn etcd(o: &mut String, f: &FollowStats) {
     let expires = f.lease_expires_unix.load(Ordering::Relaxed);
     if expires > 0 {
-        family(
+        single(
             o,
             "ringlay_lease_expiry_timestamp_seconds",
             "gauge",
             "When our lease in etcd expires unless renewed (Unix time).",
+            expires,
         );
-        let _ = writeln!(o, "ringlay_lease_expiry_timestamp_seconds {expires}");
     }
-    family(
+    single(
         o,
         "ringlay_etcd_watch_reconnects_total",
         "counter",
         "Watches of the etcd prefix re-established after one was lost.",
+        f.watch_reconnects.load(Ordering::Relaxed),
     );
-    let _ = writeln!(
-        o,
-        "ringlay_etcd_watch_reconnects_total {}",
-        f.watch_reconnects.load(Ordering::Relaxed)
-    );
-    family(
+    single(
         o,
         "ringlay_etcd_resyncs_total",
         "counter",
         "Full listings of the etcd prefix after a lost watch.",
-    );
-    let _ = writeln!(
-        o,
-        "ringlay_etcd_resyncs_total {}",
-        f.resyncs.load(Ordering::Relaxed)
+        f.resyncs.load(Ordering::Relaxed),
     );
 }
 
 fn table(o: &mut String, snap: &Snapshot, at: Option<SystemTime>) {
-    family(
+    single(
         o,
         "ringlay_table_peers",
         "gauge",
         "Peers (leases other than ours) in the current table.",
+        snap.len(),
     );
-    let _ = writeln!(o, "ringlay_table_peers {}", snap.len());
-    family(
+    single(
         o,
         "ringlay_table_generation",
         "gauge",
         "The current table's generation (one more per publish).",
+        snap.generation(),
     );
-    let _ = writeln!(o, "ringlay_table_generation {}", snap.generation());
     if let Some(at) = at {
-        family(
+        single(
             o,
             "ringlay_table_last_update_timestamp_seconds",
             "gauge",
             "When the current table was published (Unix time).",
-        );
-        let _ = writeln!(
-            o,
-            "ringlay_table_last_update_timestamp_seconds {:.3}",
-            unix_seconds(at)
+            format_args!("{:.3}", unix_seconds(at)),
         );
     }
 }

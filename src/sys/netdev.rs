@@ -169,9 +169,10 @@ pub fn set_ipv4(name: &str, addr: Ipv4Addr, prefix_len: u8) -> io::Result<()> {
     }
     let mut msg = address_message(index, IpAddr::V4(addr), prefix_len);
     if link.header.flags.contains(LinkFlags::Broadcast) && prefix_len < 31 {
-        let host = !u32::from(netmask_v4(prefix_len));
-        let brd = Ipv4Addr::from(u32::from(addr) | host);
-        msg.attributes.push(AddressAttribute::Broadcast(brd));
+        if let Ok(net) = ipnet::Ipv4Net::new(addr, prefix_len) {
+            msg.attributes
+                .push(AddressAttribute::Broadcast(net.broadcast()));
+        }
     }
     sock.request(
         RouteNetlinkMessage::NewAddress(msg),
@@ -270,14 +271,6 @@ fn addrs_of(
         })
         .filter(|a| index.is_none_or(|i| a.index == i))
         .collect())
-}
-
-/// The IPv4 netmask of a prefix length (`/16` → 255.255.0.0).
-fn netmask_v4(prefix_len: u8) -> Ipv4Addr {
-    let bits = u32::MAX
-        .checked_shl(32 - u32::from(prefix_len))
-        .unwrap_or(0);
-    Ipv4Addr::from(bits)
 }
 
 /// The interface's IPv4 addresses with their prefix lengths, in the kernel's
@@ -432,14 +425,6 @@ mod tests {
             v6,
         ];
         assert_eq!(default_route_oif(table.iter()), None);
-    }
-
-    #[test]
-    fn netmasks() {
-        assert_eq!(netmask_v4(0), Ipv4Addr::UNSPECIFIED);
-        assert_eq!(netmask_v4(16), Ipv4Addr::new(255, 255, 0, 0));
-        assert_eq!(netmask_v4(20), Ipv4Addr::new(255, 255, 240, 0));
-        assert_eq!(netmask_v4(32), Ipv4Addr::BROADCAST);
     }
 
     #[test]

@@ -639,11 +639,16 @@ impl Cluster {
         leases_json: &str,
         extra_args: &[&str],
     ) -> Result<Daemon, String> {
+        let leases = self.write_leases(i, leases_json);
+        self.try_ringlay_from(i, public_ip, &["--static-leases", &leases], extra_args)
+    }
+
+    /// Writes host i's static leases file; returns its path.
+    fn write_leases(&self, i: usize, leases_json: &str) -> String {
         let leases = self.dir.join(format!("leases-{i}.json"));
         fs::write(&leases, leases_json)
             .unwrap_or_else(|e| panic!("writing {}: {e}", leases.display()));
-        let leases_s = leases.display().to_string();
-        self.try_ringlay_from(i, public_ip, &["--static-leases", &leases_s], extra_args)
+        leases.display().to_string()
     }
 
     /// Runs `ringlay run --etcd-endpoints <endpoint>` on host i (its lease comes
@@ -690,11 +695,8 @@ impl Cluster {
         leases_json: &str,
         extra_args: &[&str],
     ) -> Result<Daemon, String> {
-        let leases = self.dir.join(format!("leases-{i}.json"));
-        fs::write(&leases, leases_json)
-            .unwrap_or_else(|e| panic!("writing {}: {e}", leases.display()));
-        let leases_s = leases.display().to_string();
-        let source = ["--static-leases", leases_s.as_str()];
+        let leases = self.write_leases(i, leases_json);
+        let source = ["--static-leases", leases.as_str()];
         self.start_ringlay(i, self.underlay_ip(i), &source, extra_args, &[], false)
     }
 

@@ -4,7 +4,7 @@
 use crate::wire::virtio::{self, GsoType};
 use crate::wire::{checksum, ipv4, ipv6, tcp, IpProtocol};
 
-use super::partial::{partial_checksum, Partial};
+use super::partial::{self, Partial};
 use super::pseudo_header;
 
 /// Flows a [`Coalescer`] from [`Coalescer::new`] holds at once.
@@ -80,9 +80,12 @@ enum Csum {
 }
 
 impl Csum {
-    /// The packet's checksum as it came, judged without a pass over the payload.
-    fn of(packet: &[u8]) -> Csum {
-        partial_checksum(packet).map_or(Csum::Unchecked, Csum::Partial)
+    /// The checksum of a packet whose IP header was read (see
+    /// [`partial::check`]), judged without a pass over the payload: partial, or
+    /// left for the kernel to check.
+    fn of(packet: &[u8], v6: bool, protocol: IpProtocol, start: usize) -> Csum {
+        let l4_len = packet.len().saturating_sub(start);
+        partial::check(packet, v6, protocol, start, l4_len).map_or(Csum::Unchecked, Csum::Partial)
     }
 
     /// The virtio header of a packet written alone.
@@ -123,8 +126,9 @@ impl Segment<'_> {
 /// What [`Coalescer::push`] does with a packet.
 #[derive(Debug, Clone, Copy)]
 enum Class<'p> {
-    /// Not TCP, or not readable as TCP: passed through with a zero header.
-    Other,
+    /// Not TCP, or not readable as TCP: passed through, with the header its
+    /// checksum calls for.
+    Other(Csum),
     /// TCP that cannot merge: written alone, after the flow `Key` if it is held,
     /// with the virtio header its checksum calls for.
     Alone(Key, &'p [u8], Csum),
@@ -137,19 +141,22 @@ fn classify(packet: &[u8]) -> Class<'_> {
     match packet.first().map(|b| b >> 4) {
         Some(4) => classify_v4(packet),
         Some(6) => classify_v6(packet),
-        _ => Class::Other,
+        _ => Class::Other(Csum::Unchecked),
     }
 }
 
 fn classify_v4(packet: &[u8]) -> Class<'_> {
     let Ok(ip) = ipv4::Packet::new_checked(packet) else {
-        return Class::Other;
+        return Class::Other(Csum::Unchecked);
     };
-    if ip.protocol() != IpProtocol::Tcp || ip.is_fragment() {
-        return Class::Other;
+    if ip.is_fragment() {
+        return Class::Other(Csum::Unchecked);
     }
     let packet = &packet[..usize::from(ip.total_len())];
     let l3_len = ip.header_len();
+    if ip.protocol() != IpProtocol::Tcp {
+        return Class::Other(Csum::of(packet, false, ip.protocol(), l3_len));
+    }
     if l3_len != ipv4::HEADER_LEN {
         // inet_gro_receive: options never merge.
         return tcp_alone(packet, false, l3_len);
@@ -162,49 +169,52 @@ fn classify_v4(packet: &[u8]) -> Class<'_> {
 
 fn classify_v6(packet: &[u8]) -> Class<'_> {
     let Ok(ip) = ipv6::Packet::new_checked(packet) else {
-        return Class::Other;
+        return Class::Other(Csum::Unchecked);
     };
     let packet = &packet[..ipv6::HEADER_LEN + usize::from(ip.payload_len())];
     match ip.transport() {
         Ok((IpProtocol::Tcp, ipv6::HEADER_LEN)) => classify_tcp(packet, true, ipv6::HEADER_LEN),
         // Extension headers: kept in order with their flow, never merged.
         Ok((IpProtocol::Tcp, l3_len)) => tcp_alone(packet, true, l3_len),
-        _ => Class::Other,
+        Ok((protocol, l3_len)) => Class::Other(Csum::of(packet, true, protocol, l3_len)),
+        Err(_) => Class::Other(Csum::Unchecked),
     }
 }
 
 /// A TCP packet written alone, or passed through if it has no TCP header.
 fn tcp_alone(packet: &[u8], v6: bool, l3_len: usize) -> Class<'_> {
     match packet.get(l3_len..).map(tcp::Packet::new_checked) {
-        Some(Ok(_)) => Class::Alone(Key::new(packet, v6, l3_len), packet, Csum::of(packet)),
-        _ => Class::Other,
+        Some(Ok(_)) => Class::Alone(
+            Key::new(packet, v6, l3_len),
+            packet,
+            Csum::of(packet, v6, IpProtocol::Tcp, l3_len),
+        ),
+        _ => Class::Other(Csum::Unchecked),
     }
 }
 
 /// Checks the TCP header and checksum of a packet whose IP header is fit to merge.
 fn classify_tcp(packet: &[u8], v6: bool, l3_len: usize) -> Class<'_> {
     let Some(Ok(tcp)) = packet.get(l3_len..).map(tcp::Packet::new_checked) else {
-        return Class::Other;
+        return Class::Other(Csum::Unchecked);
     };
     let key = Key::new(packet, v6, l3_len);
     let segment = tcp.as_ref();
     let l4_len = match u16::try_from(segment.len()) {
         Ok(len) if packet.len() <= MAX_PACKET => len,
         // Too long for a flow's buffer (an IPv6 payload near 64 KiB).
-        _ => return Class::Alone(key, packet, Csum::of(packet)),
+        _ => return Class::Alone(key, packet, Csum::of(packet, v6, IpProtocol::Tcp, l3_len)),
     };
     let pseudo = pseudo_header(packet, v6, IpProtocol::Tcp.into(), l4_len);
     let csum = if checksum::combine(&[pseudo, checksum::data(segment)]) == 0xffff {
         Csum::Verified
-    } else if tcp.checksum() == pseudo {
-        // Left partial by a sender across a virtual link: merged trains get
-        // NEEDS_CSUM anyway, and a lone one is written with it.
-        Csum::Partial(Partial {
-            start: l3_len as u16,
-            offset: tcp::CHECKSUM_OFFSET as u16,
-        })
     } else {
-        return Class::Alone(key, packet, Csum::Unchecked);
+        // Left partial by a sender across a virtual link, the segment may merge:
+        // merged trains get NEEDS_CSUM anyway, and a lone one is written with it.
+        match Csum::of(packet, v6, IpProtocol::Tcp, l3_len) {
+            partial @ Csum::Partial(_) => partial,
+            _ => return Class::Alone(key, packet, Csum::Unchecked),
+        }
     };
     if tcp.flags() & NEVER_MERGE != 0 || tcp.payload().is_empty() {
         return Class::Alone(key, packet, csum);
@@ -242,9 +252,6 @@ struct Flow {
     cwr: bool,
     /// The first segment's checksum: how the train is written if nothing joins.
     first_csum: Csum,
-    /// The first segment is longer than the MTU: the train needs segmentation
-    /// even if nothing joins it.
-    oversized: bool,
 }
 
 impl Flow {
@@ -263,7 +270,6 @@ impl Flow {
             last_ident: 0,
             cwr: false,
             first_csum: Csum::Unchecked,
-            oversized: false,
         }
     }
 
@@ -281,7 +287,6 @@ impl Flow {
         self.gso_size = seg
             .payload_len()
             .min(mtu.saturating_sub(seg.hdr_len).max(1));
-        self.oversized = seg.packet.len() > mtu;
         self.count = 1;
         self.next_seq = seg.seq.wrapping_add(seg.payload_len() as u32);
         self.last_ident = if seg.key.v6 {
@@ -370,7 +375,10 @@ impl Flow {
         }
         self.open = false;
         let (head, packet) = self.buf[..self.len].split_at_mut(VNET);
-        let vnet = if self.count == 1 && !self.oversized {
+        // A lone segment that fits one `gso_size` goes as it came; one longer than
+        // the MTU (its `gso_size` was cut down to fit) needs segmentation.
+        let payload = self.len - VNET - self.hdr_len;
+        let vnet = if self.count == 1 && payload <= self.gso_size {
             // Untouched: verified, or partial.
             self.first_csum.header()
         } else {
@@ -457,7 +465,7 @@ impl Coalescer {
     /// longer than any IP packet can be is not emitted.
     pub fn push(&mut self, packet: &[u8], emit: &mut impl FnMut(&[u8])) {
         match classify(packet) {
-            Class::Other => self.pass(packet, Csum::of(packet), emit),
+            Class::Other(csum) => self.pass(packet, csum, emit),
             Class::Alone(key, packet, csum) => {
                 if let Some(i) = self.find(&key) {
                     self.flows[i].emit(emit);

@@ -21,7 +21,7 @@
 use crate::wire::virtio::{self, GsoType};
 use crate::wire::{checksum, ipv4, ipv6, tcp, udp, IpProtocol};
 
-use super::pseudo_header;
+use super::{pseudo_header, store_checksum};
 
 /// Where a partial checksum is to be completed: the sum of the bytes from
 /// `start`, stored at `start + offset` (virtio's `csum_start` and `csum_offset`).
@@ -54,9 +54,10 @@ impl Partial {
     /// pseudo-header sum, as the kernel's `skb_checksum_help` computes it (a UDP
     /// checksum of 0 is sent as 0xffff, RFC 768).
     pub fn completed(self, packet: &[u8]) -> [u8; 2] {
+        let mut field = [0; 2];
         let sum = checksum::data(packet.get(usize::from(self.start)..).unwrap_or(&[]));
-        let csum = !sum;
-        if csum == 0 { 0xffff_u16 } else { csum }.to_be_bytes()
+        store_checksum(&mut field, sum);
+        field
     }
 }
 
@@ -68,6 +69,19 @@ pub fn partial_checksum(packet: &[u8]) -> Option<Partial> {
         Some(6) => transport_v6(packet)?,
         _ => return None,
     };
+    check(packet, v6, protocol, start, l4_len)
+}
+
+/// [`partial_checksum`] of a packet whose IP header was already read: its
+/// transport header (`protocol`) starts at `start` and is `l4_len` bytes long
+/// with its payload.
+pub(super) fn check(
+    packet: &[u8],
+    v6: bool,
+    protocol: IpProtocol,
+    start: usize,
+    l4_len: usize,
+) -> Option<Partial> {
     let offset = match protocol {
         IpProtocol::Tcp => tcp::CHECKSUM_OFFSET,
         IpProtocol::Udp => udp::CHECKSUM_OFFSET,
