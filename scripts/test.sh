@@ -19,6 +19,8 @@ declare -A pkg_for=(
   [etcd]=etcd-server [etcdctl]=etcd-client [ip]=iproute2 [ping]=iputils-ping
   [bridge]=iproute2 [xxd]=xxd [ethtool]=ethtool [openssl]=openssl
   [nft]=nftables [curl]=curl [python3]=python3-minimal
+  # scripts/kube-apiserver.sh builds the Kubernetes tests' apiserver with these.
+  [go]=golang-go [rsync]=rsync [dpkg-source]=dpkg-dev
 )
 missing=()
 for cmd in "${!pkg_for[@]}"; do
@@ -37,6 +39,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${missing[@]}" ||
     { apt-get update -q && apt-get install -y -q --no-install-recommends "${missing[@]}"; }
 fi
+# Built once per machine, then cached (see the script).
+step "kube-apiserver for the Kubernetes tests"
+RINGLAY_KUBE_APISERVER=$(scripts/kube-apiserver.sh)
+export RINGLAY_KUBE_APISERVER
+echo "$RINGLAY_KUBE_APISERVER"
 if [ -z "${SKIP_FUZZ:-}" ] && ! cargo fuzz --version >/dev/null 2>&1; then
   step "installing cargo-fuzz"
   cargo install cargo-fuzz --locked
