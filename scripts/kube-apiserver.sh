@@ -115,7 +115,7 @@ log "building kube-apiserver (nice -n 19; a few minutes)"
   export GOPATH="$gopath" GO111MODULE=off GOFLAGS= GOCACHE="$work/gocache" \
     KUBE_GIT_TREE_STATE=clean KUBE_GIT_VERSION="v$VERSION" \
     KUBE_BUILD_PLATFORMS=linux/amd64
-  nice -n 19 make WHAT=cmd/kube-apiserver >&2
+  nice -n 10 make WHAT=cmd/kube-apiserver >&2
 )
 built=$(find "$tree/_output" -type f -name kube-apiserver -perm -u+x | head -n1)
 [ -n "$built" ] || { log "the build produced no kube-apiserver binary"; exit 1; }
