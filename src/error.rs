@@ -95,6 +95,15 @@ pub enum Error {
         #[source]
         source: Box<etcd_client::Error>,
     },
+    /// A Kubernetes API request (or loading the client's configuration) failed.
+    #[error("Kubernetes: {what}: {source}")]
+    Kube {
+        /// What was being done, naming the object or the file.
+        what: String,
+        /// The client's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// This host's lease was taken by another node while we held it, so the subnet the
     /// data path forwards for is no longer ours.
     #[error(
@@ -148,6 +157,19 @@ impl Error {
     /// Builds an [`Error::Etcd`].
     pub fn etcd(what: impl Into<String>, source: etcd_client::Error) -> Self {
         Error::Etcd {
+            what: what.into(),
+            source: Box::new(source),
+        }
+    }
+}
+
+impl Error {
+    /// Builds an [`Error::Kube`].
+    pub fn kube(
+        what: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Kube {
             what: what.into(),
             source: Box::new(source),
         }

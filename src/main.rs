@@ -40,12 +40,15 @@ enum Command {
     /// Signals: SIGHUP re-reads a static leases file (it is also re-read when edited),
     /// SIGUSR1 logs the per-worker counters, SIGTERM or SIGINT stop cleanly.
     Run(RunArgs),
-    /// Follow the leases in etcd and log every table a node would build from them,
+    /// Follow the leases in etcd (or, with --kube-subnet-mgr, the cluster's Nodes)
+    /// and log every table a node would build from them,
     /// without acquiring a lease or creating a device (read-only; no privileges).
     /// Stops on SIGINT or SIGTERM and logs how many etcd requests it made.
     Watch {
         #[command(flatten)]
         etcd: EtcdArgs,
+        #[command(flatten)]
+        kube: KubeArgs,
         #[command(flatten)]
         log: LogArgs,
     },
@@ -140,6 +143,69 @@ impl EtcdArgs {
     }
 }
 
+/// The Kubernetes subnet manager (flanneld's flags of the same names).
+#[derive(Debug, clap::Args)]
+struct KubeArgs {
+    /// Take the subnet from this node's spec.podCIDR and the peers from the nodes'
+    /// flannel annotations, as flanneld --kube-subnet-mgr (the network config comes
+    /// from --net-config-path, not etcd). This node is NODE_NAME, else the
+    /// spec.nodeName of the pod POD_NAMESPACE/POD_NAME.
+    #[arg(
+        long,
+        conflicts_with_all = [
+            "etcd_endpoints", "etcd_prefix", "etcd_cafile", "etcd_certfile",
+            "etcd_keyfile", "etcd_username", "etcd_password", "subnet_lease_renew_margin",
+        ]
+    )]
+    kube_subnet_mgr: bool,
+    /// The API server's URL [default: the kubeconfig's server, else in-cluster].
+    #[arg(long, value_name = "URL", requires = "kube_subnet_mgr")]
+    kube_api_url: Option<String>,
+    /// A kubeconfig file [default: the pod's service account (in-cluster)].
+    #[arg(long, value_name = "FILE", requires = "kube_subnet_mgr")]
+    kubeconfig_file: Option<PathBuf>,
+    /// The prefix of the node annotations ringlay reads and writes: a domain,
+    /// optionally followed by "/name".
+    #[arg(long, value_name = "PREFIX", default_value = ringlay::control::kube::DEFAULT_PREFIX)]
+    kube_annotation_prefix: String,
+    /// The network config file (kube-flannel.yml's ConfigMap kube-flannel-cfg).
+    #[arg(long, value_name = "FILE", default_value = ringlay::control::kube::DEFAULT_NET_CONFIG)]
+    net_config_path: PathBuf,
+    /// Set this node's NetworkUnavailable condition to False once ready.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    set_node_network_unavailable: bool,
+}
+
+impl KubeArgs {
+    /// The settings, when --kube-subnet-mgr is given.
+    fn settings(&self) -> anyhow::Result<Option<ringlay::control::kube::Settings>> {
+        if !self.kube_subnet_mgr {
+            return Ok(None);
+        }
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let pod = match (var("POD_NAMESPACE"), var("POD_NAME")) {
+            (Some(ns), Some(name)) => Some((ns, name)),
+            _ => None,
+        };
+        Ok(Some(ringlay::control::kube::Settings {
+            api_url: self.kube_api_url.clone(),
+            kubeconfig: self.kubeconfig_file.clone(),
+            prefix: ringlay::control::kube::Prefix::parse(&self.kube_annotation_prefix)?,
+            net_config: self.net_config_path.clone(),
+            set_network_unavailable: self.set_node_network_unavailable,
+            node_name: var("NODE_NAME"),
+            pod,
+        }))
+    }
+}
+
 #[derive(Debug, clap::Args)]
 struct RunArgs {
     /// A static leases file: flannel's network config and every lease in one JSON
@@ -151,11 +217,14 @@ struct RunArgs {
         conflicts_with_all = [
             "etcd_endpoints", "etcd_prefix", "etcd_cafile", "etcd_certfile",
             "etcd_keyfile", "etcd_username", "etcd_password", "subnet_lease_renew_margin",
+            "kube_subnet_mgr",
         ]
     )]
     static_leases: Option<PathBuf>,
     #[command(flatten)]
     etcd: EtcdArgs,
+    #[command(flatten)]
+    kube: KubeArgs,
     /// The IPv4 address peers reach this host at [default: the first IPv4 address
     /// of --iface].
     #[arg(long, value_name = "IP")]
@@ -245,9 +314,10 @@ fn init_logging(log: &LogArgs) -> anyhow::Result<()> {
 }
 
 fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
-    let source = match args.static_leases {
-        Some(path) => ringlay::daemon::Source::Static(path),
-        None => ringlay::daemon::Source::Etcd(args.etcd.settings()?),
+    let source = match (args.static_leases, args.kube.settings()?) {
+        (Some(path), _) => ringlay::daemon::Source::Static(path),
+        (None, Some(kube)) => ringlay::daemon::Source::Kube(kube),
+        (None, None) => ringlay::daemon::Source::Etcd(args.etcd.settings()?),
     };
     init_logging(&args.log)?;
     let status_socket = args
@@ -289,11 +359,17 @@ fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run_daemon(args)?,
-        Command::Watch { etcd, log } => {
-            let settings = etcd.settings()?;
-            init_logging(&log)?;
-            ringlay::control::etcd::watch_only(&settings)?;
-        }
+        Command::Watch { etcd, kube, log } => match kube.settings()? {
+            Some(kube) => {
+                init_logging(&log)?;
+                ringlay::control::kube::watch_only(&kube)?;
+            }
+            None => {
+                let settings = etcd.settings()?;
+                init_logging(&log)?;
+                ringlay::control::etcd::watch_only(&settings)?;
+            }
+        },
         Command::Status {
             socket,
             tun_name,
@@ -336,7 +412,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// flanneld's flags that ringlay has under the same name: `FLANNELD_<FLAG>` is
 /// read as `RINGLAY_<FLAG>` when that is unset.
-const FLANNELD_FLAGS: [&str; 14] = [
+const FLANNELD_FLAGS: [&str; 20] = [
     "etcd-endpoints",
     "etcd-prefix",
     "etcd-keyfile",
@@ -351,6 +427,12 @@ const FLANNELD_FLAGS: [&str; 14] = [
     "ip-masq",
     "healthz-ip",
     "healthz-port",
+    "kube-subnet-mgr",
+    "kube-api-url",
+    "kubeconfig-file",
+    "kube-annotation-prefix",
+    "net-config-path",
+    "set-node-network-unavailable",
 ];
 
 /// `FLAG` → `PREFIX_FLAG` (upper case, `-` → `_`), flanneld's convention.

@@ -17,7 +17,7 @@ use std::process::Output;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::kube::{require_kube, KubeApiserver, RINGLAY_SA_USER};
+use common::kube::{manifest_docs, manifest_rbac, require_kube, KubeApiserver, RINGLAY_SA_USER};
 use common::netns::{eventually, require_command, require_root, Netns};
 
 /// One apiserver at a time: each takes a core for several seconds while it starts.
@@ -30,18 +30,6 @@ const NOBODY: &str = "ringlay-test-nobody";
 
 fn manifest_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("dist/kube-ringlay.yml")
-}
-
-/// The documents of the manifest whose `kind` is one of `kinds`, as one YAML stream.
-fn manifest_docs(kinds: &[&str]) -> String {
-    let text = std::fs::read_to_string(manifest_path()).expect("read the manifest");
-    text.split("\n---\n")
-        .filter(|doc| {
-            doc.lines()
-                .any(|l| kinds.iter().any(|k| l == format!("kind: {k}")))
-        })
-        .collect::<Vec<_>>()
-        .join("\n---\n")
 }
 
 fn assert_ok(out: &Output, what: &str) -> String {
@@ -197,13 +185,8 @@ fn the_manifests_cluster_role_allows_reading_nodes_and_patching_their_status_onl
         return;
     };
     let admin = api.admin_token();
-    let rbac = manifest_docs(&[
-        "Namespace",
-        "ServiceAccount",
-        "ClusterRole",
-        "ClusterRoleBinding",
-    ]);
-    assert_eq!(rbac.matches("\nkind: ").count() + 1, 4, "{rbac}");
+    let rbac = manifest_rbac();
+    assert_eq!(rbac.matches("\nkind: ").count(), 4, "{rbac}");
     let out = api.kubectl(admin, &["apply", "-f", "-"], Some(&rbac));
     assert_ok(&out, "kubectl apply of the manifest's RBAC objects");
     let node = node_json("node-a", "10.244.1.0/24", "192.0.2.1", "0a:00:00:00:00:01");

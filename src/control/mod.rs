@@ -9,6 +9,7 @@
 //! |-------------------|-------------------------------------------------------------|-----|
 //! | [`source`]        | the lease sources behind one interface: start, then lease-set events | through the sources |
 //! | [`etcd`]          | the etcd subnet manager: acquiring, renewing and following leases in flannel's keys | etcd |
+//! | [`kube`]          | the Kubernetes subnet manager: our Node's podCIDR and flannel's annotations, the Node watch | the API server |
 //! | [`static_leases`] | the static leases file: flannel's etcd prefix in one JSON file, validated as a whole | reads the file |
 //! | [`local`]         | picking this host's lease by its public IP; the VTEP MAC    | none |
 //! | [`lease_table`]   | leases → table [`Snapshot`]; lease diffs for logging        | none |
@@ -30,6 +31,7 @@
 //! [`Snapshot`]: crate::table::Snapshot
 
 pub mod etcd;
+pub mod kube;
 pub mod lease_table;
 pub mod local;
 pub mod source;

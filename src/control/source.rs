@@ -10,10 +10,12 @@
 //! |--------|---------------------|------------------|
 //! | static file | an edit of the file (checked every [`FILE_CHECK_INTERVAL`]), SIGHUP | logged; the previous table stays |
 //! | etcd | the follower's watch ([`etcd::Follower`]) | skipped by the follower with a warning |
+//! | Kubernetes | the Node watch ([`kube::Follower`]) | the node skipped with one warning naming it |
 //!
 //! Invariant: a lease set a source hands out always holds this host's lease
 //! unchanged. A static file that moves or drops our lease is refused whole (that
-//! needs a restart); in etcd the follower keeps our lease or ends.
+//! needs a restart); in etcd the follower keeps our lease or ends; in
+//! Kubernetes our lease is the one we wrote at start, whatever the watch sees.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -24,6 +26,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::etcd::{self, FollowStats, Follower, View};
+use super::kube;
 use super::{diff, find_local, FileStamp, LocalLease, StaticLeases};
 use crate::config::{Lease, NetworkConfig};
 use crate::{Error, Result};
@@ -38,6 +41,8 @@ pub enum Source {
     Static(PathBuf),
     /// etcd, as flanneld uses it (`--etcd-endpoints` and friends).
     Etcd(etcd::Settings),
+    /// The Kubernetes API, as flanneld's `--kube-subnet-mgr`.
+    Kube(kube::Settings),
 }
 
 /// A started lease source, with what it found at start.
@@ -50,6 +55,8 @@ pub struct Started {
     pub leases: Vec<Lease>,
     /// The etcd follower's counters, for the operator endpoints.
     pub follow_stats: Option<Arc<FollowStats>>,
+    /// The Kubernetes watch's counters, for the operator endpoints.
+    pub kube_stats: Option<Arc<kube::KubeStats>>,
     /// The source, to follow from here on.
     pub source: LeaseSource,
 }
@@ -79,6 +86,8 @@ pub enum LeaseSource {
     Static(Box<StaticSource>),
     /// etcd.
     Etcd(EtcdSource),
+    /// Kubernetes.
+    Kube(KubeSource),
 }
 
 impl LeaseSource {
@@ -97,6 +106,7 @@ impl LeaseSource {
             Source::Etcd(settings) => {
                 EtcdSource::start(settings, public_ip, subnet_file, runnable).await
             }
+            Source::Kube(settings) => KubeSource::start(settings, public_ip, runnable).await,
         }
     }
 
@@ -106,6 +116,7 @@ impl LeaseSource {
         match self {
             LeaseSource::Static(s) => s.next().await,
             LeaseSource::Etcd(s) => s.next().await,
+            LeaseSource::Kube(s) => s.next().await,
         }
     }
 
@@ -115,6 +126,10 @@ impl LeaseSource {
             LeaseSource::Static(s) => s.hangup(),
             LeaseSource::Etcd(_) => {
                 tracing::info!("SIGHUP: the leases come from etcd's watch; nothing to re-read");
+                Event::Idle
+            }
+            LeaseSource::Kube(_) => {
+                tracing::info!("SIGHUP: the leases come from the Node watch; nothing to re-read");
                 Event::Idle
             }
         }
@@ -144,6 +159,7 @@ impl StaticSource {
             local,
             leases: current.leases.clone(),
             follow_stats: None,
+            kube_stats: None,
             source: LeaseSource::Static(Box::new(StaticSource {
                 path: path.to_owned(),
                 stamp: FileStamp::of(path).ok(),
@@ -275,6 +291,7 @@ impl EtcdSource {
             local,
             leases,
             follow_stats,
+            kube_stats: None,
             source: LeaseSource::Etcd(EtcdSource { view, task }),
         })
     }
@@ -295,6 +312,64 @@ impl EtcdSource {
 }
 
 impl Drop for EtcdSource {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Kubernetes: the Node watch task and the lease sets it hands over.
+pub struct KubeSource {
+    view: watch::Receiver<Vec<Lease>>,
+    task: JoinHandle<Result<()>>,
+}
+
+impl KubeSource {
+    async fn start(
+        settings: &kube::Settings,
+        public_ip: Ipv4Addr,
+        runnable: impl Fn(&NetworkConfig) -> Result<()>,
+    ) -> Result<Started> {
+        let config = kube::read_net_config(&settings.net_config)?;
+        runnable(&config)?;
+        let client = kube::client::connect(settings).await?;
+        let node = kube::client::node_name(&client, settings).await?;
+        let ours = kube::acquire::acquire(&client, settings, &node, &config, public_ip).await?;
+        tracing::info!(
+            lease = %ours.lease.key, node, public_ip = %ours.lease.attrs.public_ip,
+            vtep_mac = %ours.local.vtep_mac, "our lease is our node's podCIDR"
+        );
+        let own = Some((node, ours.lease));
+        let (follower, view) =
+            kube::Follower::start(&client, settings.prefix.clone(), config, own).await?;
+        let kube_stats = Some(follower.stats());
+        let leases = view.borrow().clone();
+        let task = tokio::spawn(follower.run());
+        Ok(Started {
+            config,
+            local: ours.local,
+            leases,
+            follow_stats: None,
+            kube_stats,
+            source: LeaseSource::Kube(KubeSource { view, task }),
+        })
+    }
+
+    async fn next(&mut self) -> Event {
+        tokio::select! {
+            changed = self.view.changed() => match changed {
+                Ok(()) => Event::Leases {
+                    leases: self.view.borrow_and_update().clone(),
+                    changed: true,
+                    why: "Kubernetes node watch",
+                },
+                Err(_) => Event::Ended(ended((&mut self.task).await)),
+            },
+            r = &mut self.task => Event::Ended(ended(r)),
+        }
+    }
+}
+
+impl Drop for KubeSource {
     fn drop(&mut self) {
         self.task.abort();
     }

@@ -4,9 +4,10 @@
 //!    the status socket), so that `/readyz` answers 503 during start-up;
 //! 2. find this host's place on the underlay ([`Underlay`]: `--iface`,
 //!    `--public-ip`, else the default route's interface);
-//! 3. start the lease source ([`LeaseSource`]: the static file, or etcd — wait for
-//!    the config, acquire our lease, list the others) and publish the table of
-//!    every other lease;
+//! 3. start the lease source ([`LeaseSource`]: the static file; etcd — wait for
+//!    the config, acquire our lease, list the others; or Kubernetes — wait for our
+//!    Node's podCIDR, write our annotations, list the Nodes) and publish the table
+//!    of every other lease;
 //! 4. start the backend the config names ([`Installed`]: the TUN device and the
 //!    workers for udp and vxlan, kernel routes for host-gw);
 //! 5. finish as flanneld does ([`ready`]): the masquerade rules (`--ip-masq`),
@@ -83,12 +84,13 @@ pub fn run(opts: Options) -> Result<()> {
     let runtime = control_runtime()?;
     let state = ops::State::new();
     let _endpoints = ops::http::Server::start(&opts.endpoints, Arc::clone(&state))?;
-    let under = Underlay::find(opts.iface.as_deref(), opts.public_ip)?;
+    let mut under = Underlay::find(opts.iface.as_deref(), opts.public_ip)?;
     let Started {
         config,
         local,
         leases,
         follow_stats,
+        kube_stats,
         mut source,
     } = runtime.block_on(LeaseSource::start(
         &opts.source,
@@ -98,6 +100,14 @@ pub fn run(opts: Options) -> Result<()> {
     ))?;
     if let Some(stats) = follow_stats {
         state.set_follow(stats);
+    }
+    if let Some(stats) = kube_stats {
+        state.set_kube(stats);
+    }
+    if local.public_ip != under.public_ip {
+        // The source named another public IP (Kubernetes' node-public-ip
+        // annotation): its interface is the underlay, as with --public-ip.
+        under = Underlay::find(opts.iface.as_deref(), Some(local.public_ip))?;
     }
     let table = Table::new();
     table.publish(control::build_snapshot(&config, &leases, &local.key));

@@ -12,6 +12,7 @@ use std::time::SystemTime;
 
 use super::{unix_seconds, LeaseInfo, Sample};
 use crate::control::etcd::FollowStats;
+use crate::control::kube::KubeStats;
 use crate::dataplane::{Counter, Offload, Stats};
 use crate::drop_reason::DropReason;
 use crate::table::Snapshot;
@@ -127,6 +128,9 @@ pub fn render(s: &Sample) -> String {
     if let Some(f) = &s.follow {
         etcd(o, f);
     }
+    if let Some(k) = &s.kube {
+        kube(o, k);
+    }
     if let Some((snap, at)) = &s.table {
         table(o, snap, *at);
     }
@@ -190,6 +194,18 @@ fn etcd(o: &mut String, f: &FollowStats) {
         "Full listings of the etcd prefix after a lost watch.",
         f.resyncs.load(Ordering::Relaxed),
     );
+}
+
+fn kube(o: &mut String, k: &KubeStats) {
+    let rows = [
+        ("ringlay_kube_node_events_total", "counter", "Node events (added, modified, deleted) applied to the lease map.", &k.events),
+        ("ringlay_kube_node_lists_total", "counter", "Full lists of the cluster's Nodes: the first, and one after each lost watch (410 Gone, a broken stream).", &k.lists),
+        ("ringlay_kube_watch_errors_total", "counter", "Errors of the Node list or watch, each followed by a backoff.", &k.errors),
+        ("ringlay_kube_nodes_refused", "gauge", "Nodes whose lease is refused now (malformed annotations or podCIDRs, a subnet or public IP already held).", &k.refused),
+    ];
+    for (name, kind, help, value) in rows {
+        single(o, name, kind, help, value.load(Ordering::Relaxed));
+    }
 }
 
 fn table(o: &mut String, snap: &Snapshot, at: Option<SystemTime>) {
@@ -332,6 +348,7 @@ mod tests {
             offload: Some(Offload::ALL),
             table: None,
             follow: None,
+            kube: None,
             tun_tx_dropped: Some(7),
         }
     }

@@ -24,6 +24,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::SubnetKey;
 use crate::control::etcd::FollowStats;
+use crate::control::kube::KubeStats;
 use crate::dataplane::{Offload, Stats};
 use crate::table::{Snapshot, Table};
 
@@ -60,6 +61,7 @@ struct Inner {
     offload: Option<Offload>,
     table: Option<Table>,
     follow: Option<Arc<FollowStats>>,
+    kube: Option<Arc<KubeStats>>,
 }
 
 /// A consistent read of the [`State`] for one response.
@@ -77,6 +79,8 @@ pub struct Sample {
     pub table: Option<(Arc<Snapshot>, Option<SystemTime>)>,
     /// The etcd follower's counters (etcd only).
     pub follow: Option<Arc<FollowStats>>,
+    /// The Kubernetes Node watch's counters (Kubernetes only).
+    pub kube: Option<Arc<KubeStats>>,
     /// Packets the kernel dropped at the TUN device's queues, read when the
     /// sample is taken (tunnel backends only).
     pub tun_tx_dropped: Option<u64>,
@@ -114,6 +118,11 @@ impl State {
         self.inner().follow = Some(follow);
     }
 
+    /// Records the Kubernetes Node watch's counters.
+    pub fn set_kube(&self, kube: Arc<KubeStats>) {
+        self.inner().kube = Some(kube);
+    }
+
     /// Marks the daemon ready (or not).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release);
@@ -136,6 +145,7 @@ impl State {
             offload: i.offload,
             table: i.table.as_ref().map(|t| (t.load_full(), t.published_at())),
             follow: i.follow.clone(),
+            kube: i.kube.clone(),
         }
     }
 }

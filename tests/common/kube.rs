@@ -100,6 +100,30 @@ fn apiserver_bin() -> Result<PathBuf, String> {
     .clone()
 }
 
+/// The documents of `dist/kube-ringlay.yml` whose `kind` is one of `kinds`, as
+/// one YAML stream.
+pub fn manifest_docs(kinds: &[&str]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("dist/kube-ringlay.yml");
+    let text = fs::read_to_string(&path).expect("read the manifest");
+    text.split("\n---\n")
+        .filter(|doc| {
+            doc.lines()
+                .any(|l| kinds.iter().any(|k| l == format!("kind: {k}")))
+        })
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
+/// The manifest's namespace, ServiceAccount, ClusterRole and ClusterRoleBinding.
+pub fn manifest_rbac() -> String {
+    manifest_docs(&[
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+    ])
+}
+
 /// A user the token file names: its token, name and groups.
 #[derive(Debug, Clone)]
 struct TokenUser {
@@ -120,6 +144,10 @@ pub struct KubeApiserver {
     url: String,
     users: Vec<TokenUser>,
     ready_after: Duration,
+    /// What [`KubeApiserver::restart`] starts again.
+    bin: PathBuf,
+    ip: Ipv4Addr,
+    port: u16,
 }
 
 impl KubeApiserver {
@@ -181,10 +209,13 @@ impl KubeApiserver {
             url: format!("https://{ip}:{port}"),
             users,
             ready_after: Duration::ZERO,
+            bin: bin.to_owned(),
+            ip,
+            port,
         };
         s.write_certs(ip);
         s.write_token_file();
-        s.spawn(bin, ip, port);
+        s.spawn();
         s
     }
 
@@ -234,7 +265,8 @@ impl KubeApiserver {
         }
     }
 
-    fn spawn(&mut self, bin: &Path, ip: Ipv4Addr, port: u16) {
+    fn spawn(&mut self) {
+        let (bin, ip, port) = (self.bin.clone(), self.ip, self.port);
         let d = |name: &str| self.dir.join(name).display().to_string();
         let args: Vec<String> = vec![
             format!("--etcd-servers={}", self.etcd.endpoint()),
@@ -466,6 +498,13 @@ current-context: ringlay-test
         let out = child.wait_with_output().expect("wait for kubectl");
         let _ = fs::remove_file(config);
         out
+    }
+
+    /// Kills the server and starts it again on the same etcd, address and
+    /// certificates; returns once it is ready.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
     }
 
     /// SIGKILL by PID, and reaps it.

@@ -1,0 +1,234 @@
+//! Our lease in Kubernetes: the subnet is our Node's podCIDR(s), which the
+//! controller manager assigns; what we add is how to reach us, in flannel's
+//! annotations, and (with `--set-node-network-unavailable`) the NetworkUnavailable
+//! condition set to False.
+//!
+//! Both writes are strategic merge patches of the `nodes/<name>/status`
+//! subresource, as flanneld's `PatchStatus`: kube-flannel.yml's ClusterRole allows
+//! exactly that, and no write of any Node's spec.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, NodeCondition};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
+
+use super::node::NodeLease;
+use super::{Settings, WAIT_LOG};
+use crate::config::{Lease, NetworkConfig, SubnetKey};
+use crate::control::etcd::alloc::lease_value;
+use crate::control::{derive_vtep_mac, LocalLease};
+use crate::{Error, Result};
+
+/// How often our Node is read again while its podCIDR is missing.
+const POLL: Duration = Duration::from_secs(1);
+/// The NetworkUnavailable condition's reason: it names who set it.
+pub const CONDITION_REASON: &str = "RinglayIsUp";
+/// The NetworkUnavailable condition's message.
+pub const CONDITION_MESSAGE: &str = "ringlay is running on this node";
+
+/// Our lease, once written.
+#[derive(Debug, Clone, Copy)]
+pub struct Acquired {
+    /// The lease as peers will read it from our annotations.
+    pub lease: Lease,
+    /// The same, as the daemon uses it.
+    pub local: LocalLease,
+}
+
+/// Waits for our Node's podCIDR, then writes our annotations and the condition.
+pub async fn acquire(
+    client: &Client,
+    settings: &Settings,
+    node_name: &str,
+    config: &NetworkConfig,
+    public_ip: Ipv4Addr,
+) -> Result<Acquired> {
+    let nodes: Api<NodeLease> = Api::all(client.clone());
+    let (node, key) = wait_for_pod_cidr(&nodes, node_name, config).await?;
+    let public_ip = stored_public_ip(settings, &node, public_ip)?;
+    let advertised = advertised_ip(settings, &node, public_ip)?;
+    let vtep_mac = recorded_vtep_mac(settings, &node).unwrap_or_else(|| derive_vtep_mac(public_ip));
+    let attrs = lease_value(&config.backend, advertised, vtep_mac, &key);
+    let wanted = settings.prefix.ours(&attrs);
+    let current = node.metadata.annotations.clone().unwrap_or_default();
+    let stale: Vec<&String> = wanted
+        .keys()
+        .filter(|k| current.get(*k) != wanted.get(*k))
+        .collect();
+    if stale.is_empty() {
+        tracing::info!(node = node_name, "our annotations are already current");
+    } else {
+        tracing::info!(node = node_name, annotations = ?stale, "writing our annotations");
+        let patch = serde_json::json!({ "metadata": { "annotations": wanted } });
+        patch_status(client, node_name, &patch, "writing our annotations").await?;
+    }
+    if settings.set_network_unavailable {
+        set_network_available(client, node_name).await?;
+    }
+    let local = LocalLease {
+        key,
+        public_ip,
+        vtep_mac,
+        vtep_mac_derived: false,
+    };
+    Ok(Acquired {
+        lease: Lease { key, attrs },
+        local,
+    })
+}
+
+/// Reads our Node until it exists and has a podCIDR inside the network, logging
+/// what is missing every [`WAIT_LOG`].
+async fn wait_for_pod_cidr(
+    nodes: &Api<NodeLease>,
+    name: &str,
+    config: &NetworkConfig,
+) -> Result<(NodeLease, SubnetKey)> {
+    let mut last_log: Option<tokio::time::Instant> = None;
+    loop {
+        let missing = match nodes.get_opt(name).await {
+            Ok(Some(node)) => match pod_cidr_key(&node, config)? {
+                Some(key) => return Ok((node, key)),
+                None => format!(
+                    "node {name} has no podCIDR yet (kube-controller-manager assigns it \
+                     with --allocate-node-cidrs); waiting"
+                ),
+            },
+            Ok(None) => format!("node {name} does not exist (yet); waiting"),
+            Err(e) => format!("reading node {name}: {e}; retrying"),
+        };
+        if last_log.is_none_or(|t| t.elapsed() >= WAIT_LOG) {
+            tracing::warn!("{missing}");
+            last_log = Some(tokio::time::Instant::now());
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Our subnet key, once the podCIDRs cover every family the config enables.
+/// A podCIDR outside the network is an error: that node was set up for another
+/// cluster network than net-conf.json's.
+fn pod_cidr_key(node: &NodeLease, config: &NetworkConfig) -> Result<Option<SubnetKey>> {
+    let cidrs = node.pod_cidrs();
+    if cidrs.is_empty() {
+        return Ok(None);
+    }
+    let key = super::annotations::subnet_key(&cidrs)?;
+    let outside = |what: String, network: String| {
+        Error::invalid(
+            "spec.podCIDR",
+            what,
+            format!(
+                "a subnet of the network config's {network}: kube-controller-manager's \
+                 --cluster-cidr must equal net-conf.json's Network"
+            ),
+        )
+    };
+    if let Some(c) = config.ipv4 {
+        match key.v4 {
+            None => return Ok(None),
+            Some(n) if !c.network.contains(&n) => {
+                return Err(outside(n.to_string(), c.network.to_string()))
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(c) = config.ipv6 {
+        match key.v6 {
+            None => return Ok(None),
+            Some(n) if !c.network.contains(&n) => {
+                return Err(outside(n.to_string(), c.network.to_string()))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(Some(key))
+}
+
+/// Our public IP: the `node-public-ip` annotation if set (flanneld takes it over
+/// `--public-ip`), else the underlay's.
+fn stored_public_ip(settings: &Settings, node: &NodeLease, underlay: Ipv4Addr) -> Result<Ipv4Addr> {
+    let Some(text) = settings.prefix.stored_public_ip(node) else {
+        return Ok(underlay);
+    };
+    let ip = parse_annotation_ip(settings, "node-public-ip", text)?;
+    if ip != underlay {
+        tracing::info!(public_ip = %ip, "using the public IP of the node's node-public-ip annotation");
+    }
+    Ok(ip)
+}
+
+/// The address peers are told to reach us at: the `public-ip-overwrite`
+/// annotation if set (a node behind NAT), else our public IP.
+fn advertised_ip(settings: &Settings, node: &NodeLease, public_ip: Ipv4Addr) -> Result<Ipv4Addr> {
+    let Some(text) = settings.prefix.overwrite(node) else {
+        return Ok(public_ip);
+    };
+    let ip = parse_annotation_ip(settings, "public-ip-overwrite", text)?;
+    tracing::info!(public_ip = %ip, "advertising the address of the node's public-ip-overwrite annotation");
+    Ok(ip)
+}
+
+fn parse_annotation_ip(settings: &Settings, name: &str, text: &str) -> Result<Ipv4Addr> {
+    text.parse().map_err(|_| {
+        Error::invalid(
+            format!("annotation {}{name}", settings.prefix.as_str()),
+            text,
+            "an IPv4 address like 192.168.1.10: fix or remove the annotation",
+        )
+    })
+}
+
+/// The VtepMAC our own annotations recorded (a restart keeps it, so peers' fdb
+/// entries stay right), if they hold a valid vxlan lease.
+fn recorded_vtep_mac(settings: &Settings, node: &NodeLease) -> Option<crate::wire::MacAddr> {
+    let lease = settings.prefix.lease_of(node).ok()??;
+    let data = lease.attrs.backend_data.or(lease.attrs.backend_v6_data)?;
+    Some(data.vtep_mac)
+}
+
+/// Sets our Node's NetworkUnavailable condition to False, as flanneld does once
+/// its routes are in place, so the scheduler places pods here.
+async fn set_network_available(client: &Client, node_name: &str) -> Result<()> {
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let condition = NodeCondition {
+        type_: "NetworkUnavailable".to_owned(),
+        status: "False".to_owned(),
+        reason: Some(CONDITION_REASON.to_owned()),
+        message: Some(CONDITION_MESSAGE.to_owned()),
+        last_transition_time: Some(now.clone()),
+        last_heartbeat_time: Some(now),
+    };
+    let patch = serde_json::json!({ "status": { "conditions": [condition] } });
+    patch_status(
+        client,
+        node_name,
+        &patch,
+        "setting NetworkUnavailable=False",
+    )
+    .await?;
+    tracing::info!(node = node_name, "set NetworkUnavailable=False");
+    Ok(())
+}
+
+async fn patch_status(
+    client: &Client,
+    node_name: &str,
+    patch: &serde_json::Value,
+    what: &str,
+) -> Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    nodes
+        .patch_status(node_name, &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+        .map(drop)
+        .map_err(|e| {
+            Error::kube(
+                format!("{what} on node {node_name} (nodes/status patch)"),
+                e,
+            )
+        })
+}

@@ -1,0 +1,240 @@
+//! flannel's node annotations (`pkg/subnet/kube/annotations.go`): the keys under
+//! `--kube-annotation-prefix`, the values flanneld writes, and a Node read back as
+//! a lease.
+//!
+//! flanneld on a vxlan node writes, with the default prefix:
+//!
+//! ```text
+//! flannel.alpha.coreos.com/kube-subnet-manager   true
+//! flannel.alpha.coreos.com/backend-type          vxlan
+//! flannel.alpha.coreos.com/backend-data          {"VNI":1,"VtepMAC":"0e:8a:3c:11:22:33"}
+//! flannel.alpha.coreos.com/public-ip             192.168.1.10
+//! ```
+//!
+//! and, where the node has an IPv6 lease, `backend-v6-data` and `public-ipv6`. The
+//! udp backend's `backend-data` is `null`. A user may set `public-ip-overwrite`
+//! (flanneld then publishes that address instead of its interface's) and
+//! `node-public-ip` (k3s's name for the same).
+//!
+//! A Node is a lease once it carries `kube-subnet-manager: true` and a podCIDR; its
+//! annotations are assembled into the lease value flannel would have written in
+//! etcd and parsed by [`LeaseAttrs::parse`], so a Node is refused for exactly the
+//! reasons an etcd value is, with the annotation named.
+
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+
+use super::node::NodeLease;
+use crate::config::{BackendType, Lease, LeaseAttrs, SubnetKey};
+use crate::{Error, Result};
+
+/// The longest annotation prefix Kubernetes accepts (a DNS subdomain).
+const MAX_DOMAIN_LEN: usize = 253;
+/// The longest name part of an annotation key.
+const MAX_NAME_LEN: usize = 63;
+
+/// The annotation names, each appended to the prefix.
+const SUBNET_MANAGER: &str = "kube-subnet-manager";
+const BACKEND_TYPE: &str = "backend-type";
+const BACKEND_DATA: &str = "backend-data";
+const BACKEND_V6_DATA: &str = "backend-v6-data";
+const PUBLIC_IP: &str = "public-ip";
+const PUBLIC_IPV6: &str = "public-ipv6";
+const PUBLIC_IP_OVERWRITE: &str = "public-ip-overwrite";
+const NODE_PUBLIC_IP: &str = "node-public-ip";
+
+/// A validated `--kube-annotation-prefix`, normalized as flannel normalizes it:
+/// `example.com` → `example.com/`, `example.com/flannel` → `example.com/flannel-`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prefix(String);
+
+impl Prefix {
+    /// Validates `text` as flannel's `newAnnotations` does: at most one `/`; then
+    /// the prefix must have the form `fqdn/` or `fqdn/name-`, with the domain's
+    /// dot-separated labels and the name of `a-z`, `0-9`, `-` and `_`. (flannel's
+    /// pattern checks only the tail of the prefix; ringlay checks it whole, since
+    /// the API server refuses such keys on the first write anyway.)
+    pub fn parse(text: &str) -> Result<Prefix> {
+        let refuse = |why: &str| {
+            Error::invalid(
+                "--kube-annotation-prefix",
+                text,
+                format!(
+                    "{why}: the prefix must be in the format fqdn/[0-9a-z-_]*, \
+                     like flannel.alpha.coreos.com (the default) or example.com/overlay"
+                ),
+            )
+        };
+        let mut prefix = text.to_owned();
+        match text.matches('/').count() {
+            0 => prefix.push('/'),
+            1 => {}
+            _ => return Err(refuse("it can contain at most a single '/'")),
+        }
+        if !(prefix.ends_with('/') || prefix.ends_with('-')) {
+            prefix.push('-');
+        }
+        let (domain, name) = prefix.split_once('/').unwrap_or((&prefix, ""));
+        let allowed = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_')
+        };
+        if domain.len() > MAX_DOMAIN_LEN
+            || domain.split('.').count() < 2
+            || !domain.split('.').all(allowed)
+        {
+            return Err(refuse("the part before '/' is not a domain name"));
+        }
+        if !name.is_empty() && (!allowed(name) || name.len() + SUBNET_MANAGER.len() > MAX_NAME_LEN)
+        {
+            return Err(refuse(
+                "the part after '/' holds characters other than a-z, 0-9, - and _, or is too long",
+            ));
+        }
+        Ok(Prefix(prefix))
+    }
+
+    /// The normalized prefix, as keys begin with it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The full key of annotation `name`.
+    fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.0)
+    }
+
+    /// The annotations flanneld writes on its own Node for `attrs`: keys and values
+    /// byte for byte, and the same choice of which to write (`AcquireLease` in
+    /// flannel's `kube.go`): the IPv4 pair (`backend-data`, `public-ip`) unless a
+    /// vxlan lease has no IPv4 VTEP, the IPv6 pair (`backend-v6-data`,
+    /// `public-ipv6`) for a vxlan lease with an IPv6 VTEP or a host-gw lease with an
+    /// IPv6 address. udp leases have no `BackendType`: their `backend-type` is empty.
+    pub fn ours(&self, attrs: &LeaseAttrs) -> BTreeMap<String, String> {
+        let vxlan = attrs.backend_type == Some(BackendType::Vxlan);
+        let mut out = BTreeMap::new();
+        out.insert(self.key(SUBNET_MANAGER), "true".to_owned());
+        let backend_type = attrs.backend_type.map_or("", |t| t.as_str());
+        out.insert(self.key(BACKEND_TYPE), backend_type.to_owned());
+        if !vxlan || attrs.backend_data.is_some() {
+            out.insert(
+                self.key(BACKEND_DATA),
+                backend_data_json(attrs.backend_data),
+            );
+            out.insert(self.key(PUBLIC_IP), attrs.public_ip.to_string());
+        }
+        let host_gw = attrs.backend_type == Some(BackendType::HostGw);
+        if let Some(v6) = attrs.public_ipv6 {
+            if (vxlan && attrs.backend_v6_data.is_some()) || host_gw {
+                out.insert(
+                    self.key(BACKEND_V6_DATA),
+                    backend_data_json(attrs.backend_v6_data),
+                );
+                out.insert(self.key(PUBLIC_IPV6), v6.to_string());
+            }
+        }
+        out
+    }
+
+    /// The address to advertise instead of ours (`public-ip-overwrite`, set by a
+    /// user or a tool for a node behind NAT): flanneld copies it into its own
+    /// `public-ip` annotation at start; its data path keeps the interface's address.
+    pub fn overwrite<'a>(&self, node: &'a NodeLease) -> Option<&'a str> {
+        node.annotation(&self.key(PUBLIC_IP_OVERWRITE))
+            .filter(|v| !v.is_empty())
+    }
+
+    /// The public IP a user stored for this node (`node-public-ip`): flanneld
+    /// takes it as if given with `--public-ip`, over the flag.
+    pub fn stored_public_ip<'a>(&self, node: &'a NodeLease) -> Option<&'a str> {
+        node.annotation(&self.key(NODE_PUBLIC_IP))
+            .filter(|v| !v.is_empty())
+    }
+
+    /// Whether a subnet manager (flanneld's or ringlay's) runs on `node`.
+    pub fn managed(&self, node: &NodeLease) -> bool {
+        node.annotation(&self.key(SUBNET_MANAGER)) == Some("true")
+    }
+
+    /// `node` as a lease: `Ok(None)` while it is no lease yet (no subnet manager
+    /// annotation, or no podCIDR), an error naming the annotation for a node whose
+    /// annotations or podCIDRs are malformed.
+    pub fn lease_of(&self, node: &NodeLease) -> Result<Option<Lease>> {
+        if !self.managed(node) {
+            return Ok(None);
+        }
+        let cidrs = node.pod_cidrs();
+        if cidrs.is_empty() {
+            return Ok(None);
+        }
+        let key = subnet_key(&cidrs)?;
+        let value = self.lease_value(node);
+        let attrs = LeaseAttrs::parse(value.to_string().as_bytes())?;
+        Ok(Some(Lease { key, attrs }))
+    }
+
+    /// The lease value flannel would have stored in etcd for `node`'s annotations.
+    fn lease_value(&self, node: &NodeLease) -> serde_json::Value {
+        let text = |name| node.annotation(&self.key(name));
+        // backend-data is JSON inside the annotation; a value that is not JSON is
+        // passed on as a string, which LeaseAttrs::parse refuses by name.
+        let json = |name| {
+            text(name)
+                .map(|t| serde_json::from_str(t).unwrap_or(serde_json::Value::String(t.to_owned())))
+        };
+        let mut value = serde_json::Map::new();
+        let fields = [
+            ("PublicIP", text(PUBLIC_IP).map(serde_json::Value::from)),
+            ("PublicIPv6", text(PUBLIC_IPV6).map(serde_json::Value::from)),
+            (
+                "BackendType",
+                text(BACKEND_TYPE).map(serde_json::Value::from),
+            ),
+            ("BackendData", json(BACKEND_DATA)),
+            ("BackendV6Data", json(BACKEND_V6_DATA)),
+        ];
+        for (field, v) in fields {
+            if let Some(v) = v {
+                value.insert(field.to_owned(), v);
+            }
+        }
+        serde_json::Value::Object(value)
+    }
+}
+
+/// `backend-data` as flanneld marshals it: `{"VNI":1,"VtepMAC":"…"}`, or `null`.
+fn backend_data_json(data: Option<crate::config::VxlanBackendData>) -> String {
+    match data {
+        Some(d) => format!("{{\"VNI\":{},\"VtepMAC\":\"{}\"}}", d.vni, d.vtep_mac),
+        None => "null".to_owned(),
+    }
+}
+
+/// The subnet key of a node's podCIDRs: at most one per family, host bits clear.
+pub fn subnet_key(cidrs: &[&str]) -> Result<SubnetKey> {
+    const EXPECTED: &str = "one subnet per family with no host bits set, like 10.244.1.0/24 \
+                            or [10.244.1.0/24, fd00:10:244:1::/64]";
+    let mut key = SubnetKey { v4: None, v6: None };
+    for text in cidrs {
+        let net: IpNet = text
+            .parse()
+            .map_err(|_| Error::invalid("spec.podCIDRs", text, EXPECTED))?;
+        if net.trunc() != net {
+            return Err(Error::invalid("spec.podCIDRs", text, EXPECTED));
+        }
+        let duplicate = match net {
+            IpNet::V4(n) => key.v4.replace(n).is_some(),
+            IpNet::V6(n) => key.v6.replace(n).is_some(),
+        };
+        if duplicate {
+            return Err(Error::invalid("spec.podCIDRs", cidrs.join(","), EXPECTED));
+        }
+    }
+    // flannel's keys hold IPv4 prefixes of 1..=31 and IPv6 of 1..=127: the key's
+    // own parser says which lengths it takes.
+    key.to_string()
+        .parse()
+        .map_err(|_| Error::invalid("spec.podCIDRs", cidrs.join(","), EXPECTED))
+}

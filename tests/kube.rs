@@ -1,0 +1,534 @@
+//! `ringlay run --kube-subnet-mgr` against a real kube-apiserver (with its etcd)
+//! on the test cluster's switch: each ringlay node's subnet is its Node's podCIDR,
+//! it writes flannel's annotations byte for byte and sets NetworkUnavailable to
+//! False, and it runs with a ServiceAccount token bound only to the ClusterRole of
+//! `dist/kube-ringlay.yml` — so these tests also prove that role is enough.
+//!
+//! - vxlan: three ringlay nodes and a host configured as a flanneld vxlan node from
+//!   the annotations (its own written as flanneld writes them): every container
+//!   reaches every other; a deleted Node's table entry goes; a malformed
+//!   annotation is warned about once and the table keeps the node's last lease.
+//! - udp: three ringlay nodes reach each other; `ringlay watch --kube-subnet-mgr`
+//!   follows them read-only.
+//! - a missing podCIDR is waited for (`/readyz` 503), then used once set; a
+//!   restart keeps the VtepMAC our annotation recorded.
+//! - the apiserver restarted and its etcd compacted during traffic: no packet
+//!   lost, and the watch re-lists and follows again.
+//!
+//! Needs root, etcd, kubectl, openssl, curl and the kube-apiserver binary
+//! (`scripts/kube-apiserver.sh`); skips with a reason without them, fails with
+//! `CI=true`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::kube::{manifest_rbac, require_kube, KubeApiserver, RINGLAY_SA_USER};
+use common::netns::{
+    eventually, require_command, require_root, ringlay_bin, Cluster, Daemon, Netns,
+};
+
+/// One cluster with an apiserver at a time: each takes a core while it starts.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// The apiserver's address on the switch.
+const API_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 250);
+const PREFIX: &str = "flannel.alpha.coreos.com";
+const STRATEGIC: &str = "application/strategic-merge-patch+json";
+const MERGE: &str = "application/merge-patch+json";
+const JSON: &str = "application/json";
+/// The flanneld-style host's VtepMAC.
+const KERNEL_MAC: &str = "0e:00:00:00:04:00";
+
+/// A test cluster with an apiserver on its switch.
+struct KubeCluster {
+    // Field order is drop order: the daemons' namespaces go with the cluster, the
+    // apiserver before its namespace.
+    c: Cluster,
+    api: KubeApiserver,
+    _api_ns: Netns,
+    kubeconfig: PathBuf,
+    net_conf: PathBuf,
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+fn start(tag: &str, hosts: usize, backend: &str) -> Option<KubeCluster> {
+    if !require_root(tag) || !require_command(tag, "kubectl", "kubectl") {
+        return None;
+    }
+    let bin = require_kube(tag)?;
+    let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = Cluster::hosts(tag, hosts);
+    let api_ns = Netns::new(&format!("{tag}-api"));
+    c.attach_to_switch(&api_ns, API_IP);
+    let api = KubeApiserver::start_in(&api_ns, API_IP, &bin, tag, &[RINGLAY_SA_USER]);
+    let out = api.kubectl(
+        api.admin_token(),
+        &["apply", "-f", "-"],
+        Some(&manifest_rbac()),
+    );
+    assert!(
+        out.status.success(),
+        "kubectl apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sa = api.token(RINGLAY_SA_USER);
+    assert!(
+        eventually(Duration::from_secs(10), || api
+            .call("GET", "/api/v1/nodes", sa, None)
+            .0
+            == 200),
+        "the ServiceAccount cannot list nodes"
+    );
+    let kubeconfig = api.write_kubeconfig(sa);
+    let net_conf = c.dir().join("net-conf.json");
+    let conf = format!(r#"{{"Network": "100.96.0.0/16", "Backend": {{"Type": "{backend}"}}}}"#);
+    std::fs::write(&net_conf, conf).expect("write net-conf.json");
+    Some(KubeCluster {
+        c,
+        api,
+        _api_ns: api_ns,
+        kubeconfig,
+        net_conf,
+        _serial: serial,
+    })
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+impl KubeCluster {
+    fn admin(&self, method: &str, path: &str, body: Option<(&str, &str)>) -> serde_json::Value {
+        let (code, text) = self.api.call(method, path, self.api.admin_token(), body);
+        assert!((200..300).contains(&code), "{method} {path}: {code} {text}");
+        json(&text)
+    }
+
+    /// Registers node-i as a kubelet would, with `pod_cidr` if given and
+    /// `annotations`.
+    fn create_node(&self, i: usize, pod_cidr: Option<&str>, annotations: serde_json::Value) {
+        let mut node = serde_json::json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": { "name": format!("node-{i}"), "annotations": annotations },
+            "spec": {},
+        });
+        if let Some(cidr) = pod_cidr {
+            node["spec"] = serde_json::json!({ "podCIDR": cidr, "podCIDRs": [cidr] });
+        }
+        self.admin("POST", "/api/v1/nodes", Some((JSON, &node.to_string())));
+    }
+
+    fn node(&self, i: usize) -> serde_json::Value {
+        self.admin("GET", &format!("/api/v1/nodes/node-{i}"), None)
+    }
+
+    /// Our annotations on node-i (those under the flannel prefix).
+    fn annotations(&self, i: usize) -> BTreeMap<String, String> {
+        let node = self.node(i);
+        let all = node["metadata"]["annotations"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        all.into_iter()
+            .filter(|(k, _)| k.starts_with(PREFIX))
+            .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_owned()))
+            .collect()
+    }
+
+    fn annotate(&self, i: usize, annotations: serde_json::Value) {
+        let patch = serde_json::json!({ "metadata": { "annotations": annotations } });
+        let path = format!("/api/v1/nodes/node-{i}");
+        self.admin("PATCH", &path, Some((MERGE, &patch.to_string())));
+    }
+
+    fn ringlay(&self, i: usize, extra: &[&str]) -> Result<Daemon, String> {
+        let (kc, nc) = (
+            self.kubeconfig.display().to_string(),
+            self.net_conf.display().to_string(),
+        );
+        let source = [
+            "--kube-subnet-mgr",
+            "--kubeconfig-file",
+            &kc,
+            "--net-config-path",
+            &nc,
+        ];
+        let mut args = vec!["--queues", "1"];
+        args.extend_from_slice(extra);
+        let node = format!("node-{i}");
+        let ip = self.c.underlay_ip(i);
+        self.c
+            .try_ringlay_env(i, ip, &source, &args, &[("NODE_NAME", &node)])
+    }
+
+    /// Peers in host i's table, by subnet, from `ringlay status`.
+    fn peers(&self, i: usize) -> Vec<String> {
+        let status = common::cluster::status_of(&self.c, i);
+        let mut subnets: Vec<String> = status["peers"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|p| p["subnet"].as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        subnets.sort();
+        subnets
+    }
+
+    /// Every container pings every other.
+    fn assert_all_pairs(&self, hosts: &[usize]) {
+        for &i in hosts {
+            for &j in hosts.iter().filter(|&&j| j != i) {
+                let to = IpAddr::V4(self.c.container_ip(j));
+                assert!(
+                    self.c.ping(i, to, 3),
+                    "container {i} cannot reach container {j}"
+                );
+            }
+        }
+    }
+}
+
+/// What flanneld writes on a vxlan node with public IP `ip` and VTEP `mac`.
+fn flanneld_annotations(ip: Ipv4Addr, mac: &str) -> serde_json::Value {
+    serde_json::json!({
+        format!("{PREFIX}/kube-subnet-manager"): "true",
+        format!("{PREFIX}/backend-type"): "vxlan",
+        format!("{PREFIX}/backend-data"): format!(r#"{{"VNI":1,"VtepMAC":"{mac}"}}"#),
+        format!("{PREFIX}/public-ip"): ip.to_string(),
+    })
+}
+
+/// The VtepMAC in node-i's backend-data annotation.
+fn vtep_mac_of(k: &KubeCluster, i: usize) -> String {
+    let a = k.annotations(i);
+    let data = json(&a[&format!("{PREFIX}/backend-data")]);
+    data["VtepMAC"].as_str().expect("VtepMAC").to_owned()
+}
+
+/// Host i as flanneld's vxlan backend sets a node up: `flannel.1` (VNI 1, port
+/// 8472, nolearning, MTU 1450, default offloads) with `100.96.i.0/32`, and for each
+/// peer j what flanneld programs from j's annotations: a route onlink via
+/// `100.96.j.0`, a permanent neighbour to j's VtepMAC, an fdb entry to j's
+/// public-ip.
+fn flanneld_vxlan_node(k: &KubeCluster, i: usize, peers: &[usize]) {
+    let mut s = format!(
+        "ip link add flannel.1 address {KERNEL_MAC} type vxlan id 1 local {ip} dev eth0 dstport 8472 nolearning
+         ip link set flannel.1 mtu 1450 up
+         ip addr add 100.96.{i}.0/32 dev flannel.1\n",
+        ip = k.c.underlay_ip(i)
+    );
+    for &j in peers {
+        let a = k.annotations(j);
+        let public_ip = &a[&format!("{PREFIX}/public-ip")];
+        let mac = vtep_mac_of(k, j);
+        s += &format!(
+            "ip route add 100.96.{j}.0/24 via 100.96.{j}.0 dev flannel.1 onlink
+             ip neigh add 100.96.{j}.0 lladdr {mac} dev flannel.1 nud permanent
+             bridge fdb append {mac} dev flannel.1 dst {public_ip}\n"
+        );
+    }
+    k.c.host(i).sh(&s);
+}
+
+fn network_unavailable(node: &serde_json::Value) -> Option<serde_json::Value> {
+    node["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "NetworkUnavailable")
+        .cloned()
+}
+
+#[test]
+fn vxlan_nodes_and_a_flanneld_node_reach_each_other_through_the_node_annotations() {
+    let Some(k) = start("kvx", 4, "vxlan") else {
+        return;
+    };
+    for i in 1..=3 {
+        k.create_node(i, Some(&format!("100.96.{i}.0/24")), serde_json::json!({}));
+    }
+    k.create_node(
+        4,
+        Some("100.96.4.0/24"),
+        flanneld_annotations(k.c.underlay_ip(4), KERNEL_MAC),
+    );
+    let daemons: Vec<Daemon> = (1..=3)
+        .map(|i| k.ringlay(i, &[]).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+
+    // Our annotations, byte for byte as flanneld writes them.
+    let want: BTreeMap<String, String> = [
+        ("kube-subnet-manager", "true".to_owned()),
+        ("backend-type", "vxlan".to_owned()),
+        (
+            "backend-data",
+            r#"{"VNI":1,"VtepMAC":"0e:72:c0:00:02:01"}"#.to_owned(),
+        ),
+        ("public-ip", "192.0.2.1".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (format!("{PREFIX}/{k}"), v))
+    .collect();
+    assert_eq!(k.annotations(1), want);
+    for i in 1..=3 {
+        let cond =
+            network_unavailable(&k.node(i)).unwrap_or_else(|| panic!("node-{i}: no condition"));
+        assert_eq!(cond["status"], "False", "{cond}");
+        assert_eq!(cond["reason"], "RinglayIsUp", "{cond}");
+    }
+
+    flanneld_vxlan_node(&k, 4, &[1, 2, 3]);
+    assert_eq!(
+        k.peers(1),
+        ["100.96.2.0/24", "100.96.3.0/24", "100.96.4.0/24"],
+        "host 1's table"
+    );
+    k.assert_all_pairs(&[1, 2, 3, 4]);
+
+    // A malformed annotation: one warning naming the node, the lease it had stays.
+    let data = format!("{PREFIX}/backend-data");
+    k.annotate(
+        2,
+        serde_json::json!({ data.clone(): r#"{"VNI":1,"VtepMAC":"not-a-mac"}"# }),
+    );
+    k.annotate(2, serde_json::json!({ "example.com/unrelated": "1" }));
+    let warned = |d: &Daemon| {
+        d.log()
+            .lines()
+            .filter(|l| l.contains("node-2") && l.contains("skipping"))
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || warned(&daemons[0]) >= 1),
+        "{}",
+        daemons[0].log()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(warned(&daemons[0]), 1, "{}", daemons[0].log());
+    assert!(
+        daemons[0].log().contains("VtepMAC"),
+        "the warning names the field:\n{}",
+        daemons[0].log()
+    );
+    assert_eq!(k.peers(1).len(), 3);
+    assert!(
+        k.c.ping(1, IpAddr::V4(k.c.container_ip(2)), 3),
+        "node-2's last lease was kept"
+    );
+
+    // A deleted Node: its table entry goes, and with it the path to its containers.
+    k.admin("DELETE", "/api/v1/nodes/node-3", None);
+    assert!(
+        eventually(Duration::from_secs(10), || k.peers(1)
+            == ["100.96.2.0/24", "100.96.4.0/24"]),
+        "node-3 still in host 1's table: {:?}",
+        k.peers(1)
+    );
+    assert!(
+        !k.c.ping(1, IpAddr::V4(k.c.container_ip(3)), 2),
+        "container 3 still reachable"
+    );
+    assert!(k.c.ping(1, IpAddr::V4(k.c.container_ip(4)), 2));
+    drop(daemons);
+}
+
+#[test]
+fn udp_nodes_reach_each_other_and_watch_follows_read_only() {
+    let Some(k) = start("kudp", 3, "udp") else {
+        return;
+    };
+    for i in 1..=3 {
+        k.create_node(i, Some(&format!("100.96.{i}.0/24")), serde_json::json!({}));
+    }
+    let daemons: Vec<Daemon> = (1..=3)
+        .map(|i| k.ringlay(i, &[]).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    // flannel's udp backend sets no BackendType: backend-type is empty, backend-data null.
+    let a = k.annotations(2);
+    assert_eq!(a[&format!("{PREFIX}/backend-type")], "");
+    assert_eq!(a[&format!("{PREFIX}/backend-data")], "null");
+    assert_eq!(a[&format!("{PREFIX}/public-ip")], "192.0.2.2");
+    k.assert_all_pairs(&[1, 2, 3]);
+
+    // The read-only follower, with the same (read-only suffices) credentials.
+    let (kc, nc) = (
+        k.kubeconfig.display().to_string(),
+        k.net_conf.display().to_string(),
+    );
+    let bin = ringlay_bin();
+    let argv = [
+        bin.as_str(),
+        "watch",
+        "--kube-subnet-mgr",
+        "--kubeconfig-file",
+        &kc,
+        "--net-config-path",
+        &nc,
+    ];
+    let mut cmd = k.c.host(1).command(&argv);
+    cmd.stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null());
+    let child = k.c.host(1).spawn_command(cmd);
+    std::thread::sleep(Duration::from_secs(3));
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().expect("ringlay watch");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("peers=3"),
+        "watch did not see the three nodes:\n{log}"
+    );
+    drop(daemons);
+}
+
+#[test]
+fn a_missing_pod_cidr_is_waited_for_and_a_restart_keeps_the_recorded_vtep_mac() {
+    let Some(k) = start("kwait", 3, "vxlan") else {
+        return;
+    };
+    // A previous run's annotations, with its VtepMAC.
+    let recorded = "0e:aa:00:00:00:01";
+    k.create_node(1, None, flanneld_annotations(k.c.underlay_ip(1), recorded));
+    k.create_node(2, Some("100.96.2.0/24"), serde_json::json!({}));
+    let d2 = k.ringlay(2, &[]).unwrap_or_else(|e| panic!("{e}"));
+
+    let port = "18081";
+    std::thread::scope(|s| {
+        let assign = s.spawn(|| {
+            std::thread::sleep(Duration::from_secs(3));
+            let url = format!("http://127.0.0.1:{port}/readyz");
+            let out =
+                k.c.host(1)
+                    .exec(&["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", &url]);
+            let waiting = String::from_utf8_lossy(&out.stdout).into_owned();
+            let patch = r#"{"spec":{"podCIDR":"100.96.1.0/24","podCIDRs":["100.96.1.0/24"]}}"#;
+            k.admin("PATCH", "/api/v1/nodes/node-1", Some((STRATEGIC, patch)));
+            waiting
+        });
+        let d1 = k
+            .ringlay(1, &["--healthz-port", port])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            assign.join().expect("assign"),
+            "503",
+            "/readyz while waiting"
+        );
+        assert!(d1.log().contains("has no podCIDR yet"), "{}", d1.log());
+        assert_eq!(vtep_mac_of(&k, 1), recorded);
+        assert_eq!(
+            common::cluster::status_of(&k.c, 1)["lease"]["vtep_mac"],
+            recorded
+        );
+        assert!(k.c.ping(1, IpAddr::V4(k.c.container_ip(2)), 3));
+        drop(d1);
+    });
+
+    // Restarted: the same MAC, and nothing to write.
+    let d1 = k.ringlay(1, &[]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(d1.log().contains("already current"), "{}", d1.log());
+    assert_eq!(vtep_mac_of(&k, 1), recorded);
+    assert!(k.c.ping(2, IpAddr::V4(k.c.container_ip(1)), 3));
+    drop((d1, d2));
+}
+
+#[test]
+fn forwarding_goes_on_while_the_apiserver_restarts_and_the_watch_recovers_from_compaction() {
+    let Some(mut k) = start("kcomp", 3, "vxlan") else {
+        return;
+    };
+    for i in 1..=2 {
+        k.create_node(i, Some(&format!("100.96.{i}.0/24")), serde_json::json!({}));
+    }
+    let metrics = "127.0.0.1:19465";
+    let d1 = k
+        .ringlay(1, &["--metrics-addr", metrics])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let d2 = k.ringlay(2, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let lists = |k: &KubeCluster| -> u64 {
+        let out =
+            k.c.host(1)
+                .exec(&["curl", "-s", &format!("http://{metrics}/metrics")]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("ringlay_kube_node_lists_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(lists(&k), 1);
+
+    // Traffic throughout: 25 s of pings, 5 a second.
+    let mut ping = k.c.container(1).command(&[
+        "ping",
+        "-q",
+        "-c",
+        "125",
+        "-i",
+        "0.2",
+        "-W",
+        "1",
+        &k.c.container_ip(2).to_string(),
+    ]);
+    ping.stdout(std::process::Stdio::piped());
+    let ping = k.c.container(1).spawn_command(ping);
+
+    // Writes elsewhere move etcd's revision past what ringlay's watch has seen;
+    // then the server goes down, its history is compacted, and it comes back.
+    for n in 0..20 {
+        let cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("filler-{n}")}});
+        k.admin(
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            Some((JSON, &cm.to_string())),
+        );
+    }
+    k.api.kill();
+    std::thread::sleep(Duration::from_secs(2));
+    let status = k.api.etcd().ctl(&["endpoint", "status", "-w", "json"]);
+    let status = json(&String::from_utf8_lossy(&status.stdout));
+    let revision = status[0]["Status"]["header"]["revision"]
+        .as_i64()
+        .expect("etcd revision");
+    let out = k.api.etcd().ctl(&["compact", &revision.to_string()]);
+    assert!(
+        out.status.success(),
+        "etcdctl compact: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    k.api.restart();
+
+    // The watch re-lists, then follows: a node added now reaches host 1's table.
+    assert!(
+        eventually(Duration::from_secs(40), || lists(&k) >= 2),
+        "no re-list:\n{}",
+        d1.log()
+    );
+    k.create_node(
+        3,
+        Some("100.96.3.0/24"),
+        flanneld_annotations(k.c.underlay_ip(3), KERNEL_MAC),
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || k.peers(1).len() == 2),
+        "node-3 never reached host 1's table: {:?}\n{}",
+        k.peers(1),
+        d1.log()
+    );
+
+    let out = ping.wait_with_output().expect("ping");
+    let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+    let received: u32 = summary
+        .split(',')
+        .find_map(|f| f.trim().strip_suffix(" received"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("ping summary: {summary}"));
+    assert!(received >= 123, "forwarding stopped: {summary}");
+    drop((d1, d2));
+}
