@@ -157,3 +157,70 @@ fn flags_come_from_ringlay_then_flanneld_variables() {
     let err = watch_with_env(&[("RINGLAY_LOG_FORMAT", "yaml")]);
     assert!(err.contains("--log-format"), "{err}");
 }
+
+#[test]
+fn kube_subnet_mgr_is_exclusive_with_static_leases_and_etcd() {
+    for other in [
+        ["--static-leases", "leases.json"],
+        ["--etcd-endpoints", "http://192.0.2.254:2379"],
+    ] {
+        let mut args = vec!["run", "--kube-subnet-mgr"];
+        args.extend_from_slice(&other);
+        let out = ringlay(&args, "");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--kube-subnet-mgr")
+                && err.contains(other[0])
+                && err.contains("cannot be used with"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn kube_flags_are_checked_before_anything_connects() {
+    // A bad annotation prefix, from flanneld's variable as from the flag.
+    let err = watch_with_env(&[
+        ("FLANNELD_KUBE_SUBNET_MGR", "true"),
+        ("FLANNELD_KUBE_ANNOTATION_PREFIX", "a/b/c"),
+    ]);
+    assert!(
+        err.contains("--kube-annotation-prefix: \"a/b/c\" is invalid")
+            && err.contains("at most a single '/'"),
+        "{err}"
+    );
+    // The network config is read first, and named.
+    let err = watch_with_env(&[
+        ("RINGLAY_KUBE_SUBNET_MGR", "true"),
+        ("RINGLAY_NET_CONFIG_PATH", "/nonexistent/net-conf.json"),
+    ]);
+    assert!(
+        err.contains("/nonexistent/net-conf.json") && err.contains("--net-config-path"),
+        "{err}"
+    );
+    // Outside a pod, with neither a URL nor a kubeconfig: what to give instead.
+    let dir = std::env::temp_dir().join(format!("ringlay-cli-kube-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let conf = dir.join("net-conf.json");
+    std::fs::write(
+        &conf,
+        r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#,
+    )
+    .expect("write net-conf.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_ringlay"))
+        .args(["watch", "--kube-subnet-mgr", "--net-config-path"])
+        .arg(&conf)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .stdin(Stdio::null())
+        .output()
+        .expect("ringlay runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("in-cluster configuration") && err.contains("--kubeconfig-file"),
+        "{err}"
+    );
+}

@@ -312,7 +312,7 @@ fn vxlan_nodes_and_a_flanneld_node_reach_each_other_through_the_node_annotations
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(warned(&daemons[0]), 1, "{}", daemons[0].log());
     assert!(
-        daemons[0].log().contains("VtepMAC"),
+        daemons[0].log().contains("backend-data VtepMAC"),
         "the warning names the field:\n{}",
         daemons[0].log()
     );

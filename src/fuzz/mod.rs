@@ -11,7 +11,7 @@
 //!   kept after the fix, named after what it found.
 //!
 //! Each `run` panics only through its checks (or a bug in ringlay): nothing in
-//! ringlay may panic on bytes from the network or from etcd.
+//! ringlay may panic on bytes from the network, etcd or the Kubernetes API.
 
 use crate::config::SubnetKey;
 use crate::encap::Local;
@@ -22,6 +22,7 @@ pub mod decap_udp;
 pub mod decap_vxlan;
 pub mod etcd_events;
 pub mod ip_parse;
+pub mod kube_node;
 pub mod lease_json;
 pub mod net_config;
 pub mod split;
@@ -58,6 +59,7 @@ pub const TARGETS: &[(&str, Run)] = &[
     ("decap_vxlan", decap_vxlan::run),
     ("etcd_events", etcd_events::run),
     ("ip_parse", ip_parse::run),
+    ("kube_node", kube_node::run),
     ("lease_json", lease_json::run),
     ("net_config", net_config::run),
     ("split", split::run),

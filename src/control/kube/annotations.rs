@@ -171,8 +171,49 @@ impl Prefix {
         }
         let key = subnet_key(&cidrs)?;
         let value = self.lease_value(node);
-        let attrs = LeaseAttrs::parse(value.to_string().as_bytes())?;
+        let attrs =
+            LeaseAttrs::parse(value.to_string().as_bytes()).map_err(|e| self.name_annotation(e))?;
         Ok(Some(Lease { key, attrs }))
+    }
+
+    /// `e` with the lease value's field (`PublicIP`, `BackendData.VtepMAC`)
+    /// named as the annotation it came from (`<prefix>public-ip`,
+    /// `<prefix>backend-data VtepMAC`).
+    fn name_annotation(&self, e: Error) -> Error {
+        let Error::Invalid {
+            field,
+            value,
+            expected,
+        } = e
+        else {
+            return e;
+        };
+        let (head, rest) = field
+            .split_once('.')
+            .map_or((field.as_str(), ""), |(h, r)| (h, r));
+        let name = match head {
+            "PublicIP" => PUBLIC_IP,
+            "PublicIPv6" => PUBLIC_IPV6,
+            "BackendType" => BACKEND_TYPE,
+            "BackendData" => BACKEND_DATA,
+            "BackendV6Data" => BACKEND_V6_DATA,
+            _ => {
+                return Error::Invalid {
+                    field,
+                    value,
+                    expected,
+                }
+            }
+        };
+        let field = match rest {
+            "" => format!("annotation {}", self.key(name)),
+            r => format!("annotation {} {r}", self.key(name)),
+        };
+        Error::Invalid {
+            field,
+            value,
+            expected,
+        }
     }
 
     /// The lease value flannel would have stored in etcd for `node`'s annotations.
@@ -237,4 +278,221 @@ pub fn subnet_key(cidrs: &[&str]) -> Result<SubnetKey> {
     key.to_string()
         .parse()
         .map_err(|_| Error::invalid("spec.podCIDRs", cidrs.join(","), EXPECTED))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::VxlanBackendData;
+
+    const P: &str = "flannel.alpha.coreos.com";
+
+    fn prefix() -> Prefix {
+        Prefix::parse(P).expect("default prefix")
+    }
+
+    fn node(cidrs: &[&str], annotations: &[(&str, &str)]) -> NodeLease {
+        let annotations: serde_json::Map<String, serde_json::Value> = annotations
+            .iter()
+            .map(|(k, v)| (format!("{P}/{k}"), serde_json::Value::from(*v)))
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "n", "annotations": annotations },
+            "spec": { "podCIDRs": cidrs },
+        }))
+        .expect("node")
+    }
+
+    fn vxlan_attrs(v6: bool) -> LeaseAttrs {
+        let data = VxlanBackendData {
+            vni: 1,
+            vtep_mac: "0e:8a:3c:11:22:33".parse().expect("mac"),
+        };
+        LeaseAttrs {
+            public_ip: "192.168.1.10".parse().expect("ip"),
+            public_ipv6: v6.then(|| "2001:db8::10".parse().expect("ip")),
+            backend_type: Some(BackendType::Vxlan),
+            backend_data: Some(data),
+            backend_v6_data: v6.then_some(data),
+        }
+    }
+
+    fn keyed(map: &BTreeMap<String, String>) -> Vec<(String, String)> {
+        map.iter()
+            .map(|(k, v)| (k.trim_start_matches(&format!("{P}/")).to_owned(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn prefixes_normalize_as_flannels() {
+        let ok = |t: &str, want: &str| assert_eq!(Prefix::parse(t).expect(t).as_str(), want);
+        ok("flannel.alpha.coreos.com", "flannel.alpha.coreos.com/");
+        ok("example.com/", "example.com/");
+        ok("example.com/overlay", "example.com/overlay-");
+        ok("example.com/over_lay-", "example.com/over_lay-");
+        for bad in [
+            "a/b/c",
+            "nodots",
+            "Upper.example.com",
+            "example.com/UPPER",
+            "",
+            "/x",
+            "exa mple.com",
+        ] {
+            let e = Prefix::parse(bad).expect_err(bad).to_string();
+            assert!(e.starts_with("--kube-annotation-prefix: "), "{e}");
+            assert!(e.contains("fqdn/[0-9a-z-_]*"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_vxlan_node_writes_flanneld_annotations_byte_for_byte() {
+        assert_eq!(
+            keyed(&prefix().ours(&vxlan_attrs(false))),
+            [
+                ("backend-data", r#"{"VNI":1,"VtepMAC":"0e:8a:3c:11:22:33"}"#),
+                ("backend-type", "vxlan"),
+                ("kube-subnet-manager", "true"),
+                ("public-ip", "192.168.1.10"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        let dual = keyed(&prefix().ours(&vxlan_attrs(true)));
+        assert!(dual.contains(&(
+            "backend-v6-data".into(),
+            r#"{"VNI":1,"VtepMAC":"0e:8a:3c:11:22:33"}"#.into()
+        )));
+        assert!(dual.contains(&("public-ipv6".into(), "2001:db8::10".into())));
+    }
+
+    #[test]
+    fn udp_and_host_gw_write_null_backend_data() {
+        let mut udp = vxlan_attrs(false);
+        udp.backend_type = None;
+        udp.backend_data = None;
+        let a = keyed(&prefix().ours(&udp));
+        assert!(a.contains(&("backend-type".into(), String::new())), "{a:?}");
+        assert!(a.contains(&("backend-data".into(), "null".into())), "{a:?}");
+        let mut hostgw = udp;
+        hostgw.backend_type = Some(BackendType::HostGw);
+        let a = keyed(&prefix().ours(&hostgw));
+        assert!(
+            a.contains(&("backend-type".into(), "host-gw".into())),
+            "{a:?}"
+        );
+    }
+
+    #[test]
+    fn a_flanneld_node_reads_as_its_lease() {
+        let n = node(
+            &["10.244.3.0/24"],
+            &[
+                ("kube-subnet-manager", "true"),
+                ("backend-type", "vxlan"),
+                ("backend-data", r#"{"VNI":1,"VtepMAC":"0e:8a:3c:11:22:33"}"#),
+                ("public-ip", "192.168.1.10"),
+            ],
+        );
+        let lease = prefix().lease_of(&n).expect("valid").expect("a lease");
+        assert_eq!(lease.key.to_string(), "10.244.3.0-24");
+        assert_eq!(lease.attrs, vxlan_attrs(false));
+    }
+
+    #[test]
+    fn nodes_without_a_subnet_manager_or_pod_cidr_are_no_lease_yet() {
+        let managed = [("kube-subnet-manager", "true"), ("public-ip", "192.0.2.1")];
+        assert_eq!(prefix().lease_of(&node(&[], &managed)).expect("ok"), None);
+        let unmanaged = [("public-ip", "192.0.2.1")];
+        assert_eq!(
+            prefix()
+                .lease_of(&node(&["10.244.1.0/24"], &unmanaged))
+                .expect("ok"),
+            None
+        );
+        let other = [("kube-subnet-manager", "false"), ("public-ip", "192.0.2.1")];
+        assert_eq!(
+            prefix()
+                .lease_of(&node(&["10.244.1.0/24"], &other))
+                .expect("ok"),
+            None
+        );
+    }
+
+    #[test]
+    fn malformed_nodes_are_refused_naming_the_field() {
+        let base = |extra: (&'static str, &'static str)| {
+            vec![
+                ("kube-subnet-manager", "true"),
+                ("backend-type", "vxlan"),
+                extra,
+            ]
+        };
+        let ip = "annotation flannel.alpha.coreos.com/public-ip";
+        let data = "annotation flannel.alpha.coreos.com/backend-data";
+        let cases: [(&[&str], Vec<(&str, &str)>, &str); 6] = [
+            (&["10.244.1.0/24"], base(("public-ip", "not-an-ip")), ip),
+            (
+                &["10.244.1.0/24"],
+                vec![("kube-subnet-manager", "true")],
+                ip,
+            ),
+            (
+                &["10.244.1.0/24"],
+                vec![
+                    ("kube-subnet-manager", "true"),
+                    ("backend-type", "vxlan"),
+                    ("public-ip", "192.0.2.1"),
+                    ("backend-data", r#"{"VNI":1,"VtepMAC":"zz"}"#),
+                ],
+                "annotation flannel.alpha.coreos.com/backend-data VtepMAC",
+            ),
+            (
+                &["10.244.1.0/24"],
+                vec![
+                    ("kube-subnet-manager", "true"),
+                    ("backend-type", "vxlan"),
+                    ("public-ip", "192.0.2.1"),
+                    ("backend-data", "{not json"),
+                ],
+                data,
+            ),
+            (
+                &["10.244.1.1/24"],
+                base(("public-ip", "192.0.2.1")),
+                "spec.podCIDRs",
+            ),
+            (
+                &["10.244.1.0/24", "10.244.2.0/24"],
+                base(("public-ip", "192.0.2.1")),
+                "spec.podCIDRs",
+            ),
+        ];
+        for (cidrs, annotations, field) in cases {
+            let e = prefix()
+                .lease_of(&node(cidrs, &annotations))
+                .expect_err(field)
+                .to_string();
+            assert!(e.starts_with(field), "{field}: {e}");
+        }
+    }
+
+    #[test]
+    fn dual_stack_pod_cidrs_make_one_key() {
+        let key = subnet_key(&["10.244.1.0/24", "fd00:10:244:1::/64"]).expect("dual");
+        assert_eq!(key.to_string(), "10.244.1.0-24&fd00:10:244:1::-64");
+    }
+
+    #[test]
+    fn overwrite_and_stored_public_ip_are_read_from_our_node() {
+        let n = node(
+            &[],
+            &[
+                ("public-ip-overwrite", "203.0.113.7"),
+                ("node-public-ip", "192.0.2.9"),
+            ],
+        );
+        assert_eq!(prefix().overwrite(&n), Some("203.0.113.7"));
+        assert_eq!(prefix().stored_public_ip(&n), Some("192.0.2.9"));
+        assert_eq!(prefix().overwrite(&node(&[], &[])), None);
+    }
 }
