@@ -21,11 +21,15 @@ declare -A pkg_for=(
   [nft]=nftables [curl]=curl [python3]=python3-minimal
   # scripts/kube-apiserver.sh builds the Kubernetes tests' apiserver with these.
   [go]=golang-go [rsync]=rsync [dpkg-source]=dpkg-dev
+  # The Kubernetes tests apply the manifest's RBAC objects with kubectl.
+  [kubectl]=kubernetes-client [unshare]=util-linux
 )
 missing=()
 for cmd in "${!pkg_for[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkg_for[$cmd]}")
 done
+# The CNI test's bridge and host-local plugins (not on PATH).
+[ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
 if [ ${#missing[@]} -gt 0 ]; then
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
   step "installing ${missing[*]}"

@@ -532,3 +532,173 @@ fn forwarding_goes_on_while_the_apiserver_restarts_and_the_watch_recovers_from_c
     assert!(received >= 123, "forwarding stopped: {summary}");
     drop((d1, d2));
 }
+
+/// Where Debian's containernetworking-plugins installs the CNI plugins.
+const CNI_BIN: &str = "/usr/lib/cni";
+
+/// A `KEY=value` line of a subnet.env.
+fn subnet_env(d: &Daemon, key: &str) -> String {
+    let text = std::fs::read_to_string(d.subnet_file()).expect("subnet.env");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key} in:\n{text}"))
+        .to_owned()
+}
+
+/// Adds a pod in `pod` on host i as the kubelet does through flannel's CNI
+/// plugin: the bridge plugin with host-local IPAM, configured from `d`'s
+/// subnet.env as flannel's plugin delegates (subnet and MTU from the file, a
+/// route to the cluster network, masquerading left to the daemon), with
+/// kube-flannel.yml's delegate options. Returns the pod's address.
+fn cni_add(k: &KubeCluster, i: usize, d: &Daemon, pod: &Netns) -> Ipv4Addr {
+    let subnet = subnet_env(d, "FLANNEL_SUBNET");
+    let (first, len) = subnet.split_once('/').expect("FLANNEL_SUBNET");
+    let first: Ipv4Addr = first.parse().expect("FLANNEL_SUBNET address");
+    let network = format!("{}/{len}", Ipv4Addr::from(u32::from(first) - 1));
+    let mtu: u32 = subnet_env(d, "FLANNEL_MTU").parse().expect("FLANNEL_MTU");
+    let ipmasq = subnet_env(d, "FLANNEL_IPMASQ") == "true";
+    let conf = serde_json::json!({
+        "cniVersion": "0.3.1", "name": "cbr0", "type": "bridge",
+        "bridge": "cni0", "isGateway": true, "isDefaultGateway": true,
+        "hairpinMode": true, "ipMasq": !ipmasq, "mtu": mtu,
+        "ipam": {
+            "type": "host-local",
+            "ranges": [[{ "subnet": network }]],
+            "routes": [{ "dst": subnet_env(d, "FLANNEL_NETWORK") }],
+            "dataDir": k.c.dir().join(format!("cni-{i}")),
+        },
+    });
+    let mut cmd = k.c.host(i).command(&[&format!("{CNI_BIN}/bridge")]);
+    cmd.envs([
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", pod.name()),
+        ("CNI_NETNS", &format!("/run/netns/{}", pod.name())),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", CNI_BIN),
+    ])
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("run the bridge plugin");
+    use std::io::Write;
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(conf.to_string().as_bytes())
+        .expect("CNI config");
+    drop(stdin);
+    let out = child.wait_with_output().expect("bridge plugin");
+    let result = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "CNI ADD: {result}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let addr = json(&result)["ips"][0]["address"]
+        .as_str()
+        .expect("an address")
+        .to_owned();
+    addr.split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .expect("pod address")
+}
+
+#[test]
+fn pods_added_by_the_cni_bridge_plugin_from_subnet_env_reach_each_other_in_cluster() {
+    let Some(k) = start("kcni", 3, "vxlan") else {
+        return;
+    };
+    if !std::path::Path::new(&format!("{CNI_BIN}/bridge")).exists() {
+        let reason = format!("no CNI plugins in {CNI_BIN} (package containernetworking-plugins)");
+        assert!(!common::netns::in_ci(), "CI=true and {reason}");
+        eprintln!("skipping: {reason}");
+        return;
+    }
+    // Pod subnets apart from the harness's own containers (100.96.i.0/24).
+    for i in 1..=2 {
+        k.create_node(i, Some(&format!("100.96.1{i}.0/24")), serde_json::json!({}));
+    }
+    let d1 = k
+        .ringlay(1, &["--ip-masq"])
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // Host 2 as in kube-flannel.yml's pod: the service account's token and CA
+    // where the kubelet mounts them (in a mount namespace of its own, over a
+    // private /run), the API server's address in the environment, and the node
+    // name read from our own Pod.
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": "ringlay-node-2", "namespace": "kube-flannel" },
+        "spec": {
+            "nodeName": "node-2", "serviceAccountName": "ringlay",
+            "automountServiceAccountToken": false,
+            "containers": [{ "name": "ringlay", "image": "localhost/ringlay:0.1.0" }],
+        },
+    });
+    k.admin(
+        "POST",
+        "/api/v1/namespaces/kube-flannel/pods",
+        Some((JSON, &pod.to_string())),
+    );
+    let sa = k.c.dir().join("serviceaccount");
+    std::fs::create_dir_all(&sa).expect("sa dir");
+    std::fs::write(sa.join("token"), k.api.token(RINGLAY_SA_USER)).expect("token");
+    std::fs::copy(k.api.ca_path(), sa.join("ca.crt")).expect("ca.crt");
+    std::fs::write(sa.join("namespace"), "kube-flannel").expect("namespace");
+    let mount = format!(
+        "set -e
+         mount -t tmpfs tmpfs /run
+         mkdir -p /run/secrets/kubernetes.io/serviceaccount
+         mount --bind {} /run/secrets/kubernetes.io/serviceaccount
+         exec \"$@\"",
+        sa.display()
+    );
+    let wrapper = [
+        "unshare",
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &mount,
+        "sh",
+    ];
+    let nc = k.net_conf.display().to_string();
+    let api_port = k.api.url().rsplit(':').next().expect("port").to_owned();
+    let env = [
+        ("KUBERNETES_SERVICE_HOST", "192.0.2.250"),
+        ("KUBERNETES_SERVICE_PORT", api_port.as_str()),
+        ("POD_NAME", "ringlay-node-2"),
+        ("POD_NAMESPACE", "kube-flannel"),
+    ];
+    let source = ["--kube-subnet-mgr", "--net-config-path", nc.as_str()];
+    let d2 =
+        k.c.try_ringlay_wrapped(2, &wrapper, &source, &["--queues", "1", "--ip-masq"], &env)
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(subnet_env(&d2, "FLANNEL_SUBNET"), "100.96.12.1/24");
+    assert_eq!(
+        k.annotations(2)[&format!("{PREFIX}/public-ip")],
+        "192.0.2.2"
+    );
+
+    let pods = [Netns::new("kcni-pod1"), Netns::new("kcni-pod2")];
+    let a1 = cni_add(&k, 1, &d1, &pods[0]);
+    let a2 = cni_add(&k, 2, &d2, &pods[1]);
+    assert_eq!(
+        (a1, a2),
+        (
+            "100.96.11.2".parse().unwrap(),
+            "100.96.12.2".parse().unwrap()
+        )
+    );
+    for (from, to) in [(&pods[0], a2), (&pods[1], a1)] {
+        let out = from.exec(&["ping", "-c", "3", "-W", "1", "-i", "0.2", &to.to_string()]);
+        assert!(
+            out.status.success(),
+            "pod in {} cannot reach {to}: {}",
+            from.name(),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    drop((d1, d2));
+}

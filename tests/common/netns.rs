@@ -347,6 +347,16 @@ impl Drop for Netns {
 
 // --- Cluster ----------------------------------------------------------------------
 
+/// How [`Cluster`] starts a ringlay daemon, beyond its arguments.
+struct Launch<'a> {
+    /// Runs ringlay (exec'ing it): empty for none.
+    wrapper: &'a [&'a str],
+    /// Extra environment variables.
+    env: &'a [(&'a str, &'a str)],
+    /// Put the status socket in the cluster's directory.
+    socket_in_dir: bool,
+}
+
 /// Hosts and their containers (see the module docs). Dropping it ends every
 /// process started in its namespaces, deletes the namespaces and its temporary
 /// directory.
@@ -684,7 +694,31 @@ impl Cluster {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Daemon, String> {
-        self.start_ringlay(i, public_ip, source_args, extra_args, env, true)
+        let launch = Launch {
+            wrapper: &[],
+            env,
+            socket_in_dir: true,
+        };
+        self.start_ringlay(i, public_ip, source_args, extra_args, launch)
+    }
+
+    /// [`Cluster::try_ringlay_env`] with ringlay started by `wrapper` (e.g.
+    /// `unshare -m sh -c '…; exec "$@"' sh`), which must exec it in the same
+    /// process so that the daemon's PID stays ringlay's.
+    pub fn try_ringlay_wrapped(
+        &self,
+        i: usize,
+        wrapper: &[&str],
+        source_args: &[&str],
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Daemon, String> {
+        let launch = Launch {
+            wrapper,
+            env,
+            socket_in_dir: true,
+        };
+        self.start_ringlay(i, self.underlay_ip(i), source_args, extra_args, launch)
     }
 
     /// [`Cluster::try_ringlay`] without `--status-socket`: the daemon listens at
@@ -697,25 +731,35 @@ impl Cluster {
     ) -> Result<Daemon, String> {
         let leases = self.write_leases(i, leases_json);
         let source = ["--static-leases", leases.as_str()];
-        self.start_ringlay(i, self.underlay_ip(i), &source, extra_args, &[], false)
+        let launch = Launch {
+            wrapper: &[],
+            env: &[],
+            socket_in_dir: false,
+        };
+        self.start_ringlay(i, self.underlay_ip(i), &source, extra_args, launch)
     }
 
-    /// Starts ringlay on host i and waits for `ready`; with `socket_in_dir`, its
-    /// status socket is `<dir>/status-<i>.sock` unless `extra_args` names one.
+    /// Starts ringlay on host i and waits for `ready`; with `launch.socket_in_dir`,
+    /// its status socket is `<dir>/status-<i>.sock` unless `extra_args` names one.
     fn start_ringlay(
         &self,
         i: usize,
         public_ip: Ipv4Addr,
         source_args: &[&str],
         extra_args: &[&str],
-        env: &[(&str, &str)],
-        socket_in_dir: bool,
+        launch: Launch<'_>,
     ) -> Result<Daemon, String> {
+        let Launch {
+            wrapper,
+            env,
+            socket_in_dir,
+        } = launch;
         let subnet_file = self.dir.join(format!("subnet-{i}.env"));
         let bin = ringlay_bin();
         let public_ip = public_ip.to_string();
         let subnet_s = subnet_file.display().to_string();
-        let mut argv: Vec<&str> = vec![&bin, "run"];
+        let mut argv: Vec<&str> = wrapper.to_vec();
+        argv.extend_from_slice(&[&bin, "run"]);
         argv.extend_from_slice(source_args);
         argv.extend_from_slice(&["--public-ip", &public_ip, "--subnet-file", &subnet_s]);
         argv.extend_from_slice(extra_args);

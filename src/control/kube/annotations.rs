@@ -429,7 +429,9 @@ mod tests {
         };
         let ip = "annotation flannel.alpha.coreos.com/public-ip";
         let data = "annotation flannel.alpha.coreos.com/backend-data";
-        let cases: [(&[&str], Vec<(&str, &str)>, &str); 6] = [
+        // (podCIDRs, annotations, the field the error names)
+        type Case<'a> = (&'a [&'a str], Vec<(&'a str, &'a str)>, &'a str);
+        let cases: [Case; 6] = [
             (&["10.244.1.0/24"], base(("public-ip", "not-an-ip")), ip),
             (
                 &["10.244.1.0/24"],
