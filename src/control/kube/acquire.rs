@@ -214,6 +214,10 @@ async fn set_network_available(client: &Client, node_name: &str) -> Result<()> {
     Ok(())
 }
 
+/// How long a status patch is retried while the API server fails (not while it
+/// refuses: a 4xx is final), as flanneld retries its annotation patch.
+const PATCH_RETRY_FOR: Duration = Duration::from_secs(30);
+
 async fn patch_status(
     client: &Client,
     node_name: &str,
@@ -221,14 +225,23 @@ async fn patch_status(
     what: &str,
 ) -> Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
-    nodes
-        .patch_status(node_name, &PatchParams::default(), &Patch::Strategic(patch))
-        .await
-        .map(drop)
-        .map_err(|e| {
-            Error::kube(
-                format!("{what} on node {node_name} (nodes/status patch)"),
-                e,
-            )
-        })
+    let started = tokio::time::Instant::now();
+    let mut delay = Duration::from_millis(500);
+    loop {
+        let result = nodes
+            .patch_status(node_name, &PatchParams::default(), &Patch::Strategic(patch))
+            .await;
+        let e = match result {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        let refused = matches!(&e, kube::Error::Api(s) if (400..500).contains(&s.code));
+        if refused || started.elapsed() >= PATCH_RETRY_FOR {
+            let what = format!("{what} on node {node_name} (a patch of nodes/{node_name}/status)");
+            return Err(Error::kube(what, e));
+        }
+        tracing::warn!(node = node_name, "{what}: {e}; retrying in {delay:?}");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
 }

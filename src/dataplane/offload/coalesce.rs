@@ -72,8 +72,13 @@ enum Csum {
     /// Not checked, or failed: a zero header, so the kernel checks it (and drops
     /// a bad one).
     Unchecked,
-    /// Verified: `DATA_VALID`.
-    Verified,
+    /// Verified, with where it is and the pseudo-header sum: written with the
+    /// field reset to that sum and `NEEDS_CSUM`, so the kernel takes it as a
+    /// local sender's partial checksum and does not check it again.
+    /// (`DATA_VALID`, the virtio flag for "checked", means nothing on a TUN
+    /// write — virtio 1.x §5.1.6.2.1, and `virtio_net_hdr_to_skb` reads only
+    /// `NEEDS_CSUM` — so the kernel would verify a second time.)
+    Verified(Partial, u16),
     /// The field holds the pseudo-header sum only (see [`super::partial`]):
     /// `NEEDS_CSUM`, so the kernel delivers it as its own.
     Partial(Partial),
@@ -88,14 +93,17 @@ impl Csum {
         partial::check(packet, v6, protocol, start, l4_len).map_or(Csum::Unchecked, Csum::Partial)
     }
 
-    /// The virtio header of a packet written alone.
-    fn header(self) -> virtio::Repr {
+    /// The virtio header of `packet` written alone, with a verified checksum
+    /// turned into a partial one in place.
+    fn header(self, packet: &mut [u8]) -> virtio::Repr {
         match self {
             Csum::Unchecked => virtio::Repr::default(),
-            Csum::Verified => virtio::Repr {
-                flags: virtio::FLAG_DATA_VALID,
-                ..virtio::Repr::default()
-            },
+            Csum::Verified(p, pseudo) => {
+                if let Some(field) = packet.get_mut(p.field()..p.field() + 2) {
+                    field.copy_from_slice(&pseudo.to_be_bytes());
+                }
+                p.header()
+            }
             Csum::Partial(p) => p.header(),
         }
     }
@@ -207,7 +215,11 @@ fn classify_tcp(packet: &[u8], v6: bool, l3_len: usize) -> Class<'_> {
     };
     let pseudo = pseudo_header(packet, v6, IpProtocol::Tcp.into(), l4_len);
     let csum = if checksum::combine(&[pseudo, checksum::data(segment)]) == 0xffff {
-        Csum::Verified
+        let at = Partial {
+            start: l3_len as u16,
+            offset: tcp::CHECKSUM_OFFSET as u16,
+        };
+        Csum::Verified(at, pseudo)
     } else {
         // Left partial by a sender across a virtual link, the segment may merge:
         // merged trains get NEEDS_CSUM anyway, and a lone one is written with it.
@@ -379,8 +391,8 @@ impl Flow {
         // the MTU (its `gso_size` was cut down to fit) needs segmentation.
         let payload = self.len - VNET - self.hdr_len;
         let vnet = if self.count == 1 && payload <= self.gso_size {
-            // Untouched: verified, or partial.
-            self.first_csum.header()
+            // As it came, but for a verified checksum made partial.
+            self.first_csum.header(packet)
         } else {
             let len = u16::try_from(packet.len()).unwrap_or(u16::MAX);
             let l3_len = self.l3_len as u16;
@@ -537,7 +549,8 @@ impl Coalescer {
         };
         let (head, body) = buf.split_at_mut(VNET);
         body.copy_from_slice(packet);
-        csum.header().emit(&mut virtio::Header::new_unchecked(head));
+        csum.header(body)
+            .emit(&mut virtio::Header::new_unchecked(head));
         emit(buf);
     }
 }

@@ -618,19 +618,29 @@ fn coalesce_short_segment_ends_the_train() {
     assert_eq!(out[1].0.gso_size, 1000);
 }
 
+/// `written` is `sent` (TCP over IPv4) with its verified checksum handed to the
+/// kernel as a partial one: `NEEDS_CSUM` at the TCP checksum, the field holding
+/// the pseudo-header sum, which completed gives back the sender's checksum.
+fn assert_verified_as_partial(written: &(virtio::Repr, Vec<u8>), sent: &[u8]) {
+    let (vnet, packet) = written;
+    assert_eq!(vnet.flags, virtio::FLAG_NEEDS_CSUM);
+    assert_eq!((vnet.csum_start, vnet.csum_offset), (20, 16));
+    assert_eq!(vnet.gso_type, virtio::GsoType::None);
+    assert_eq!(packet[..36], sent[..36]);
+    assert_eq!(packet[38..], sent[38..]);
+    let at = super::partial::Partial {
+        start: 20,
+        offset: 16,
+    };
+    assert_eq!(at.completed(packet), sent[36..38]);
+}
+
 #[test]
-fn coalesce_lone_packet_goes_out_as_it_came() {
+fn coalesce_lone_packet_goes_out_with_its_checksum_partial() {
     let p = Tcp::v4().packet(&pattern(1448, 12));
     let out = run(&mut Coalescer::new(), std::slice::from_ref(&p));
     assert_eq!(out.len(), 1);
-    assert_eq!(
-        out[0].0,
-        virtio::Repr {
-            flags: virtio::FLAG_DATA_VALID,
-            ..virtio::Repr::default()
-        }
-    );
-    assert_eq!(out[0].1, p);
+    assert_verified_as_partial(&out[0], &p);
 }
 
 #[test]
@@ -659,8 +669,7 @@ fn coalesce_bad_checksum_goes_alone_after_its_flow() {
     assert_eq!(out[1].0, virtio::Repr::default());
     assert_eq!(out[1].1, segs[2]);
     // The next one is out of sequence with what was held: it starts a new train.
-    assert_eq!(out[2].0.flags, virtio::FLAG_DATA_VALID);
-    assert_eq!(out[2].1, segs[3]);
+    assert_verified_as_partial(&out[2], &segs[3]);
 
     let mut bad_ip = segs[0].clone();
     bad_ip[8] ^= 1; // TTL, header checksum not updated
@@ -775,7 +784,9 @@ fn coalesce_never_merges_syn_rst_or_empty() {
         let segs = train(Tcp { flags, ..t }, &pattern(2000, 17), 1000);
         let out = run(&mut Coalescer::new(), &segs);
         assert_eq!(out.len(), 2, "flags {flags:#x}");
-        assert!(out.iter().all(|(v, _)| v.flags == virtio::FLAG_DATA_VALID));
+        for (written, sent) in out.iter().zip(&segs) {
+            assert_verified_as_partial(written, sent);
+        }
     }
     let acks = [t.packet(&[]), t.packet(&[])];
     assert_eq!(run(&mut Coalescer::new(), &acks).len(), 2);
@@ -867,7 +878,11 @@ fn coalesce_writes_options_and_extension_headers_alone_in_order() {
     ip.fill_checksum();
     let out = run(&mut Coalescer::new(), &[segs[0].clone(), opt.clone()]);
     assert_eq!(out.len(), 2);
-    assert_eq!(out[0].1, segs[0], "the held segment goes first");
+    assert_eq!(
+        completed(&out[0].0, &out[0].1),
+        segs[0],
+        "the held segment goes first"
+    );
     assert_eq!(out[1], (virtio::Repr::default(), opt));
 
     // IPv6 with a hop-by-hop header before TCP.
@@ -1012,7 +1027,10 @@ proptest! {
         let mut got: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
         for (vnet, p) in &out {
             let f = usize::from(p[0] >> 4 == 6);
-            if vnet.gso_type == GsoType::None {
+            if vnet.gso_type == GsoType::None && vnet.needs_csum() {
+                // Verified: handed to the kernel as a partial checksum.
+                got[f].push(completed(vnet, p));
+            } else if vnet.gso_type == GsoType::None {
                 got[f].push(p.clone());
             } else {
                 got[f].extend(segments(&Split::new(vnet, p).expect("splits")));
