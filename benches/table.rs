@@ -41,6 +41,7 @@ fn peer(v4: Option<Ipv4Net>, v6: Option<Ipv6Net>, i: u32) -> Peer {
         public_ipv6: None,
         vtep_mac: Some(MacAddr([0x0e, 0, b[0], b[1], b[2], b[3]])),
         backend: BackendType::Vxlan,
+        partial_csum: false,
     }
 }
 

@@ -62,7 +62,7 @@ use core::str::FromStr;
 use ipnet::{Ipv4Net, Ipv6Net};
 
 pub use json::MAX_DOCUMENT_LEN;
-pub use lease::{Lease, LeaseAttrs, VxlanBackendData};
+pub use lease::{Features, Lease, LeaseAttrs, VxlanBackendData};
 pub use network::{
     Backend, Ipv4Config, Ipv6Config, NetworkConfig, DEFAULT_VNI, UDP_DEFAULT_PORT,
     VXLAN_DEFAULT_PORT,

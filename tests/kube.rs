@@ -262,13 +262,16 @@ fn vxlan_nodes_and_a_flanneld_node_reach_each_other_through_the_node_annotations
         .map(|i| k.ringlay(i, &[]).unwrap_or_else(|e| panic!("{e}")))
         .collect();
 
-    // Our annotations, byte for byte as flanneld writes them.
+    // Our annotations, byte for byte as flanneld writes them, but for the
+    // feature list after flannel's fields in backend-data, which flanneld's
+    // decoder ignores (the flanneld-style node below reads it as flanneld would).
     let want: BTreeMap<String, String> = [
         ("kube-subnet-manager", "true".to_owned()),
         ("backend-type", "vxlan".to_owned()),
         (
             "backend-data",
-            r#"{"VNI":1,"VtepMAC":"0e:72:c0:00:02:01"}"#.to_owned(),
+            r#"{"VNI":1,"VtepMAC":"0e:72:c0:00:02:01","RinglayFeatures":["partial-csum"]}"#
+                .to_owned(),
         ),
         ("public-ip", "192.0.2.1".to_owned()),
     ]
@@ -352,7 +355,11 @@ fn udp_nodes_reach_each_other_and_watch_follows_read_only() {
     // flannel's udp backend sets no BackendType: backend-type is empty, backend-data null.
     let a = k.annotations(2);
     assert_eq!(a[&format!("{PREFIX}/backend-type")], "");
-    assert_eq!(a[&format!("{PREFIX}/backend-data")], "null");
+    // flannel's is null; ours holds only the feature list.
+    assert_eq!(
+        a[&format!("{PREFIX}/backend-data")],
+        r#"{"RinglayFeatures":["partial-csum"]}"#
+    );
     assert_eq!(a[&format!("{PREFIX}/public-ip")], "192.0.2.2");
     k.assert_all_pairs(&[1, 2, 3]);
 

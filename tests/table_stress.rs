@@ -89,6 +89,7 @@ fn peer(g: u64, x: u8, kind: u8) -> Peer {
         } else {
             BackendType::Udp
         },
+        partial_csum: kind == 0,
     }
 }
 

@@ -48,6 +48,50 @@ pub struct LeaseAttrs {
     pub backend_data: Option<VxlanBackendData>,
     /// `BackendV6Data`: the IPv6 VTEP of a vxlan lease. Only read for vxlan leases.
     pub backend_v6_data: Option<VxlanBackendData>,
+    /// What a ringlay node adds to flannel's value (see [`Features`]).
+    pub features: Features,
+}
+
+/// What a ringlay node tells its peers beyond flannel's fields: extra JSON fields
+/// in the lease's `BackendData` (for udp and host-gw, a `BackendData` of its
+/// own), `"RinglayFeatures":["partial-csum"]`. flanneld decodes `BackendData`
+/// into its backend's own struct, and Go's JSON decoder ignores fields a struct
+/// lacks, so flanneld nodes read such a lease as before.
+///
+/// Read leniently: a feature ringlay does not know, or a field of another shape,
+/// is no feature (a newer node's lease is never refused for it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Features {
+    /// `partial-csum`: the node takes inner TCP and UDP checksums left partial
+    /// (the field holding only the pseudo-header sum) and hands them to its
+    /// kernel to complete, so a ringlay sender need not compute them: the outer
+    /// UDP checksum covers the bytes in flight.
+    pub partial_csum: bool,
+}
+
+/// The field of `BackendData` that lists a ringlay node's features.
+const FEATURES_FIELD: &str = "RinglayFeatures";
+/// [`Features::partial_csum`]'s name in it.
+const PARTIAL_CSUM: &str = "partial-csum";
+
+impl Features {
+    /// The features listed in `obj[field]`, if that is an object.
+    fn decode(obj: &Map<String, Value>, field: &str) -> Features {
+        let listed = match json::get(obj, field).and_then(|d| d.as_object()) {
+            Some(data) => json::get(data, FEATURES_FIELD).and_then(Value::as_array),
+            None => None,
+        };
+        let has = |name: &str| listed.is_some_and(|l| l.iter().any(|v| v.as_str() == Some(name)));
+        Features {
+            partial_csum: has(PARTIAL_CSUM),
+        }
+    }
+
+    /// The `"RinglayFeatures":[...]` member, or nothing without any.
+    fn json_member(self) -> Option<String> {
+        self.partial_csum
+            .then(|| format!("\"{FEATURES_FIELD}\":[\"{PARTIAL_CSUM}\"]"))
+    }
 }
 
 /// A vxlan lease's `BackendData`: `{"VNI":1,"VtepMAC":"0e:8a:3c:11:22:33"}`
@@ -100,8 +144,12 @@ impl LeaseAttrs {
                 VxlanBackendData::decode(&obj, "BackendData")?,
                 VxlanBackendData::decode(&obj, "BackendV6Data")?,
             ),
-            // udp and host-gw leases carry no backend data that anyone reads.
+            // udp and host-gw leases carry no backend data that flannel reads.
             _ => (None, None),
+        };
+        let features = match Features::decode(&obj, "BackendData") {
+            f if f == Features::default() => Features::decode(&obj, "BackendV6Data"),
+            f => f,
         };
         Ok(LeaseAttrs {
             public_ip,
@@ -109,6 +157,7 @@ impl LeaseAttrs {
             backend_type,
             backend_data,
             backend_v6_data,
+            features,
         })
     }
 
@@ -167,16 +216,53 @@ impl LeaseAttrs {
             let _ = write!(out, ",\"BackendType\":\"{t}\"");
         }
         for (name, data) in [
-            ("BackendData", &self.backend_data),
-            ("BackendV6Data", &self.backend_v6_data),
+            ("BackendData", self.backend_data_json()),
+            ("BackendV6Data", self.backend_v6_data_json()),
         ] {
             if let Some(d) = data {
-                let _ = write!(
-                    out,
-                    ",\"{name}\":{{\"VNI\":{},\"VtepMAC\":\"{}\"}}",
-                    d.vni, d.vtep_mac
-                );
+                let _ = write!(out, ",\"{name}\":{d}");
             }
+        }
+        out.push('}');
+        out
+    }
+}
+
+impl LeaseAttrs {
+    /// `BackendData` as flannel marshals it (`{"VNI":1,"VtepMAC":"…"}`), with
+    /// our [`Features`] after flannel's fields; for a lease without a VTEP, an
+    /// object of the features alone, or `None` without any.
+    pub fn backend_data_json(&self) -> Option<String> {
+        let features = self.features.json_member();
+        match (self.backend_data, features) {
+            (Some(d), f) => Some(d.json_with(f.as_deref())),
+            // An IPv6-only vxlan lease lists them in BackendV6Data; a vxlan
+            // BackendData without its VTEP would be refused, so one without
+            // either advertises nothing.
+            (None, Some(_)) if self.backend_type == Some(BackendType::Vxlan) => None,
+            (None, Some(f)) => Some(format!("{{{f}}}")),
+            (None, None) => None,
+        }
+    }
+
+    /// `BackendV6Data` likewise (the features only where `BackendData` is absent).
+    pub fn backend_v6_data_json(&self) -> Option<String> {
+        let features = self
+            .features
+            .json_member()
+            .filter(|_| self.backend_data.is_none());
+        self.backend_v6_data
+            .map(|d| d.json_with(features.as_deref()))
+    }
+}
+
+impl VxlanBackendData {
+    /// `{"VNI":…,"VtepMAC":"…"}`, then `extra` (a JSON member) if given.
+    fn json_with(self, extra: Option<&str>) -> String {
+        let mut out = format!("{{\"VNI\":{},\"VtepMAC\":\"{}\"", self.vni, self.vtep_mac);
+        if let Some(e) = extra {
+            out.push(',');
+            out.push_str(e);
         }
         out.push('}');
         out
@@ -248,6 +334,34 @@ mod tests {
     const VXLAN_V6_ONLY: &str = r#"{"PublicIP":"0.0.0.0","PublicIPv6":"2001:db8::14","BackendType":"vxlan","BackendV6Data":{"VNI":1,"VtepMAC":"6e:8a:3c:11:22:36"}}"#;
 
     #[test]
+    fn ringlay_features_ride_in_backend_data() {
+        let vx = r#"{"PublicIP":"192.168.1.10","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0e:8a:3c:11:22:33","RinglayFeatures":["partial-csum"]}}"#;
+        let l = parse(vx);
+        assert!(l.features.partial_csum);
+        assert_eq!(l.backend_data.map(|d| d.vni), Some(1));
+        assert_eq!(l.to_json(), vx);
+        // Without features, flannel's value exactly.
+        let plain = LeaseAttrs {
+            features: Features::default(),
+            ..l
+        };
+        assert_eq!(plain.to_json(), VXLAN);
+        // udp: flannel's udp backend writes no BackendData; ours holds the list.
+        let udp = r#"{"PublicIP":"192.168.1.11","PublicIPv6":null,"BackendData":{"RinglayFeatures":["partial-csum"]}}"#;
+        let u = parse(udp);
+        assert!(u.features.partial_csum);
+        assert_eq!(u.to_json(), udp);
+        // Unknown features and other shapes are no feature, and refuse nothing.
+        for other in [
+            r#"{"PublicIP":"192.0.2.1","BackendData":{"RinglayFeatures":["warp-drive"]}}"#,
+            r#"{"PublicIP":"192.0.2.1","BackendData":{"RinglayFeatures":"partial-csum"}}"#,
+            r#"{"PublicIP":"192.0.2.1","BackendData":{"RinglayFeatures":[1,null]}}"#,
+        ] {
+            assert_eq!(parse(other).features, Features::default(), "{other}");
+        }
+    }
+
+    #[test]
     fn flannel_vxlan_lease() {
         let l = parse(VXLAN);
         assert_eq!(
@@ -261,6 +375,7 @@ mod tests {
                     vtep_mac: mac("0e:8a:3c:11:22:33")
                 }),
                 backend_v6_data: None,
+                features: Features::default(),
             }
         );
         assert_eq!(l.to_json(), VXLAN);
@@ -484,6 +599,7 @@ mod tests {
             ty in proptest::option::of(proptest::sample::select(BackendType::ALL.to_vec())),
             data in arb_data(),
             data6 in arb_data(),
+            partial in any::<bool>(),
         ) {
             // A lease names an address (see a_value_naming_no_address_is_no_lease).
             prop_assume!(ip != 0 || ip6.is_some_and(|a| a != 0));
@@ -494,6 +610,10 @@ mod tests {
                 backend_type: ty,
                 backend_data: data.filter(|_| vxlan),
                 backend_v6_data: data6.filter(|_| vxlan),
+                // What a value without a VTEP cannot carry (see backend_data_json).
+                features: Features {
+                    partial_csum: partial && (!vxlan || data.is_some() || data6.is_some()),
+                },
             };
             prop_assert_eq!(LeaseAttrs::parse(l.to_json().as_bytes()).expect("to_json output parses"), l);
         }

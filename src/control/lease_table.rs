@@ -45,6 +45,7 @@ fn peer(lease: &Lease) -> Peer {
         public_ipv6: a.public_ipv6,
         vtep_mac,
         backend,
+        partial_csum: a.features.partial_csum,
     }
 }
 

@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 use super::etcd::{self, FollowStats, Follower, View};
 use super::kube;
 use super::{diff, find_local, FileStamp, LocalLease, StaticLeases};
-use crate::config::{Lease, NetworkConfig};
+use crate::config::{Features, Lease, NetworkConfig};
 use crate::{Error, Result};
 
 /// How often the leases file is checked for edits.
@@ -95,18 +95,23 @@ impl LeaseSource {
     /// for the network config, acquires our lease and lists the others.
     /// `runnable` refuses a config this host cannot run, before any lease is
     /// written for it. `subnet_file` is where a previous run recorded its subnet.
+    /// The lease we write (etcd, Kubernetes) advertises `features`; a static
+    /// file says itself what each node has.
     pub async fn start(
         source: &Source,
         public_ip: Ipv4Addr,
         subnet_file: &Path,
+        features: Features,
         runnable: impl Fn(&NetworkConfig) -> Result<()>,
     ) -> Result<Started> {
         match source {
             Source::Static(path) => StaticSource::start(path, public_ip, runnable),
             Source::Etcd(settings) => {
-                EtcdSource::start(settings, public_ip, subnet_file, runnable).await
+                EtcdSource::start(settings, public_ip, subnet_file, features, runnable).await
             }
-            Source::Kube(settings) => KubeSource::start(settings, public_ip, runnable).await,
+            Source::Kube(settings) => {
+                KubeSource::start(settings, public_ip, features, runnable).await
+            }
         }
     }
 
@@ -256,10 +261,12 @@ impl EtcdSource {
         settings: &etcd::Settings,
         public_ip: Ipv4Addr,
         subnet_file: &Path,
+        features: Features,
         runnable: impl Fn(&NetworkConfig) -> Result<()>,
     ) -> Result<Started> {
         let margin = etcd::timing::check_margin(settings.renew_margin)?;
         let mut registry = etcd::Registry::connect(settings).await?;
+        registry.advertise(features);
         let config = etcd::wait_config(&mut registry).await?;
         runnable(&config)?;
         let previous = super::subnet_env::read_subnets(subnet_file);
@@ -327,13 +334,15 @@ impl KubeSource {
     async fn start(
         settings: &kube::Settings,
         public_ip: Ipv4Addr,
+        features: Features,
         runnable: impl Fn(&NetworkConfig) -> Result<()>,
     ) -> Result<Started> {
         let config = kube::read_net_config(&settings.net_config)?;
         runnable(&config)?;
         let client = kube::client::connect(settings).await?;
         let node = kube::client::node_name(&client, settings).await?;
-        let ours = kube::acquire::acquire(&client, settings, &node, &config, public_ip).await?;
+        let ours =
+            kube::acquire::acquire(&client, settings, &node, &config, public_ip, features).await?;
         tracing::info!(
             lease = %ours.lease.key, node, public_ip = %ours.lease.attrs.public_ip,
             vtep_mac = %ours.local.vtep_mac, "our lease is our node's podCIDR"

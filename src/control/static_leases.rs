@@ -580,6 +580,7 @@ pub(crate) mod tests {
                     vtep_mac: mac("0e:00:00:00:01:00")
                 }),
                 backend_v6_data: None,
+                features: Default::default(),
             }
         );
     }

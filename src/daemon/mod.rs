@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::{Installed, TunnelOptions, Underlay};
-use crate::config::{Backend, NetworkConfig};
+use crate::config::{Backend, Features, NetworkConfig};
 use crate::control::source::{LeaseSource, Started};
 use crate::control::{self, LocalLease};
 use crate::dataplane::Offload;
@@ -96,6 +96,7 @@ pub fn run(opts: Options) -> Result<()> {
         &opts.source,
         under.public_ip,
         &opts.subnet_file,
+        advertised(&opts),
         Installed::check,
     ))?;
     if let Some(stats) = follow_stats {
@@ -134,6 +135,15 @@ pub fn run(opts: Options) -> Result<()> {
     drop(masq);
     drop(backend);
     result
+}
+
+/// What our lease tells ringlay peers: with TUN offloads requested (a virtio
+/// header on every TUN write), partial inner checksums are ours to hand to the
+/// kernel, so peers may leave them partial.
+fn advertised(opts: &Options) -> Features {
+    Features {
+        partial_csum: opts.offload.tso,
+    }
 }
 
 fn require_net_admin() -> Result<()> {

@@ -35,6 +35,7 @@ pub(super) fn peer4(net: &str, public: &str) -> Peer {
         public_ipv6: None,
         vtep_mac: None,
         backend: BackendType::Vxlan,
+        partial_csum: false,
     }
 }
 
@@ -48,6 +49,7 @@ pub(super) fn peer6(net: &str, public: &str) -> Peer {
         public_ipv6: None,
         vtep_mac: None,
         backend: BackendType::Vxlan,
+        partial_csum: false,
     }
 }
 
@@ -130,6 +132,7 @@ pub(super) fn peers_from4(nets: &[Ipv4Net]) -> Vec<Peer> {
             public_ipv6: None,
             vtep_mac: None,
             backend: BackendType::Udp,
+            partial_csum: false,
         })
         .collect()
 }

@@ -36,6 +36,10 @@ pub struct Peer {
     pub vtep_mac: Option<MacAddr>,
     /// The backend the lease was made for.
     pub backend: BackendType,
+    /// The peer takes inner checksums left partial (a ringlay node that said so:
+    /// [`Features::partial_csum`](crate::config::Features)); segments to it
+    /// are sent without completing them.
+    pub partial_csum: bool,
 }
 
 impl Peer {

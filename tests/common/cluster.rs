@@ -106,3 +106,46 @@ pub fn counters(v: &serde_json::Value) -> BTreeMap<String, u64> {
         })
         .unwrap_or_default()
 }
+
+/// Decodes each lease value as flanneld does (Go's encoding/json into structs
+/// of flannel's field names: `tests/data/flannel-decode/main.go`) and returns
+/// one line per value: `PublicIP=… BackendType=… VNI=… VtepMAC=…`, or
+/// `error: …`. None when Go is missing (outside CI; `CI=true` fails).
+pub fn flannel_decode(test: &str, values: &[String]) -> Option<Vec<String>> {
+    if !super::netns::require_command(test, "go", "golang-go") {
+        return None;
+    }
+    let dir = std::env::temp_dir().join(super::netns::unique_name("ringlay-go"));
+    let program = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/flannel-decode/main.go");
+    let mut child = std::process::Command::new("go")
+        .arg("run")
+        .arg(&program)
+        .env("GOPATH", dir.join("gopath"))
+        .env("GOCACHE", dir.join("cache"))
+        .env("GO111MODULE", "off")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("go run");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        for v in values {
+            writeln!(stdin, "{v}").expect("write a value");
+        }
+    }
+    let out = child.wait_with_output().expect("go run");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "go run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect(),
+    )
+}

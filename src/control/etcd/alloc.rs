@@ -17,7 +17,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::config::{
-    Backend, Ipv4Config, Ipv6Config, LeaseAttrs, NetworkConfig, SubnetKey, VxlanBackendData,
+    Backend, Features, Ipv4Config, Ipv6Config, LeaseAttrs, NetworkConfig, SubnetKey,
+    VxlanBackendData,
 };
 use crate::wire::MacAddr;
 use crate::{Error, Result};
@@ -261,12 +262,14 @@ pub fn choose_free(config: &NetworkConfig, taken: &Taken, rng: &mut Rng) -> Resu
 /// The lease value this host writes, as flanneld's backend of the same type does:
 /// vxlan writes `BackendType` and `BackendData {VNI, VtepMAC}` (and `BackendV6Data`
 /// for an IPv6 subnet: ringlay has one VTEP for both families); udp writes only
-/// `PublicIP` and `PublicIPv6: null`, with no `BackendType`, as flannel's udp backend.
+/// `PublicIP` and `PublicIPv6: null`, with no `BackendType`, as flannel's udp backend;
+/// `features` (none: flanneld's value exactly) are added as [`Features`] says.
 pub fn lease_value(
     backend: &Backend,
     public_ip: Ipv4Addr,
     vtep_mac: MacAddr,
     key: &SubnetKey,
+    features: Features,
 ) -> LeaseAttrs {
     let mut attrs = LeaseAttrs {
         public_ip,
@@ -274,6 +277,7 @@ pub fn lease_value(
         backend_type: None,
         backend_data: None,
         backend_v6_data: None,
+        features,
     };
     match *backend {
         Backend::Vxlan { vni, .. } => {
@@ -282,7 +286,11 @@ pub fn lease_value(
             attrs.backend_data = key.v4.map(|_| data);
             attrs.backend_v6_data = key.v6.map(|_| data);
         }
-        Backend::HostGw => attrs.backend_type = Some(crate::config::BackendType::HostGw),
+        Backend::HostGw => {
+            attrs.backend_type = Some(crate::config::BackendType::HostGw);
+            // No tunnel: nothing for a peer to leave partial.
+            attrs.features = Features::default();
+        }
         Backend::Udp { .. } => {}
     }
     attrs
@@ -411,11 +419,18 @@ mod tests {
             direct_routing: false,
         };
         assert_eq!(
-            lease_value(&vx, ip, mac, &key("100.96.1.0-24")).to_json(),
+            lease_value(&vx, ip, mac, &key("100.96.1.0-24"), Features::default()).to_json(),
             r#"{"PublicIP":"192.0.2.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0e:72:c0:00:02:01"}}"#
         );
         assert_eq!(
-            lease_value(&Backend::DEFAULT, ip, mac, &key("100.96.1.0-24")).to_json(),
+            lease_value(
+                &Backend::DEFAULT,
+                ip,
+                mac,
+                &key("100.96.1.0-24"),
+                Features::default()
+            )
+            .to_json(),
             r#"{"PublicIP":"192.0.2.1","PublicIPv6":null}"#
         );
     }

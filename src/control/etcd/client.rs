@@ -36,7 +36,7 @@ use super::alloc::{choose_free, fits, lease_value, Rng, Taken};
 use super::leases::{classify, config_key, subnets_prefix, Applied, Key, LeaseSet};
 use super::timing::LEASE_TTL;
 use super::Settings;
-use crate::config::{LeaseAttrs, NetworkConfig, SubnetKey};
+use crate::config::{Features, LeaseAttrs, NetworkConfig, SubnetKey};
 use crate::control::derive_vtep_mac;
 use crate::wire::MacAddr;
 use crate::{Error, Result};
@@ -60,6 +60,8 @@ pub struct Registry {
     prefix: String,
     endpoints: String,
     requests: Arc<AtomicU64>,
+    /// What our lease values advertise beyond flannel's fields.
+    features: Features,
 }
 
 impl std::fmt::Debug for Registry {
@@ -178,7 +180,14 @@ impl Registry {
             prefix: settings.prefix.trim_end_matches('/').to_owned(),
             endpoints,
             requests: Arc::new(AtomicU64::new(0)),
+            features: Features::default(),
         })
+    }
+
+    /// Lease values this registry writes advertise `features` (none by default:
+    /// then they are flanneld's byte for byte).
+    pub fn advertise(&mut self, features: Features) {
+        self.features = features;
     }
 
     /// The network's key prefix, without a trailing `/`.
@@ -304,7 +313,7 @@ impl Registry {
                     .backend_data
                     .map(|d| d.vtep_mac)
                     .unwrap_or_else(|| derive_vtep_mac(public_ip));
-                let attrs = lease_value(&config.backend, public_ip, vtep, &key);
+                let attrs = lease_value(&config.backend, public_ip, vtep, &key, self.features);
                 let guard =
                     Compare::mod_revision(self.key(&key), CompareOp::Equal, entry.mod_revision);
                 if let Some(held) = self.put_if(&key, attrs, guard, Acquired::Reused).await? {
@@ -326,7 +335,13 @@ impl Registry {
                     "the subnet recorded in subnet.env holds a value that is no node's lease ({}); taking it back",
                     r.reason
                 );
-                let attrs = lease_value(&config.backend, public_ip, derive_vtep_mac(public_ip), &p);
+                let attrs = lease_value(
+                    &config.backend,
+                    public_ip,
+                    derive_vtep_mac(public_ip),
+                    &p,
+                    self.features,
+                );
                 let guard = Compare::mod_revision(self.key(&p), CompareOp::Equal, r.mod_revision);
                 if let Some(held) = self.put_if(&p, attrs, guard, Acquired::Previous).await? {
                     return Ok(held);
@@ -338,7 +353,13 @@ impl Registry {
                 Some(p) => (p, Acquired::Previous),
                 None => (choose_free(config, &listing.taken, rng)?, Acquired::New),
             };
-            let attrs = lease_value(&config.backend, public_ip, derive_vtep_mac(public_ip), &key);
+            let attrs = lease_value(
+                &config.backend,
+                public_ip,
+                derive_vtep_mac(public_ip),
+                &key,
+                self.features,
+            );
             let guard = Compare::version(self.key(&key), CompareOp::Equal, 0);
             if let Some(held) = self.put_if(&key, attrs, guard, how).await? {
                 return Ok(held);

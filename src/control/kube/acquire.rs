@@ -17,7 +17,7 @@ use kube::{Api, Client};
 
 use super::node::NodeLease;
 use super::{Settings, WAIT_LOG};
-use crate::config::{Lease, NetworkConfig, SubnetKey};
+use crate::config::{Features, Lease, NetworkConfig, SubnetKey};
 use crate::control::etcd::alloc::lease_value;
 use crate::control::{derive_vtep_mac, LocalLease};
 use crate::{Error, Result};
@@ -38,20 +38,22 @@ pub struct Acquired {
     pub local: LocalLease,
 }
 
-/// Waits for our Node's podCIDR, then writes our annotations and the condition.
+/// Waits for our Node's podCIDR, then writes our annotations (advertising
+/// `features` in `backend-data`) and the condition.
 pub async fn acquire(
     client: &Client,
     settings: &Settings,
     node_name: &str,
     config: &NetworkConfig,
     public_ip: Ipv4Addr,
+    features: Features,
 ) -> Result<Acquired> {
     let nodes: Api<NodeLease> = Api::all(client.clone());
     let (node, key) = wait_for_pod_cidr(&nodes, node_name, config).await?;
     let public_ip = stored_public_ip(settings, &node, public_ip)?;
     let advertised = advertised_ip(settings, &node, public_ip)?;
     let vtep_mac = recorded_vtep_mac(settings, &node).unwrap_or_else(|| derive_vtep_mac(public_ip));
-    let attrs = lease_value(&config.backend, advertised, vtep_mac, &key);
+    let attrs = lease_value(&config.backend, advertised, vtep_mac, &key, features);
     let wanted = settings.prefix.ours(&attrs);
     let current = node.metadata.annotations.clone().unwrap_or_default();
     let stale: Vec<&String> = wanted

@@ -112,6 +112,8 @@ impl Prefix {
     /// vxlan lease has no IPv4 VTEP, the IPv6 pair (`backend-v6-data`,
     /// `public-ipv6`) for a vxlan lease with an IPv6 VTEP or a host-gw lease with an
     /// IPv6 address. udp leases have no `BackendType`: their `backend-type` is empty.
+    /// `backend-data` holds the lease's `BackendData` as etcd would (with our
+    /// [`Features`](crate::config::Features), which flanneld ignores), or `null`.
     pub fn ours(&self, attrs: &LeaseAttrs) -> BTreeMap<String, String> {
         let vxlan = attrs.backend_type == Some(BackendType::Vxlan);
         let mut out = BTreeMap::new();
@@ -119,18 +121,20 @@ impl Prefix {
         let backend_type = attrs.backend_type.map_or("", |t| t.as_str());
         out.insert(self.key(BACKEND_TYPE), backend_type.to_owned());
         if !vxlan || attrs.backend_data.is_some() {
+            let data = attrs.backend_data_json();
             out.insert(
                 self.key(BACKEND_DATA),
-                backend_data_json(attrs.backend_data),
+                data.unwrap_or_else(|| "null".into()),
             );
             out.insert(self.key(PUBLIC_IP), attrs.public_ip.to_string());
         }
         let host_gw = attrs.backend_type == Some(BackendType::HostGw);
         if let Some(v6) = attrs.public_ipv6 {
             if (vxlan && attrs.backend_v6_data.is_some()) || host_gw {
+                let data = attrs.backend_v6_data_json();
                 out.insert(
                     self.key(BACKEND_V6_DATA),
-                    backend_data_json(attrs.backend_v6_data),
+                    data.unwrap_or_else(|| "null".into()),
                 );
                 out.insert(self.key(PUBLIC_IPV6), v6.to_string());
             }
@@ -245,14 +249,6 @@ impl Prefix {
     }
 }
 
-/// `backend-data` as flanneld marshals it: `{"VNI":1,"VtepMAC":"…"}`, or `null`.
-fn backend_data_json(data: Option<crate::config::VxlanBackendData>) -> String {
-    match data {
-        Some(d) => format!("{{\"VNI\":{},\"VtepMAC\":\"{}\"}}", d.vni, d.vtep_mac),
-        None => "null".to_owned(),
-    }
-}
-
 /// The subnet key of a node's podCIDRs: at most one per family, host bits clear.
 pub fn subnet_key(cidrs: &[&str]) -> Result<SubnetKey> {
     const EXPECTED: &str = "one subnet per family with no host bits set, like 10.244.1.0/24 \
@@ -314,6 +310,7 @@ mod tests {
             backend_type: Some(BackendType::Vxlan),
             backend_data: Some(data),
             backend_v6_data: v6.then_some(data),
+            features: Default::default(),
         }
     }
 

@@ -214,19 +214,19 @@ fn classify_tcp(packet: &[u8], v6: bool, l3_len: usize) -> Class<'_> {
         _ => return Class::Alone(key, packet, Csum::of(packet, v6, IpProtocol::Tcp, l3_len)),
     };
     let pseudo = pseudo_header(packet, v6, IpProtocol::Tcp.into(), l4_len);
-    let csum = if checksum::combine(&[pseudo, checksum::data(segment)]) == 0xffff {
-        let at = Partial {
-            start: l3_len as u16,
-            offset: tcp::CHECKSUM_OFFSET as u16,
-        };
+    let at = Partial {
+        start: l3_len as u16,
+        offset: tcp::CHECKSUM_OFFSET as u16,
+    };
+    // Left partial (by a sender across a virtual link, or a ringlay peer told
+    // that we complete them): nothing to verify, the kernel completes it. Else
+    // the one pass over the segment.
+    let csum = if tcp.checksum() == pseudo {
+        Csum::Partial(at)
+    } else if checksum::combine(&[pseudo, checksum::data(segment)]) == 0xffff {
         Csum::Verified(at, pseudo)
     } else {
-        // Left partial by a sender across a virtual link, the segment may merge:
-        // merged trains get NEEDS_CSUM anyway, and a lone one is written with it.
-        match Csum::of(packet, v6, IpProtocol::Tcp, l3_len) {
-            partial @ Csum::Partial(_) => partial,
-            _ => return Class::Alone(key, packet, Csum::Unchecked),
-        }
+        return Class::Alone(key, packet, Csum::Unchecked);
     };
     if tcp.flags() & NEVER_MERGE != 0 || tcp.payload().is_empty() {
         return Class::Alone(key, packet, csum);

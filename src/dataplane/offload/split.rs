@@ -37,6 +37,10 @@ pub struct Split<'a> {
     /// Payload bytes per segment.
     gso_size: usize,
     count: usize,
+    /// Leave each segment's TCP/UDP checksum partial (the pseudo-header sum,
+    /// as the local stack handed it over) instead of completing it: for a peer
+    /// that completes it itself ([`Split::leave_partial`]).
+    partial: bool,
 }
 
 impl<'a> Split<'a> {
@@ -61,6 +65,7 @@ impl<'a> Split<'a> {
             hdr_len: 0,
             gso_size: packet.len(),
             count: 1,
+            partial: false,
         };
         match vnet.gso_type {
             GsoType::None if !vnet.needs_csum() => Ok(whole),
@@ -127,7 +132,18 @@ impl<'a> Split<'a> {
             hdr_len,
             gso_size,
             count: payload.div_ceil(gso_size).max(1),
+            partial: false,
         })
+    }
+
+    /// With `partial`, segments keep partial checksums: the field holds the
+    /// segment's pseudo-header sum, and no pass over the payload is made. Only
+    /// for a receiver that completes them (a ringlay peer that advertises
+    /// [`Features::partial_csum`](crate::config::Features)): the outer UDP
+    /// checksum covers the bytes on the way.
+    #[inline]
+    pub fn leave_partial(self, partial: bool) -> Split<'a> {
+        Split { partial, ..self }
     }
 
     /// Number of segments (at least 1).
@@ -167,6 +183,7 @@ impl<'a> Split<'a> {
         }
         match self.kind {
             Kind::Whole => out.copy_from_slice(self.packet),
+            Kind::Checksum { .. } if self.partial => out.copy_from_slice(self.packet),
             Kind::Checksum { start, field } => {
                 out.copy_from_slice(self.packet);
                 let sum = checksum::data(&out[start..]);
@@ -183,7 +200,12 @@ impl<'a> Split<'a> {
         head.copy_from_slice(&self.packet[..self.hdr_len]);
         let from = self.hdr_len + i * self.gso_size;
         payload.copy_from_slice(&self.packet[from..from + payload.len()]);
-        let payload_sum = checksum::data(payload);
+        // The one pass over the payload, unless the checksum stays partial.
+        let payload_sum = if self.partial {
+            0
+        } else {
+            checksum::data(payload)
+        };
 
         let len = out_len(self.hdr_len, payload.len());
         let (ip, transport) = head.split_at_mut(self.l3_len);
@@ -216,15 +238,16 @@ impl<'a> Split<'a> {
             udp.set_checksum(0);
             IpProtocol::Udp
         };
-        let sum = checksum::combine(&[
-            pseudo_header(ip, self.v6, protocol.into(), l4_len),
-            checksum::data(transport),
-            payload_sum,
-        ]);
         let field = match protocol {
             IpProtocol::Tcp => tcp::CHECKSUM_OFFSET,
             _ => udp::CHECKSUM_OFFSET,
         };
+        let pseudo = pseudo_header(ip, self.v6, protocol.into(), l4_len);
+        if self.partial {
+            transport[field..field + 2].copy_from_slice(&pseudo.to_be_bytes());
+            return;
+        }
+        let sum = checksum::combine(&[pseudo, checksum::data(transport), payload_sum]);
         store_checksum(&mut transport[field..], sum);
     }
 }

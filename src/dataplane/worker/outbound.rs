@@ -86,6 +86,8 @@ fn destination(packet: &[u8]) -> Result<IpAddr, DropReason> {
 struct Route {
     dest: SocketAddrV4,
     vxlan: Option<VxlanHeader>,
+    /// The peer completes partial inner checksums: segments go to it unfinished.
+    partial_csum: bool,
 }
 
 impl Worker {
@@ -197,6 +199,7 @@ impl Worker {
         Ok(Route {
             dest: SocketAddrV4::new(peer.public_ip, self.port),
             vxlan,
+            partial_csum: peer.partial_csum,
         })
     }
 
@@ -293,7 +296,8 @@ impl Worker {
             };
             let last = (first + per_slot).min(count);
             let (src, dst) = self.ring.src_dst(slot, out);
-            let split = Split::new(hdr, &src[HEADROOM..HEADROOM + n])?;
+            let split =
+                Split::new(hdr, &src[HEADROOM..HEADROOM + n])?.leave_partial(route.partial_csum);
             let mut end = 0;
             for i in first..last {
                 let at = (i - first) * chunk;
