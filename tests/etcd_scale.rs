@@ -20,13 +20,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::etcd::{require_etcd, Etcd};
+use common::watcher::Watcher;
 use etcd_client::{Client, PutOptions, Txn, TxnOp};
 
 const PREFIX: &str = "/coreos.com/network";
@@ -35,82 +33,6 @@ const BATCH: usize = 100;
 /// The targets.
 const TIME_TARGET: Duration = Duration::from_secs(2);
 const RSS_TARGET_KIB: u64 = 64 * 1024;
-
-/// A `ringlay watch` process whose log lines arrive, with the instant each was
-/// read, on a channel. Killed by PID on drop.
-struct Watcher {
-    child: Child,
-    lines: mpsc::Receiver<(Instant, String)>,
-    log: Vec<String>,
-}
-
-impl Watcher {
-    fn start(endpoint: &str) -> Watcher {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringlay"))
-            .args(["watch", "--etcd-endpoints", endpoint])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ringlay watch");
-        let err = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if tx.send((Instant::now(), line)).is_err() {
-                    break;
-                }
-            }
-        });
-        Watcher {
-            child,
-            lines,
-            log: Vec::new(),
-        }
-    }
-
-    /// Waits for a line holding `needle`; returns when it was read and the line.
-    fn wait_for(&mut self, needle: &str, timeout: Duration) -> (Instant, String) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok((t, line)) => {
-                    self.log.push(line.clone());
-                    if line.contains(needle) {
-                        return (t, line);
-                    }
-                }
-                Err(_) => panic!(
-                    "no line with {needle:?} within {timeout:?}:\n{}",
-                    self.log.join("\n")
-                ),
-            }
-        }
-    }
-
-    /// (VmRSS, VmHWM) in KiB.
-    fn memory_kib(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("the watcher runs");
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The `requests=N` field of a log line.
 fn requests_in(line: &str) -> u64 {
@@ -164,7 +86,7 @@ fn ten_thousand_leases_reach_a_watching_node() {
     );
 
     // --- a node watching while 10,000 leases are written ---------------------------
-    let mut w = Watcher::start(e.endpoint());
+    let mut w = Watcher::start(&["watch", "--etcd-endpoints", e.endpoint()]);
     w.wait_for("published a new table", Duration::from_secs(10));
     // Its watch opens right after the first table.
     thread::sleep(Duration::from_millis(500));
@@ -214,7 +136,7 @@ fn ten_thousand_leases_reach_a_watching_node() {
     // --- a node starting with the 10,000 already there ------------------------------
     let etcd_before2 = e.handled();
     let t2 = Instant::now();
-    let mut w2 = Watcher::start(e.endpoint());
+    let mut w2 = Watcher::start(&["watch", "--etcd-endpoints", e.endpoint()]);
     let (t2_full, line2) = w2.wait_for("peers=10000", Duration::from_secs(60));
     let start_time = t2_full.duration_since(t2);
     let (rss2, hwm2) = w2.memory_kib();

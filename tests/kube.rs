@@ -552,12 +552,12 @@ fn subnet_env(d: &Daemon, key: &str) -> String {
         .to_owned()
 }
 
-/// Adds a pod in `pod` on host i as the kubelet does through flannel's CNI
-/// plugin: the bridge plugin with host-local IPAM, configured from `d`'s
-/// subnet.env as flannel's plugin delegates (subnet and MTU from the file, a
-/// route to the cluster network, masquerading left to the daemon), with
-/// kube-flannel.yml's delegate options. Returns the pod's address.
-fn cni_add(k: &KubeCluster, i: usize, d: &Daemon, pod: &Netns) -> Ipv4Addr {
+/// Runs CNI `command` (ADD, DEL) for the pod in `pod` on host i as the kubelet
+/// does through flannel's CNI plugin: the bridge plugin with host-local IPAM,
+/// configured from `d`'s subnet.env as flannel's plugin delegates (subnet and
+/// MTU from the file, a route to the cluster network, masquerading left to the
+/// daemon), with kube-flannel.yml's delegate options. Returns its output.
+fn cni(k: &KubeCluster, i: usize, d: &Daemon, pod: &Netns, command: &str) -> String {
     let subnet = subnet_env(d, "FLANNEL_SUBNET");
     let (first, len) = subnet.split_once('/').expect("FLANNEL_SUBNET");
     let first: Ipv4Addr = first.parse().expect("FLANNEL_SUBNET address");
@@ -577,7 +577,7 @@ fn cni_add(k: &KubeCluster, i: usize, d: &Daemon, pod: &Netns) -> Ipv4Addr {
     });
     let mut cmd = k.c.host(i).command(&[&format!("{CNI_BIN}/bridge")]);
     cmd.envs([
-        ("CNI_COMMAND", "ADD"),
+        ("CNI_COMMAND", command),
         ("CNI_CONTAINERID", pod.name()),
         ("CNI_NETNS", &format!("/run/netns/{}", pod.name())),
         ("CNI_IFNAME", "eth0"),
@@ -594,12 +594,15 @@ fn cni_add(k: &KubeCluster, i: usize, d: &Daemon, pod: &Netns) -> Ipv4Addr {
         .expect("CNI config");
     drop(stdin);
     let out = child.wait_with_output().expect("bridge plugin");
-    let result = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "CNI ADD: {result}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let result = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "CNI {command}: {result}{err}");
+    result
+}
+
+/// CNI ADD: the pod's address.
+fn cni_add(k: &KubeCluster, i: usize, d: &Daemon, pod: &Netns) -> Ipv4Addr {
+    let result = cni(k, i, d, pod, "ADD");
     let addr = json(&result)["ips"][0]["address"]
         .as_str()
         .expect("an address")
@@ -706,6 +709,19 @@ fn pods_added_by_the_cni_bridge_plugin_from_subnet_env_reach_each_other_in_clust
             from.name(),
             String::from_utf8_lossy(&out.stdout)
         );
+    }
+
+    // DEL: the pod's interface and its address lease are gone.
+    for (i, d, pod, addr) in [(1, &d1, &pods[0], a1), (2, &d2, &pods[1], a2)] {
+        cni(&k, i, d, pod, "DEL");
+        let links = pod.sh("ip -o link show");
+        assert!(
+            !links.contains("eth0"),
+            "eth0 still in {}: {links}",
+            pod.name()
+        );
+        let leased = k.c.dir().join(format!("cni-{i}/cbr0/{addr}"));
+        assert!(!leased.exists(), "{} still leased", leased.display());
     }
     drop((d1, d2));
 }

@@ -15,3 +15,4 @@ pub mod kube;
 pub mod netns;
 pub mod pcap;
 pub mod tshark;
+pub mod watcher;

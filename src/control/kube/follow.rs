@@ -1,7 +1,8 @@
 //! Following the cluster's Nodes: one list, then one watch from the list's
 //! resourceVersion (with bookmarks, so a quiet watch still advances), each event
 //! folded at once into a map of node name → lease, and the lease set handed to
-//! the daemon through a `watch` channel that holds only the latest set.
+//! the daemon through a `watch` channel that holds only the latest set — once per
+//! burst of events that are already waiting, not once per event.
 //!
 //! A `410 Gone` (the history was compacted) or a broken stream makes the watcher
 //! re-list after a backoff with jitter (kube-runtime's default: 0.8 s doubling to
@@ -11,17 +12,18 @@
 //!
 //! A Node whose annotations or podCIDRs are malformed (or outside the network) is
 //! skipped with one warning naming it (again only when the reason changes); the
-//! lease it had before, if any, stays, as with a malformed etcd value. Two nodes claiming one subnet (or
-//! one public IP): the node that held it first keeps it (in a list, the first by
-//! name), the other is refused until its next event or the next list. Our own Node is
-//! never read as a peer: the set always holds our lease as we wrote it.
+//! lease it had before, if any, stays, as with a malformed etcd value. Two nodes
+//! claiming one subnet (or one public IP): the node that held it first keeps it
+//! (in a list, the first by name), the other is refused until its next event or
+//! the next list. Our own Node is never read as a peer: the set always holds our
+//! lease as we wrote it.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 use tokio::sync::watch;
@@ -44,6 +46,9 @@ pub struct KubeStats {
     pub refused: AtomicU64,
 }
 
+/// The most events applied before a lease set is published.
+const BURST: usize = 1024;
+
 type NodeEvents = Pin<Box<dyn Stream<Item = watcher::Result<watcher::Event<NodeLease>>> + Send>>;
 
 /// The task that follows the Nodes.
@@ -58,8 +63,8 @@ pub struct Follower {
     peers: BTreeMap<String, Lease>,
     /// Nodes refused, with why (warned once per reason).
     refused: BTreeMap<String, String>,
-    /// The nodes of a list in progress (between `Init` and `InitDone`).
-    listing: Option<BTreeMap<String, NodeLease>>,
+    /// What the Nodes of a list in progress are (between `Init` and `InitDone`).
+    listing: Option<Vec<(String, Reading)>>,
     tx: watch::Sender<Vec<Lease>>,
     stats: Arc<KubeStats>,
 }
@@ -109,11 +114,36 @@ impl Follower {
         Ok(())
     }
 
-    /// Applies the next event; false once the stream ends.
+    /// Applies the next event, then every event already waiting (up to
+    /// [`BURST`]), and publishes once if the lease set changed: a burst of
+    /// events costs one table, not one per event. False once the stream ends.
     async fn step(&mut self) -> bool {
         let Some(next) = self.events.next().await else {
             return false;
         };
+        let mut changed = self.handle(next);
+        let mut open = true;
+        for _ in 1..BURST {
+            match self.events.next().now_or_never() {
+                Some(Some(next)) => changed |= self.handle(next),
+                Some(None) => {
+                    open = false;
+                    break;
+                }
+                None => break,
+            }
+        }
+        self.stats
+            .refused
+            .store(self.refused.len() as u64, Ordering::Relaxed);
+        if changed {
+            self.publish();
+        }
+        open
+    }
+
+    /// One item of the stream; whether the lease set changed.
+    fn handle(&mut self, next: watcher::Result<watcher::Event<NodeLease>>) -> bool {
         match next {
             Ok(event) => self.apply(event),
             Err(e) => {
@@ -121,89 +151,115 @@ impl Follower {
                 tracing::warn!(
                     "Kubernetes node watch: {e}; retrying after a backoff, forwarding with the last table"
                 );
+                false
             }
         }
-        true
     }
 
-    fn apply(&mut self, event: watcher::Event<NodeLease>) {
+    fn apply(&mut self, event: watcher::Event<NodeLease>) -> bool {
         use watcher::Event;
         match event {
-            Event::Init => self.listing = Some(BTreeMap::new()),
+            Event::Init => {
+                self.listing = Some(Vec::new());
+                false
+            }
             Event::InitApply(node) => {
+                // Only the reading is kept, not the Node, while the list lasts.
+                let reading = (node.name().to_owned(), self.read(&node));
                 if let Some(l) = &mut self.listing {
-                    l.insert(node.name().to_owned(), node);
+                    l.push(reading);
                 }
+                false
             }
             Event::InitDone => {
                 let listed = self.listing.take().unwrap_or_default();
                 self.stats.lists.fetch_add(1, Ordering::Relaxed);
-                self.replace(listed);
+                self.replace(listed)
             }
             Event::Apply(node) => {
                 self.stats.events.fetch_add(1, Ordering::Relaxed);
-                let mut peers = self.peers.clone();
-                self.admit(&mut peers, &node);
-                self.commit(peers);
+                let reading = self.read(&node);
+                self.admit(node.name(), reading, None)
             }
             Event::Delete(node) => {
                 self.stats.events.fetch_add(1, Ordering::Relaxed);
-                let mut peers = self.peers.clone();
-                peers.remove(node.name());
                 self.refused.remove(node.name());
-                self.commit(peers);
+                self.peers.remove(node.name()).is_some()
             }
         }
     }
 
-    /// A re-list: the listed nodes replace the map.
-    fn replace(&mut self, listed: BTreeMap<String, NodeLease>) {
-        self.refused.retain(|name, _| listed.contains_key(name));
-        let mut peers = BTreeMap::new();
-        for node in listed.values() {
-            self.admit(&mut peers, node);
+    /// A re-list: the listed nodes replace the map (a node refused now keeps
+    /// the lease it had). Whether the lease set changed.
+    fn replace(&mut self, listed: Vec<(String, Reading)>) -> bool {
+        let names: std::collections::BTreeSet<&str> =
+            listed.iter().map(|(n, _)| n.as_str()).collect();
+        self.refused.retain(|name, _| names.contains(name.as_str()));
+        let old = std::mem::take(&mut self.peers);
+        let nodes = listed.len();
+        // In name order, so that of two nodes claiming one subnet the first keeps it.
+        let mut listed = listed;
+        listed.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, reading) in listed {
+            let fallback = old.get(&name).copied();
+            self.admit(&name, reading, fallback);
         }
         tracing::info!(
-            nodes = listed.len(),
-            peers = peers.len(),
+            nodes,
+            peers = self.peers.len(),
             "listed the cluster's nodes"
         );
-        self.commit(peers);
+        self.peers != old
     }
 
-    /// Puts `node`'s lease into `peers`, or takes it out (no lease yet, refused).
-    fn admit(&mut self, peers: &mut BTreeMap<String, Lease>, node: &NodeLease) {
-        let name = node.name();
-        if self.own.as_ref().is_some_and(|(n, _)| n == name) {
-            return;
+    /// What `node` is to the table.
+    fn read(&self, node: &NodeLease) -> Reading {
+        if self.own.as_ref().is_some_and(|(n, _)| n == node.name()) {
+            return Reading::Ours;
         }
-        peers.remove(name);
-        let lease = match self.prefix.lease_of(node).and_then(|l| self.inside(l)) {
-            Ok(Some(l)) => l,
-            Ok(None) => {
+        match self.prefix.lease_of(node).and_then(|l| self.inside(l)) {
+            Ok(Some(l)) => Reading::Lease(l),
+            Ok(None) => Reading::NoLease,
+            Err(e) => Reading::Refused(e.to_string()),
+        }
+    }
+
+    /// Puts the node's lease into the map, or takes it out (no lease yet); a
+    /// refused node keeps its lease, or `fallback`. Whether its entry changed.
+    fn admit(&mut self, name: &str, reading: Reading, fallback: Option<Lease>) -> bool {
+        let before = self.peers.remove(name);
+        match reading {
+            Reading::Ours => return false,
+            Reading::NoLease => {
                 self.refused.remove(name);
-                return;
             }
-            Err(e) => {
+            Reading::Refused(why) => {
                 // As with a malformed etcd value: the node keeps the lease it had.
-                if let Some(old) = self.peers.get(name) {
-                    peers.insert(name.to_owned(), *old);
+                if let Some(old) = before.or(fallback) {
+                    self.peers.insert(name.to_owned(), old);
                 }
-                return self.refuse(name, e.to_string());
+                self.refuse(name, why);
             }
-        };
-        let holder = self
-            .own
-            .iter()
-            .map(|(n, l)| (n, l))
-            .chain(peers.iter())
-            .find(|(_, l)| l.key == lease.key || l.attrs.address() == lease.attrs.address());
-        if let Some((other, _)) = holder {
-            let why = format!("its subnet or public IP is already node {other}'s");
-            return self.refuse(name, why);
+            Reading::Lease(lease) => match self.holder(&lease) {
+                Some(other) => {
+                    let why = format!("its subnet or public IP is already node {other}'s");
+                    self.refuse(name, why);
+                }
+                None => {
+                    self.refused.remove(name);
+                    self.peers.insert(name.to_owned(), lease);
+                }
+            },
         }
-        self.refused.remove(name);
-        peers.insert(name.to_owned(), lease);
+        self.peers.get(name) != before.as_ref()
+    }
+
+    /// The node already holding `lease`'s subnet or public IP, if any.
+    fn holder(&self, lease: &Lease) -> Option<String> {
+        let own = self.own.iter().map(|(n, l)| (n, l));
+        own.chain(self.peers.iter())
+            .find(|(_, l)| l.key == lease.key || l.attrs.address() == lease.attrs.address())
+            .map(|(n, _)| n.clone())
     }
 
     /// `lease`, if its subnets lie inside the network config's networks.
@@ -234,15 +290,8 @@ impl Follower {
         }
     }
 
-    /// Publishes `peers` if the lease set changed.
-    fn commit(&mut self, peers: BTreeMap<String, Lease>) {
-        self.stats
-            .refused
-            .store(self.refused.len() as u64, Ordering::Relaxed);
-        if peers == self.peers {
-            return;
-        }
-        self.peers = peers;
+    /// Hands the daemon the lease set: ours, then every peer's.
+    fn publish(&mut self) {
         let set: Vec<Lease> = self
             .own
             .iter()
@@ -251,4 +300,17 @@ impl Follower {
             .collect();
         self.tx.send_replace(set);
     }
+}
+
+/// What a Node is to the table.
+#[derive(Debug)]
+enum Reading {
+    /// Our own Node: never a peer.
+    Ours,
+    /// No lease yet (no subnet manager annotation, or no podCIDR).
+    NoLease,
+    /// A lease.
+    Lease(Lease),
+    /// Malformed, with why.
+    Refused(String),
 }
