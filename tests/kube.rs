@@ -166,6 +166,56 @@ impl KubeCluster {
             .try_ringlay_env(i, ip, &source, &args, &[("NODE_NAME", &node)])
     }
 
+    /// ringlay on host i as [`KubeCluster::ringlay`] starts it, without waiting
+    /// for it to be ready.
+    fn spawn_ringlay(&self, i: usize) -> Spawned {
+        let (kc, nc) = (
+            self.kubeconfig.display().to_string(),
+            self.net_conf.display().to_string(),
+        );
+        let dir = self.c.dir();
+        let subnet = dir.join(format!("subnet-{i}.env")).display().to_string();
+        let socket = dir.join(format!("status-{i}.sock")).display().to_string();
+        let ip = self.c.underlay_ip(i).to_string();
+        let bin = ringlay_bin();
+        let argv = [
+            bin.as_str(),
+            "run",
+            "--kube-subnet-mgr",
+            "--kubeconfig-file",
+            &kc,
+            "--net-config-path",
+            &nc,
+            "--public-ip",
+            &ip,
+            "--subnet-file",
+            &subnet,
+            "--status-socket",
+            &socket,
+            "--queues",
+            "1",
+        ];
+        let mut cmd = self.c.host(i).command(&argv);
+        cmd.env("NODE_NAME", format!("node-{i}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let mut child = self.c.host(i).spawn_command(cmd);
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Spawned { child, lines }
+    }
+
     /// Peers in host i's table, by subnet, from `ringlay status`.
     fn peers(&self, i: usize) -> Vec<String> {
         let status = common::cluster::status_of(&self.c, i);
@@ -192,6 +242,46 @@ impl KubeCluster {
                 );
             }
         }
+    }
+}
+
+/// A daemon started by [`KubeCluster::spawn_ringlay`], its log lines on a channel.
+struct Spawned {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Spawned {
+    /// The log up to the first line holding `needle` (within 20 s).
+    fn wait_for_line(&self, needle: &str) -> String {
+        let mut log = String::new();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(20)) {
+            log += &line;
+            log.push('\n');
+            if line.contains(needle) {
+                return log;
+            }
+        }
+        panic!("no line with {needle:?}:\n{log}");
+    }
+
+    /// Waits up to `within` for the process to exit; its status and the rest of
+    /// its log. Killed if it does not.
+    fn finish(mut self, within: Duration) -> (std::process::ExitStatus, String) {
+        let deadline = std::time::Instant::now() + within;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                break s;
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!("still running {within:?} after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // The reader ends at EOF, once the process is gone.
+        let rest: Vec<String> = self.lines.iter().collect();
+        (status, rest.join("\n"))
     }
 }
 
@@ -437,6 +527,21 @@ fn a_missing_pod_cidr_is_waited_for_and_a_restart_keeps_the_recorded_vtep_mac() 
         assert!(k.c.ping(1, IpAddr::V4(k.c.container_ip(2)), 3));
         drop(d1);
     });
+
+    // SIGTERM while waiting for a podCIDR: a clean exit, at once.
+    k.create_node(3, None, serde_json::json!({}));
+    let waiting = k.spawn_ringlay(3);
+    let pid = waiting.child.id().to_string();
+    let log = waiting.wait_for_line("has no podCIDR yet");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    let (status, rest) = waiting.finish(Duration::from_secs(5));
+    assert!(status.success(), "{status}: {log}{rest}");
+    assert!(
+        rest.contains("stopped by a signal before a lease was held"),
+        "{log}{rest}"
+    );
 
     // Restarted: the same MAC, and nothing to write.
     let d1 = k.ringlay(1, &[]).unwrap_or_else(|e| panic!("{e}"));

@@ -85,6 +85,18 @@ pub fn run(opts: Options) -> Result<()> {
     let state = ops::State::new();
     let _endpoints = ops::http::Server::start(&opts.endpoints, Arc::clone(&state))?;
     let mut under = Underlay::find(opts.iface.as_deref(), opts.public_ip)?;
+    let start = LeaseSource::start(
+        &opts.source,
+        under.public_ip,
+        &opts.subnet_file,
+        advertised(&opts),
+        Installed::check,
+    );
+    let Some(started) = runtime.block_on(unless_stopped(start))? else {
+        // Waiting for etcd's config or our Node's podCIDR: nothing set up yet.
+        tracing::info!("stopped by a signal before a lease was held");
+        return Ok(());
+    };
     let Started {
         config,
         local,
@@ -92,13 +104,7 @@ pub fn run(opts: Options) -> Result<()> {
         follow_stats,
         kube_stats,
         mut source,
-    } = runtime.block_on(LeaseSource::start(
-        &opts.source,
-        under.public_ip,
-        &opts.subnet_file,
-        advertised(&opts),
-        Installed::check,
-    ))?;
+    } = started;
     if let Some(stats) = follow_stats {
         state.set_follow(stats);
     }
@@ -135,6 +141,22 @@ pub fn run(opts: Options) -> Result<()> {
     drop(masq);
     drop(backend);
     result
+}
+
+/// `start`, unless SIGTERM or SIGINT comes first (`None`): a lease source may
+/// wait long at start (for etcd's config, for our Node's podCIDR), and a stop
+/// then must not wait for it.
+async fn unless_stopped<T>(
+    start: impl std::future::Future<Output = Result<T>>,
+) -> Result<Option<T>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let sig = |k: SignalKind| signal(k).map_err(|e| Error::setup("installing signal handlers", e));
+    let (mut term, mut int) = (sig(SignalKind::terminate())?, sig(SignalKind::interrupt())?);
+    tokio::select! {
+        r = start => r.map(Some),
+        _ = term.recv() => Ok(None),
+        _ = int.recv() => Ok(None),
+    }
 }
 
 /// What our lease tells ringlay peers: with TUN offloads requested (a virtio
