@@ -376,6 +376,13 @@ fn vxlan_nodes_and_a_flanneld_node_reach_each_other_through_the_node_annotations
         assert_eq!(cond["reason"], "RinglayIsUp", "{cond}");
     }
 
+    let rss = std::fs::read_to_string(format!("/proc/{}/status", daemons[0].pid()))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    eprintln!("ringlay run --kube-subnet-mgr --queues 1 on host 1: {rss}");
     flanneld_vxlan_node(&k, 4, &[1, 2, 3]);
     assert_eq!(
         k.peers(1),

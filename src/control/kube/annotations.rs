@@ -177,6 +177,17 @@ impl Prefix {
         let value = self.lease_value(node);
         let attrs =
             LeaseAttrs::parse(value.to_string().as_bytes()).map_err(|e| self.name_annotation(e))?;
+        // A static file may leave a VTEP out (its MAC is then derived); a Node's
+        // VTEP is the one its own subnet manager made, random for flanneld, so
+        // without it the node cannot be reached.
+        let vxlan = attrs.backend() == BackendType::Vxlan;
+        if vxlan && key.v4.is_some() && attrs.backend_data.is_none() {
+            return Err(Error::invalid(
+                format!("annotation {}", self.key(BACKEND_DATA)),
+                "(absent)",
+                r#"a vxlan node's VTEP, like {"VNI":1,"VtepMAC":"0e:8a:3c:11:22:33"}"#,
+            ));
+        }
         Ok(Some(Lease { key, attrs }))
     }
 
@@ -428,7 +439,9 @@ mod tests {
         let data = "annotation flannel.alpha.coreos.com/backend-data";
         // (podCIDRs, annotations, the field the error names)
         type Case<'a> = (&'a [&'a str], Vec<(&'a str, &'a str)>, &'a str);
-        let cases: [Case; 6] = [
+        let cases: [Case; 7] = [
+            // A vxlan node without its VTEP cannot be reached.
+            (&["10.244.1.0/24"], base(("public-ip", "192.0.2.1")), data),
             (&["10.244.1.0/24"], base(("public-ip", "not-an-ip")), ip),
             (
                 &["10.244.1.0/24"],
