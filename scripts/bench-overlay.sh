@@ -224,7 +224,11 @@ setup_naive-udp() {
 setup_ringlay() {
     local backend=$1 default_mtu=$2 offload=$3 i
     tb_build 2 "$default_mtu"
-    tb_leases_json 2 "$backend" >"$TB_TMP/leases-$backend.json"
+    # With offloads, each node advertises partial-csum, as it would in its own
+    # etcd or Kubernetes lease.
+    local features=partial-csum
+    [[ $offload == off ]] && features=
+    tb_leases_json 2 "$backend" "$features" >"$TB_TMP/leases-$backend.json"
     for i in 1 2; do
         tb_ringlay "$i" "$TB_TMP/leases-$backend.json" "$ringlay_bin" --offload "$offload" \
             "${ringlay_args[@]}" || return 1

@@ -11,8 +11,9 @@
 //! NIC that never comes, and the receiver trusts it unverified — a flipped bit
 //! would then pass unnoticed by any implementation.
 //!
-//! - ringlay ↔ ringlay (vxlan): ringlay's sockets send outer UDP checksums; the
-//!   receiving kernel drops a corrupted datagram (`Udp InCsumErrors`).
+//! - ringlay ↔ ringlay (vxlan), both advertising `partial-csum`, so the inner
+//!   checksums are left partial: ringlay's sockets send outer UDP checksums, and
+//!   the receiving kernel drops a corrupted datagram (`Udp InCsumErrors`).
 //! - ringlay ↔ a kernel vxlan node as flanneld configures it: the same, both ways
 //!   (on this kernel the vxlan device's datagrams carry an outer UDP checksum
 //!   too). Had one arrived without it, the inner TCP checksum would be the
@@ -21,7 +22,9 @@
 //!   counted).
 //!
 //! Each direction also checks that corruption happened and was caught, so the
-//! test cannot pass by not corrupting anything.
+//! test cannot pass by not corrupting anything. A third test reads the inner
+//! checksums off the wire: partial between ringlay nodes that advertise
+//! `partial-csum`, complete toward a kernel vxlan node.
 
 mod common;
 
@@ -203,7 +206,7 @@ fn corrupted_datagrams_between_ringlay_nodes_are_dropped_and_tcp_delivers_intact
         return;
     }
     let c = Cluster::two_hosts("crr");
-    let leases = c.static_leases_json("vxlan", true);
+    let leases = with_partial_csum(&c.static_leases_json("vxlan", true));
     let _d1 = c.ringlay(1, &leases, &["--queues", "1"]);
     let _d2 = c.ringlay(2, &leases, &["--queues", "1"]);
     assert!(c.ping(1, c.container_ip(2).into(), 3));
@@ -228,4 +231,98 @@ fn corrupted_datagrams_between_ringlay_and_a_kernel_vxlan_node_are_dropped_and_t
     let file = random_file(&c);
     transfer(&c, &file, 1, 2);
     transfer(&c, &file, 2, 1);
+}
+
+/// Inner TCP segments with payload in the vxlan datagrams host 1 sends while
+/// container 1 sends to container 2 for 2 s: (partial, complete, bad), judged
+/// from the captured bytes (a partial checksum holds the pseudo-header sum).
+fn inner_checksums_sent_by_host1(c: &Cluster) -> (u32, u32, u32) {
+    let file = c.dir().join("h1.pcap");
+    let file_s = file.display().to_string();
+    let filter = "udp dst port 8472 and src host 192.0.2.1";
+    let mut cmd = c.host(1).command(&[
+        "timeout", "6", "tcpdump", "-i", "eth0", "-n", "-p", "-U", "-c", "3000", "-w", &file_s,
+        filter,
+    ]);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut dump = c.host(1).spawn_command(cmd);
+    let mut line = String::new();
+    let mut stderr = std::io::BufReader::new(dump.stderr.take().expect("stderr"));
+    std::io::BufRead::read_line(&mut stderr, &mut line).expect("tcpdump's first line");
+    assert!(line.contains("listening"), "tcpdump: {line}");
+    let _ = c.iperf3(2, 1, 2, 1);
+    let _ = dump.wait();
+    let frames = common::pcap::read_pcap(&file).expect("read the capture");
+    let (mut partial, mut complete, mut bad) = (0, 0, 0);
+    for f in &frames {
+        let Some(outer) = common::pcap::split_outer_udp_v4(f) else {
+            continue;
+        };
+        // VXLAN header, inner Ethernet, inner IPv4.
+        let Some(ip) = outer.payload.get(8 + 14..) else {
+            continue;
+        };
+        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+        if ip[0] >> 4 != 4 || ip[9] != 6 || total > ip.len() || total < ihl + 20 {
+            continue;
+        }
+        let tcp = &ip[ihl..total];
+        let data_offset = usize::from(tcp[12] >> 4) * 4;
+        if tcp.len() <= data_offset {
+            continue; // no payload: a pure ACK
+        }
+        let len = (tcp.len() as u16).to_be_bytes();
+        let pseudo = [&ip[12..20], &[0, 6][..], &len[..]];
+        let field = u16::from_be_bytes([tcp[16], tcp[17]]);
+        if common::pcap::internet_checksum(&[pseudo[0], pseudo[1], pseudo[2], tcp]) == 0 {
+            complete += 1;
+        } else if field == !common::pcap::internet_checksum(&pseudo) {
+            partial += 1;
+        } else {
+            bad += 1;
+        }
+    }
+    (partial, complete, bad)
+}
+
+/// `leases` with every vxlan lease advertising partial-csum, as ringlay nodes
+/// write their own.
+fn with_partial_csum(leases: &str) -> String {
+    leases.replace(
+        r#""VtepMAC": "0e:00:00:00:0"#,
+        r#""RinglayFeatures": ["partial-csum"], "VtepMAC": "0e:00:00:00:0"#,
+    )
+}
+
+#[test]
+fn inner_checksums_stay_partial_between_ringlay_nodes_and_complete_toward_a_kernel_node() {
+    if !require("csum_wire") || !netns::require_command("csum_wire", "tcpdump", "tcpdump") {
+        return;
+    }
+    // Without UDP GSO each datagram leaves on its own, so the capture holds
+    // them one by one.
+    let args = ["--queues", "1", "--offload", "tso,gro"];
+    let c = Cluster::two_hosts("cwr");
+    let leases = with_partial_csum(&c.static_leases_json("vxlan", true));
+    let _d1 = c.ringlay(1, &leases, &args);
+    let _d2 = c.ringlay(2, &leases, &args);
+    let (partial, complete, bad) = inner_checksums_sent_by_host1(&c);
+    eprintln!("ringlay -> ringlay: {partial} partial, {complete} complete, {bad} bad");
+    assert!(
+        partial > 100 && complete * 10 < partial && bad == 0,
+        "{partial}/{complete}/{bad}"
+    );
+    drop((_d1, _d2));
+
+    let c = Cluster::two_hosts("cwk");
+    c.kernel_vxlan_node(2);
+    let _d1 = c.ringlay(1, &c.static_leases_json("vxlan", true), &args);
+    let (partial, complete, bad) = inner_checksums_sent_by_host1(&c);
+    eprintln!("ringlay -> kernel vxlan: {partial} partial, {complete} complete, {bad} bad");
+    assert!(
+        complete > 100 && partial == 0 && bad == 0,
+        "{partial}/{complete}/{bad}"
+    );
 }

@@ -236,19 +236,25 @@ tb_underlay_routes() {
     done
 }
 
-# tb_leases_json N BACKEND: a static leases file (stdout) for hosts 1..N; vxlan
-# leases carry VNI 1 and VtepMAC 0e:00:00:00:0i:00, udp leases are flannel's
-# udp lease values, host-gw leases name their backend.
+# tb_leases_json N BACKEND [FEATURES]: a static leases file (stdout) for hosts
+# 1..N; vxlan leases carry VNI 1 and VtepMAC 0e:00:00:00:0i:00, udp leases are
+# flannel's udp lease values, host-gw leases name their backend. FEATURES (e.g.
+# partial-csum) is what ringlay nodes advertise in BackendData when they write
+# their own leases (etcd, Kubernetes): listed in each vxlan or udp lease.
 tb_leases_json() {
-    local n=$1 backend=$2 i sep=
+    local n=$1 backend=$2 features=${3:-} i sep= extra=
+    [[ -n $features ]] && extra=", \"RinglayFeatures\": [\"$features\"]"
     printf '{"config": {"Network": "100.96.0.0/16", "Backend": {"Type": "%s"}},\n "subnets": {\n' "$backend"
     for ((i = 1; i <= n; i++)); do
         printf '%s' "$sep"
         if [[ $backend == vxlan ]]; then
-            printf '   "100.96.%d.0-24": {"PublicIP": "192.0.2.%d", "BackendType": "vxlan", "BackendData": {"VNI": 1, "VtepMAC": "%s"}}' \
-                "$i" "$i" "$(tb_vtep_mac "$i")"
+            printf '   "100.96.%d.0-24": {"PublicIP": "192.0.2.%d", "BackendType": "vxlan", "BackendData": {"VNI": 1, "VtepMAC": "%s"%s}}' \
+                "$i" "$i" "$(tb_vtep_mac "$i")" "$extra"
         elif [[ $backend == host-gw ]]; then
             printf '   "100.96.%d.0-24": {"PublicIP": "192.0.2.%d", "BackendType": "host-gw"}' "$i" "$i"
+        elif [[ -n $features ]]; then
+            printf '   "100.96.%d.0-24": {"PublicIP": "192.0.2.%d", "PublicIPv6": null, "BackendData": {%s}}' \
+                "$i" "$i" "${extra#, }"
         else
             printf '   "100.96.%d.0-24": {"PublicIP": "192.0.2.%d", "PublicIPv6": null}' "$i" "$i"
         fi
