@@ -276,7 +276,7 @@ impl Follower {
         if v4_out || v6_out {
             return Err(crate::Error::invalid(
                 "spec.podCIDRs",
-                crate::ops::subnets(&l.key),
+                l.key,
                 "subnets of the network config's Network (and IPv6Network)",
             ));
         }
