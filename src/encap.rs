@@ -228,15 +228,26 @@ pub fn encap_vxlan(
         .checked_sub(VXLAN_HEADERS_LEN)
         .ok_or(DropReason::NoHeadroom)?;
     let packet = packet_at(buf, start, len)?;
-    let ethertype = match packet.first() {
-        Some(b) if b >> 4 == 6 => ethernet::EtherType::Ipv6,
-        _ => ethernet::EtherType::Ipv4,
-    };
+    let first = packet.first().copied().unwrap_or(0);
     let ip_len = forward(packet)?;
-    let (macs, ethertype_field) = buf[head..start].split_at_mut(VXLAN_HEADERS_LEN - 2);
+    write_vxlan_headers(&mut buf[head..start], hdr, first);
+    Ok(head..start + ip_len)
+}
+
+/// Writes the VXLAN and inner Ethernet headers ([`VXLAN_HEADERS_LEN`] bytes, the
+/// length of `out`) for an inner packet whose first byte is `first`: its IP
+/// version picks the EtherType. For a send that gathers these headers and the
+/// packet from separate places; [`encap_vxlan`] writes them in front of it.
+#[inline]
+pub fn write_vxlan_headers(out: &mut [u8], hdr: &VxlanHeader, first: u8) {
+    let ethertype = if first >> 4 == 6 {
+        ethernet::EtherType::Ipv6
+    } else {
+        ethernet::EtherType::Ipv4
+    };
+    let (macs, ethertype_field) = out.split_at_mut(VXLAN_HEADERS_LEN - 2);
     macs.copy_from_slice(&hdr.bytes);
     ethertype_field.copy_from_slice(&u16::from(ethertype).to_be_bytes());
-    Ok(head..start + ip_len)
 }
 
 /// Checks an inbound inner IPv4 packet (header, checksum, addresses against the

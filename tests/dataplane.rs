@@ -159,9 +159,10 @@ impl Drop for TempDir {
 
 /// The offload counters, which must all move with `--offload all` and stay at
 /// zero with `--offload off`.
-const OFFLOAD_COUNTERS: [&str; 4] = [
+const OFFLOAD_COUNTERS: [&str; 5] = [
     "tso_super_packets",
     "gso_sends",
+    "gathered_sends",
     "gro_receives",
     "coalesced_writes",
 ];
@@ -225,10 +226,19 @@ fn two_hosts_ping_and_tcp(prefix: &str, backend: &str, mtu: u32, offload: &str) 
                 ),
             }
         }
+        // The TUN's gso_max_size keeps TCP's super-packets within one send: they
+        // leave gathered, not copied.
+        let (supers, gathered) = (total(&w, "tso_super_packets"), total(&w, "gathered_sends"));
+        assert!(
+            gathered * 10 >= supers * 9,
+            "{backend}: host {}: {gathered} of {supers} super-packets gathered: {w:?}",
+            d.host()
+        );
         eprintln!(
-            "{backend} offload {offload}: host {} super-packets {} gso sends {} gro receives {} coalesced writes {}",
+            "{backend} offload {offload}: host {} super-packets {} gathered {} gso sends {} gro receives {} coalesced writes {}",
             d.host(),
             total(&w, "tso_super_packets"),
+            total(&w, "gathered_sends"),
             total(&w, "gso_sends"),
             total(&w, "gro_receives"),
             total(&w, "coalesced_writes"),

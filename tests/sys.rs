@@ -9,7 +9,7 @@
 use std::env;
 use std::io::{self, Read};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use ringlay::sys::error::raw_os_error;
 use ringlay::sys::eventfd::EventFd;
 use ringlay::sys::tun::{self, Tun};
+use ringlay::sys::uring::Ring;
 use ringlay::sys::{caps, cpu, netdev, socket};
 
 /// Set in the environment of the re-executed test binary: the namespace it runs in.
@@ -393,6 +394,53 @@ fn udp_reuseport_group_steered_by_cpu() {
                 "the other socket received cpu {c}'s datagram"
             );
         }
+    });
+}
+
+/// A gathered send puts pieces from anywhere in its slot on the wire as one
+/// buffer, and with a segment size the kernel cuts that buffer into datagrams:
+/// headers written apart from the payloads arrive in front of them.
+#[test]
+fn uring_gathered_send_is_cut_at_the_segment_size() {
+    in_netns("uring_gathered_send_is_cut_at_the_segment_size", |_| {
+        ip(&["link", "set", "lo", "up"]);
+        let rx = UdpSocket::bind("127.0.0.1:0").expect("receiver");
+        rx.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let dest = match rx.local_addr().expect("address") {
+            SocketAddr::V4(a) => a,
+            SocketAddr::V6(_) => unreachable!("bound to IPv4"),
+        };
+        let tx = UdpSocket::bind("127.0.0.1:0").expect("sender");
+        let mut ring = Ring::new(8, 1, 4096).expect("ring");
+        // Payloads at the start of the slot, headers near its end.
+        let buf = ring.buf_mut(0);
+        buf[..12].copy_from_slice(b"aaaaaabbbbbb");
+        buf[3000..3008].copy_from_slice(b"HDR1HDR2");
+        let pieces = [3000..3004, 0..6, 3004..3008, 6..12];
+        ring.send_gather(tx.as_raw_fd(), 0, &pieces, dest, Some(10), 1)
+            .expect("queue the send");
+        // A piece outside the slot is refused before anything is queued.
+        let outside = ring.send_gather(
+            tx.as_raw_fd(),
+            0,
+            std::slice::from_ref(&(0..4097)),
+            dest,
+            None,
+            1,
+        );
+        assert!(outside.is_err());
+        ring.submit_and_wait(1).expect("submit");
+        let mut done = Vec::new();
+        ring.reap(&mut done);
+        assert_eq!(done.len(), 1, "{done:?}");
+        assert_eq!(done[0].result, 20, "both datagrams' bytes sent");
+        let mut got = [0u8; 64];
+        let n = rx.recv(&mut got).expect("first datagram");
+        assert_eq!(&got[..n], b"HDR1aaaaaa");
+        let n = rx.recv(&mut got).expect("second datagram");
+        assert_eq!(&got[..n], b"HDR2bbbbbb");
+        let _ = ring.buf(0);
     });
 }
 

@@ -28,6 +28,7 @@ use super::routes::{Mode, RouteSync};
 use super::{mtu, Underlay};
 use crate::config::{Backend, Lease, NetworkConfig};
 use crate::control::LocalLease;
+use crate::dataplane::worker::slots;
 use crate::dataplane::{Dataplane, Offload, Report, Tunnel, WorkerConfig, WorkerIo};
 use crate::encap::Local;
 use crate::sys::uring::Features;
@@ -95,6 +96,9 @@ impl TunnelBackend {
         let sockets = bind_sockets(port, device.queues().len())?;
         let offload = negotiate_offload(opts.offload, &device, &sockets);
         tracing::info!(asked = %opts.offload, in_use = %offload, "offloads");
+        if offload.tso && offload.gso {
+            cap_super_packets(device.name(), mtu, tunnel.overhead());
+        }
         let settings = WorkerConfig {
             tunnel,
             port,
@@ -340,6 +344,19 @@ fn negotiate_offload(
         }
     }
     on
+}
+
+/// Caps the TUN's super-packets at what one gathered send carries (see
+/// [`slots::tun_gso_max_size`]). A kernel that refuses (before 5.19) only costs
+/// speed: larger super-packets are cut by copying.
+fn cap_super_packets(name: &str, mtu: u32, overhead: usize) {
+    let size = slots::tun_gso_max_size(mtu, overhead);
+    match netdev::set_gso_max_size(name, size) {
+        Ok(()) => tracing::debug!(gso_max_size = size, "TUN super-packets capped to fit one send"),
+        Err(e) => tracing::info!(
+            "cannot cap {name}'s super-packets at {size} bytes ({e}): larger ones are copied into segments"
+        ),
+    }
 }
 
 /// Sets `/proc/sys/<key>` (in this network namespace).

@@ -45,6 +45,9 @@ pub enum Counter {
     TsoSuperPackets,
     /// Sends that carried several datagrams (`UDP_SEGMENT`).
     GsoSends,
+    /// Super-packets whose segments left in one send gathered from the slot they
+    /// were read into: headers written beside them, no payload copied.
+    GatheredSends,
     /// Receives that returned several coalesced datagrams (`UDP_GRO`).
     GroReceives,
     /// TUN writes that carried several coalesced TCP segments.
@@ -65,7 +68,7 @@ pub enum Counter {
 
 impl Counter {
     /// Every counter, in declaration order.
-    pub const ALL: [Counter; 22] = [
+    pub const ALL: [Counter; 23] = [
         Counter::TunRxPackets,
         Counter::TunRxBytes,
         Counter::TunnelTxPackets,
@@ -82,6 +85,7 @@ impl Counter {
         Counter::TunWriteErrors,
         Counter::TsoSuperPackets,
         Counter::GsoSends,
+        Counter::GatheredSends,
         Counter::GroReceives,
         Counter::CoalescedWrites,
         Counter::GsoFallbacks,
@@ -109,6 +113,7 @@ impl Counter {
             Counter::TunWriteErrors => "tun_write_errors",
             Counter::TsoSuperPackets => "tso_super_packets",
             Counter::GsoSends => "gso_sends",
+            Counter::GatheredSends => "gathered_sends",
             Counter::GroReceives => "gro_receives",
             Counter::CoalescedWrites => "coalesced_writes",
             Counter::GsoFallbacks => "gso_fallbacks",

@@ -44,7 +44,7 @@ const ERRORS: [(Counter, &str); 6] = [
 ];
 
 /// The other per-worker counters: `(counter, metric name, help)`.
-const OTHERS: [(Counter, &str, &str); 8] = [
+const OTHERS: [(Counter, &str, &str); 9] = [
     (
         Counter::IcmpUnreachable,
         "ringlay_icmp_unreachable_sent_total",
@@ -64,6 +64,11 @@ const OTHERS: [(Counter, &str, &str); 8] = [
         Counter::GsoSends,
         "ringlay_gso_sends_total",
         "Sends that carried several datagrams (UDP_SEGMENT).",
+    ),
+    (
+        Counter::GatheredSends,
+        "ringlay_gathered_sends_total",
+        "Super-packets sent gathered from the buffer they were read into, without copying their payload.",
     ),
     (
         Counter::GroReceives,

@@ -93,6 +93,34 @@ pub fn set_mtu(name: &str, mtu: u32) -> io::Result<()> {
     )
 }
 
+/// Caps the size of the GSO packets the kernel hands the interface
+/// (`RTM_SETLINK` with `IFLA_GSO_MAX_SIZE`, settable since Linux 5.19; the kernel
+/// applies a size up to 64 KiB to IPv4 too). For a TUN device: how large the
+/// super-packets a reader gets may be.
+pub fn set_gso_max_size(name: &str, size: u32) -> io::Result<()> {
+    let mut sock = RouteSocket::open()?;
+    let index = link_by_name(&mut sock, name)?.header.index;
+    set_link(
+        &mut sock,
+        index,
+        &format!("RTM_SETLINK gso_max_size {size} {name}"),
+        |m| m.attributes.push(LinkAttribute::GsoMaxSize(size)),
+    )
+}
+
+/// Sets the interface's transmit queue length (`IFLA_TXQLEN`): for a TUN device,
+/// how many packets each queue holds for its reader before the kernel drops.
+pub fn set_tx_queue_len(name: &str, len: u32) -> io::Result<()> {
+    let mut sock = RouteSocket::open()?;
+    let index = link_by_name(&mut sock, name)?.header.index;
+    set_link(
+        &mut sock,
+        index,
+        &format!("RTM_SETLINK txqueuelen {len} {name}"),
+        |m| m.attributes.push(LinkAttribute::TxQueueLen(len)),
+    )
+}
+
 /// The interface's MTU (`IFLA_MTU`).
 pub fn mtu(name: &str) -> io::Result<u32> {
     let link = link_by_name(&mut RouteSocket::open()?, name)?;

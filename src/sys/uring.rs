@@ -132,11 +132,18 @@ pub struct Completion {
     pub buffer: Option<u16>,
 }
 
+/// Most pieces one gathered send ([`Ring::send_gather`]) may name: two per
+/// datagram (its headers, its payload) for a train of 64 datagrams.
+pub const GATHER_MAX: usize = 128;
+
 /// Per-slot socket metadata, kept at a stable address for `sendmsg`/`recvmsg`.
 #[repr(C)]
 struct Meta {
     hdr: libc::msghdr,
+    /// The one buffer of a receive.
     iov: libc::iovec,
+    /// The pieces of a send, in order.
+    gather: [libc::iovec; GATHER_MAX],
     addr: libc::sockaddr_in,
     /// Control messages: `UDP_SEGMENT` on a send, `UDP_GRO` on a receive.
     ctrl: IntCmsg,
@@ -424,17 +431,51 @@ impl Ring {
         segment: Option<u16>,
         tag: u16,
     ) -> io::Result<()> {
-        let (ptr, len) = self.claim(slot, range).map_err(busy_err)?;
+        self.send_gather(fd, slot, &[range], dest, segment, tag)
+    }
+
+    /// Sends the `pieces` of `slot`, in order, as if they were one buffer: one
+    /// datagram, or with `segment` a train the kernel cuts every `segment` bytes
+    /// of the whole. A datagram may so be made of headers from one part of the
+    /// slot and a payload left where it was read, without copying it together.
+    /// At most [`GATHER_MAX`] pieces, each inside the slot.
+    ///
+    /// The whole slot stays busy until the completion is reaped: that is what
+    /// keeps every piece, and the `iovec`s naming them, alive and unchanged while
+    /// the kernel may read them.
+    pub fn send_gather(
+        &mut self,
+        fd: RawFd,
+        slot: Slot,
+        pieces: &[Range<usize>],
+        dest: SocketAddrV4,
+        segment: Option<u16>,
+        tag: u16,
+    ) -> io::Result<()> {
+        if pieces.len() > GATHER_MAX
+            || pieces
+                .iter()
+                .any(|p| p.start > p.end || p.end > self.slot_size)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "gathered send: too many pieces, or a piece outside the slot",
+            ));
+        }
+        let (base, _) = self.claim(slot, 0..self.slot_size).map_err(busy_err)?;
         let m = &mut self.meta[slot as usize];
         m.addr = sockaddr(dest);
-        m.iov = libc::iovec {
-            iov_base: ptr.cast(),
-            iov_len: len as usize,
-        };
+        for (iov, piece) in m.gather.iter_mut().zip(pieces) {
+            *iov = libc::iovec {
+                // In bounds: every piece was checked against the slot above.
+                iov_base: base.wrapping_add(piece.start).cast(),
+                iov_len: piece.len(),
+            };
+        }
         m.hdr.msg_name = (&raw mut m.addr).cast();
         m.hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-        m.hdr.msg_iov = &raw mut m.iov;
-        m.hdr.msg_iovlen = 1;
+        m.hdr.msg_iov = m.gather.as_mut_ptr();
+        m.hdr.msg_iovlen = pieces.len();
         match segment {
             Some(size) => {
                 m.hdr.msg_controllen = m.ctrl.udp_segment(size);
@@ -448,8 +489,9 @@ impl Ring {
         let e = opcode::SendMsg::new(types::Fd(fd), &raw const m.hdr)
             .build()
             .user_data(encode(slot, tag));
-        // SAFETY: the msghdr, iovec and address live in `self.meta[slot]` and the
-        // payload in the claimed slot of `self.mem`; both outlive the operation.
+        // SAFETY: the msghdr, iovecs and address live in `self.meta[slot]`, and
+        // every piece lies in the claimed slot of `self.mem`; both stay unmoved and
+        // untouched (the slot is busy) until the completion is reaped.
         unsafe { self.push(&e) }
     }
 

@@ -194,12 +194,54 @@ impl<'a> Split<'a> {
         len
     }
 
+    /// Length of every segment's IP and TCP/UDP headers (of a segmented split;
+    /// of a single packet, 0: it has no separate payload).
+    #[inline]
+    pub fn header_len(&self) -> usize {
+        self.hdr_len
+    }
+
+    /// Where segment `i`'s payload lies in the packet the split was made from
+    /// (empty for `i` ≥ [`count`](Self::count)).
+    #[inline]
+    pub fn payload_range(&self, i: usize) -> std::ops::Range<usize> {
+        if i >= self.count {
+            return self.packet.len()..self.packet.len();
+        }
+        let from = self.hdr_len + i * self.gso_size;
+        from..from + (self.segment_len(i) - self.hdr_len)
+    }
+
+    /// Writes segment `i`'s headers (IP and TCP/UDP, [`header_len`](Self::header_len)
+    /// bytes) into `out` and returns their length, leaving the payload where it is
+    /// ([`payload_range`](Self::payload_range)): for a send that gathers headers and
+    /// payload from separate places. Returns 0 (and writes nothing) for a single
+    /// packet, for `i` ≥ [`count`](Self::count), or if `out` is too short.
+    pub fn write_header(&self, i: usize, out: &mut [u8]) -> usize {
+        if !matches!(self.kind, Kind::Tcp | Kind::Udp) || i >= self.count {
+            return 0;
+        }
+        let Some(head) = out.get_mut(..self.hdr_len) else {
+            return 0;
+        };
+        head.copy_from_slice(&self.packet[..self.hdr_len]);
+        self.fill_header(i, head, &self.packet[self.payload_range(i)]);
+        self.hdr_len
+    }
+
     /// Builds segment `i` in `out`, which is exactly `segment_len(i)` long.
     fn write_segment(&self, i: usize, out: &mut [u8]) {
         let (head, payload) = out.split_at_mut(self.hdr_len);
         head.copy_from_slice(&self.packet[..self.hdr_len]);
-        let from = self.hdr_len + i * self.gso_size;
-        payload.copy_from_slice(&self.packet[from..from + payload.len()]);
+        payload.copy_from_slice(&self.packet[self.payload_range(i)]);
+        self.fill_header(i, head, payload);
+    }
+
+    /// Turns `head`, a copy of the super-packet's headers, into segment `i`'s
+    /// headers for `payload`: lengths, IPv4 id and checksum, TCP sequence number
+    /// and flags, and the TCP/UDP checksum (complete, or partial with
+    /// [`leave_partial`](Self::leave_partial)).
+    fn fill_header(&self, i: usize, head: &mut [u8], payload: &[u8]) {
         // The one pass over the payload, unless the checksum stays partial.
         let payload_sum = if self.partial {
             0

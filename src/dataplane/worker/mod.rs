@@ -58,13 +58,25 @@ use slots::{Batch, Op, TxSlots};
 
 /// Packet slots for the TUN → peer direction (reads awaiting their send).
 pub const TX_SLOTS: u32 = 64;
-/// In-flight socket receives per worker.
+/// In-flight socket receives per worker (kernels without buffer rings).
 pub const RX_SLOTS: u32 = 64;
-/// Bytes per slot: a 64 KiB packet plus headroom.
-pub const SLOT_SIZE: usize = HEADROOM + 65_536;
 /// Free bytes in front of every packet read from the TUN: room for its
 /// `virtio_net_hdr` and then the vxlan headers.
 pub const HEADROOM: usize = 64;
+/// Where a slot's packet area ends: the headroom and a 64 KiB packet.
+pub const PACKET_AREA: usize = HEADROOM + 65_536;
+/// Most segments of one super-packet sent gathered from its slot: one send's
+/// [`GATHER_MAX`](crate::sys::uring::GATHER_MAX) pieces, two per segment.
+pub const GATHER_SEGMENTS: usize = crate::sys::uring::GATHER_MAX / 2;
+/// Most bytes of headers one gathered segment needs: the vxlan headers, an IPv4
+/// header with options (IPv6 without extension headers is shorter) and a TCP
+/// header with options.
+pub const SEGMENT_HEADERS_MAX: usize = crate::encap::VXLAN_HEADERS_LEN + 60 + 60;
+/// Bytes per slot: the packet area, then room for the headers of every segment
+/// of a gathered send.
+pub const SLOT_SIZE: usize = PACKET_AREA + GATHER_SEGMENTS * SEGMENT_HEADERS_MAX;
+// Every segment one `UDP_SEGMENT` send may carry has its two pieces.
+const _: () = assert!(GATHER_SEGMENTS >= slots::GSO_MAX_SEGMENTS);
 /// Provided buffers for multishot receives (a power of two).
 const RECV_RING_BUFFERS: u16 = 256;
 /// Bytes per provided buffer: the recvmsg header, source address and control

@@ -10,6 +10,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddrV4};
+use std::ops::Range;
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::Instant;
 
@@ -17,7 +18,7 @@ use crate::drop_reason::DropReason;
 use crate::encap::{self, Tunnel, VxlanHeader};
 use crate::sys::socket;
 use crate::sys::tun;
-use crate::sys::uring::{Completion, Slot};
+use crate::sys::uring::{Completion, Slot, GATHER_MAX};
 use crate::table::Snapshot;
 use crate::wire::{ipv4, ipv6, virtio};
 
@@ -26,7 +27,7 @@ use super::super::offload::{complete_checksum, Split};
 use super::super::stats::Counter;
 use super::inbound::TunOut;
 use super::slots::{self, Batch, Op};
-use super::{Worker, HEADROOM, SLOT_SIZE};
+use super::{Worker, HEADROOM, PACKET_AREA, SEGMENT_HEADERS_MAX, SLOT_SIZE};
 
 /// ICMP errors each worker may write back per second (the kernel's default
 /// `icmp_ratelimit` allows about a thousand per second per host).
@@ -127,7 +128,7 @@ impl Worker {
             };
             let read = tun::read_packet(
                 self.tun.as_fd(),
-                &mut self.ring.buf_mut(slot)[HEADROOM - vnet..],
+                &mut self.ring.buf_mut(slot)[HEADROOM - vnet..PACKET_AREA],
             );
             let n = match read {
                 Ok(n) if n > vnet => n - vnet,
@@ -264,9 +265,10 @@ impl Worker {
     }
 
     /// Forwards a packet that came with offload work (a TSO/USO super-packet, or a
-    /// checksum left to complete): cuts it into segments written, encapsulated,
-    /// into other free slots, and sends them as few sends as allowed. The read
-    /// slot itself is never sent (returns `Ok(false)`).
+    /// checksum left to complete). With GSO, its segments leave in one gathered
+    /// send from the slot it was read into ([`Worker::send_gathered`]); otherwise
+    /// they are cut, encapsulated, into other free slots and sent as few sends as
+    /// allowed, and the read slot itself is never sent (returns `Ok(false)`).
     fn forward_offloaded(
         &mut self,
         snapshot: &Snapshot,
@@ -276,15 +278,24 @@ impl Worker {
     ) -> Result<bool, DropReason> {
         let packet = &self.ring.buf(slot)[HEADROOM..HEADROOM + n];
         let route = self.route(snapshot, packet)?;
-        let (count, stride) = {
+        let overhead = self.tunnel.overhead();
+        let (count, chunk, last, headers) = {
             let split = Split::new(hdr, packet)?;
-            (split.count(), split.stride())
+            let count = split.count();
+            let last = overhead + split.segment_len(count - 1);
+            (count, overhead + split.stride(), last, split.header_len())
         };
         if count > 1 {
             self.stats.add(Counter::TsoSuperPackets, 1);
         }
-        let overhead = self.tunnel.overhead();
-        let chunk = overhead + stride;
+        // The TUN's gso_max_size keeps TCP's super-packets within one send; odd
+        // ones (a small MSS, long IP options) take the copying path.
+        if self.offload.gso
+            && slots::one_send(count, chunk, last)
+            && overhead + headers <= SEGMENT_HEADERS_MAX
+        {
+            return self.send_gathered(slot, n, hdr, &route);
+        }
         let per_slot = slots::per_slot(self.offload.gso, chunk, SLOT_SIZE);
         let mut first = 0;
         while first < count {
@@ -334,21 +345,79 @@ impl Worker {
         Ok(false)
     }
 
+    /// Sends the segments of the super-packet in `slot` in one `UDP_SEGMENT` send
+    /// without copying its payload: each segment's tunnel and IP/TCP (or UDP)
+    /// headers are written into the slot's header area, behind the packet, and the
+    /// send gathers them with the payload slices where the TUN read left them. The
+    /// slot carries the send (returns `Ok(true)`), so the payload stays untouched
+    /// until the kernel is done with it.
+    fn send_gathered(
+        &mut self,
+        slot: Slot,
+        n: usize,
+        hdr: &virtio::Repr,
+        route: &Route,
+    ) -> Result<bool, DropReason> {
+        let overhead = self.tunnel.overhead();
+        let mut pieces: [Range<usize>; GATHER_MAX] = std::array::from_fn(|_| 0..0);
+        let mut k = 0;
+        let (count, segment) = {
+            let (packet_area, header_area) = self.ring.buf_mut(slot).split_at_mut(PACKET_AREA);
+            let packet = &mut packet_area[HEADROOM..HEADROOM + n];
+            // The router hop, once for every segment: their headers are cut from
+            // the super-packet's.
+            encap::forward(packet)?;
+            let first = packet[0];
+            let split = Split::new(hdr, packet)?.leave_partial(route.partial_csum);
+            let mut at = 0;
+            for i in 0..split.count() {
+                let out = &mut header_area[at..at + SEGMENT_HEADERS_MAX];
+                if let Some(v) = &route.vxlan {
+                    encap::write_vxlan_headers(&mut out[..overhead], v, first);
+                }
+                let len = overhead + split.write_header(i, &mut out[overhead..]);
+                pieces[k] = PACKET_AREA + at..PACKET_AREA + at + len;
+                let payload = split.payload_range(i);
+                pieces[k + 1] = HEADROOM + payload.start..HEADROOM + payload.end;
+                k += 2;
+                at += len;
+            }
+            (split.count(), overhead + split.stride())
+        };
+        self.tx_slots.set_datagrams(slot, count as u32);
+        self.stats.add(Counter::GatheredSends, 1);
+        let segment = if count > 1 {
+            self.stats.add(Counter::GsoSends, 1);
+            Some(segment as u16)
+        } else {
+            None
+        };
+        self.send_pieces(slot, &pieces[..k], route.dest, segment);
+        Ok(true)
+    }
+
     /// Queues the send of `range` of `slot` (a send that cannot even be queued is
     /// a broken ring: counted and the slot returned).
     #[inline]
-    fn send(
+    fn send(&mut self, slot: Slot, range: Range<usize>, dest: SocketAddrV4, segment: Option<u16>) {
+        self.send_pieces(slot, &[range], dest, segment);
+    }
+
+    /// Queues the send of the `pieces` of `slot`, gathered into one buffer (see
+    /// [`Worker::send`]).
+    fn send_pieces(
         &mut self,
         slot: Slot,
-        range: std::ops::Range<usize>,
+        pieces: &[Range<usize>],
         dest: SocketAddrV4,
         segment: Option<u16>,
     ) {
         let tx = self.tx.as_raw_fd();
-        let (datagrams, bytes) = (u64::from(self.tx_slots.datagrams(slot)), range.len());
+        let datagrams = u64::from(self.tx_slots.datagrams(slot));
+        let bytes: usize = pieces.iter().map(|p| p.len()).sum();
         match self
             .ring
-            .send_to(tx, slot, range, dest, segment, Op::Send.tag())
+            .send_gather(tx, slot, pieces, dest, segment, Op::Send.tag())
         {
             // Per peer, a send counts when queued; a failure shows in send_errors.
             Ok(()) => self.stats.peers.sent(*dest.ip(), datagrams, bytes as u64),

@@ -130,6 +130,31 @@ pub fn per_slot(gso: bool, chunk: usize, slot_size: usize) -> usize {
     }
 }
 
+/// Whether a super-packet's `count` segments leave in one gathered send: each
+/// `chunk` bytes on the wire (tunnel headers, IP and TCP/UDP headers, payload)
+/// but the last, which is `last` bytes; within the segment and byte limits of one
+/// `UDP_SEGMENT` send.
+#[inline]
+pub fn one_send(count: usize, chunk: usize, last: usize) -> bool {
+    (1..=GSO_MAX_SEGMENTS).contains(&count) && (count - 1) * chunk + last <= GSO_MAX_BYTES
+}
+
+/// The super-packet size to cap a TUN device of `mtu` at (`gso_max_size`) so that
+/// TCP's super-packets, their segments carrying `overhead` tunnel bytes each, fit
+/// one `UDP_SEGMENT` send ([`one_send`]) and so leave without a copy.
+///
+/// TCP sizes a super-packet to at most `gso_max_size` bytes of payload, in whole
+/// segments of its MSS. An MSS is at least the MTU less 80 bytes (IPv6 and a TCP
+/// header with timestamps take 72): capping at that many bytes per segment that
+/// fits one send keeps every such super-packet within it. Smaller segments (MSS
+/// clamping, long IP options) may still make more; those are copied.
+pub fn tun_gso_max_size(mtu: u32, overhead: usize) -> u32 {
+    let wire = (mtu as usize + overhead).max(1);
+    let segments = (GSO_MAX_BYTES / wire).clamp(1, GSO_MAX_SEGMENTS);
+    let mss = (mtu as usize).saturating_sub(80).max(1);
+    u32::try_from((segments * mss).min(65_536)).unwrap_or(65_536)
+}
+
 /// Datagrams of one size for one peer, gathered in one slot from consecutive TUN
 /// reads, to leave in one `UDP_SEGMENT` send.
 #[derive(Debug, Clone, Copy)]
@@ -163,6 +188,41 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_send_holds_what_the_kernel_takes() {
+        assert!(one_send(1, 100, 100));
+        assert!(
+            one_send(44, 1472, 1472),
+            "44 full vxlan segments of a 1450 MTU"
+        );
+        assert!(!one_send(45, 1472, 1472), "65,007 + 1,472 bytes: too many");
+        assert!(one_send(45, 1450, 500));
+        assert!(
+            !one_send(65, 100, 100),
+            "more segments than one send carries"
+        );
+        assert!(!one_send(0, 100, 100));
+    }
+
+    #[test]
+    fn tun_gso_cap_keeps_full_mss_super_packets_in_one_send() {
+        // vxlan on a 1500 underlay, udp on a 1500 underlay, jumbo frames, a small MTU.
+        for (mtu, overhead) in [(1450, 22), (1472, 0), (8950, 22), (576, 22)] {
+            let cap = tun_gso_max_size(mtu, overhead) as usize;
+            assert!(cap <= 65_536);
+            for headers in [40, 52, 60, 72, 80] {
+                let mss = mtu as usize - headers.min(mtu as usize - 8);
+                // TCP's largest super-packet under the cap: whole segments.
+                let count = (cap / mss).max(1);
+                let chunk = overhead + headers + mss;
+                assert!(
+                    one_send(count, chunk, chunk),
+                    "mtu {mtu}, headers {headers}: {count} segments of {chunk}"
+                );
+            }
+        }
+    }
 
     const PEER: SocketAddrV4 = SocketAddrV4::new(std::net::Ipv4Addr::new(10, 0, 0, 2), 8285);
 
