@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use ringlay::backend::underlay::{Criteria, IfaceArg};
 use ringlay::config::{LeaseAttrs, NetworkConfig, SubnetKey};
 
 /// ringlay: a flannel-compatible userspace overlay forwarding engine.
@@ -28,6 +29,8 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// One value, parsed once at start: boxing `run`'s flags would save nothing.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run the overlay: create the TUN device, forward between it and the peers, and
     /// keep the table in step with the leases until SIGTERM. With the host-gw
@@ -225,13 +228,30 @@ struct RunArgs {
     etcd: EtcdArgs,
     #[command(flatten)]
     kube: KubeArgs,
-    /// The IPv4 address peers reach this host at [default: the first IPv4 address
-    /// of --iface].
+    /// The IPv4 address peers reach this host at (its lease's PublicIP). Without
+    /// --iface, --iface-regex or --iface-can-reach it also picks the underlay: the
+    /// interface holding it (so it must be on one; behind NAT, give --iface too)
+    /// [default: the underlay interface's address].
     #[arg(long, value_name = "IP")]
     public_ip: Option<Ipv4Addr>,
-    /// The underlay interface [default: the interface of the default route].
-    #[arg(long, value_name = "NAME")]
-    iface: Option<String>,
+    /// The underlay interface: a name, or an IPv4 address (the interface holding
+    /// it, with that address). Repeat to try several in order: the first usable
+    /// one wins; if none is, any --iface-regex and then --iface-can-reach are
+    /// tried, and ringlay fails if every one given misses [default: the interface
+    /// of --public-ip, else of the default route].
+    #[arg(long, value_name = "NAME|IP")]
+    iface: Vec<IfaceArg>,
+    /// A regex (RE2 syntax, as flanneld's Go regexp), searched for in every
+    /// interface's IPv4 addresses, then, if no address matches, in the interface
+    /// names; the first match is the underlay. Repeatable, tried in order after
+    /// every --iface.
+    #[arg(long, value_name = "REGEX")]
+    iface_regex: Vec<regex::Regex>,
+    /// The underlay is the interface the kernel routes toward this address
+    /// (`ip route get IP`), with the route's source address; tried after
+    /// --iface and --iface-regex.
+    #[arg(long, value_name = "IP")]
+    iface_can_reach: Option<IpAddr>,
     /// Name of the TUN device to create.
     #[arg(long, value_name = "NAME", default_value = "ringlay0")]
     tun_name: String,
@@ -332,7 +352,11 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
     ringlay::daemon::run(ringlay::daemon::Options {
         source,
         public_ip: args.public_ip,
-        iface: args.iface,
+        underlay: Criteria {
+            ifaces: args.iface,
+            regexes: args.iface_regex,
+            can_reach: args.iface_can_reach,
+        },
         tun_name: args.tun_name,
         queues: args.queues.map(usize::from),
         subnet_file: args.subnet_file,
@@ -411,8 +435,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// flanneld's flags that ringlay has under the same name: `FLANNELD_<FLAG>` is
-/// read as `RINGLAY_<FLAG>` when that is unset.
-const FLANNELD_FLAGS: [&str; 20] = [
+/// read as `RINGLAY_<FLAG>` when that is unset. A repeatable flag takes one value
+/// from its variable, not a list: flanneld sets the flag once from the whole
+/// variable (coreos/pkg `flagutil.SetFlagsFromEnv`), and a comma is no separator
+/// for a regex like `eth[0-9]{1,2}`.
+const FLANNELD_FLAGS: [&str; 22] = [
     "etcd-endpoints",
     "etcd-prefix",
     "etcd-keyfile",
@@ -421,6 +448,8 @@ const FLANNELD_FLAGS: [&str; 20] = [
     "etcd-username",
     "etcd-password",
     "iface",
+    "iface-regex",
+    "iface-can-reach",
     "public-ip",
     "subnet-file",
     "subnet-lease-renew-margin",

@@ -224,3 +224,15 @@ fn kube_flags_are_checked_before_anything_connects() {
         "{err}"
     );
 }
+
+#[test]
+fn iface_values_are_checked_before_anything_starts() {
+    // A regex that does not compile, an --iface-can-reach that is no address:
+    // refused while parsing the flags (exit 2), naming the flag, as root or not.
+    for (flag, value) in [("--iface-regex", "eth("), ("--iface-can-reach", "eth0")] {
+        let out = ringlay(&["run", "--static-leases", "/nonexistent", flag, value], "");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {err}");
+        assert!(err.contains(flag) && err.contains(value), "{err}");
+    }
+}

@@ -730,6 +730,7 @@ mod tests {
             Ok(Lookup {
                 oif: Some(oif),
                 gateway: gateway.map(ip),
+                src: None,
                 unicast,
             })
         };

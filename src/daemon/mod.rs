@@ -3,7 +3,8 @@
 //! 1. check CAP_NET_ADMIN; start the operator endpoints ([`ops`]: metrics, health,
 //!    the status socket), so that `/readyz` answers 503 during start-up;
 //! 2. find this host's place on the underlay ([`Underlay`]: `--iface`,
-//!    `--public-ip`, else the default route's interface);
+//!    `--iface-regex`, `--iface-can-reach`, else the interface of `--public-ip`,
+//!    else the default route's);
 //! 3. start the lease source ([`LeaseSource`]: the static file; etcd — wait for
 //!    the config, acquire our lease, list the others; or Kubernetes — wait for our
 //!    Node's podCIDR, write our annotations, list the Nodes) and publish the table
@@ -30,6 +31,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::backend::underlay::Criteria;
 use crate::backend::{Installed, TunnelOptions, Underlay};
 use crate::config::{Backend, Features, NetworkConfig};
 use crate::control::source::{LeaseSource, Started};
@@ -49,8 +51,9 @@ pub struct Options {
     pub source: Source,
     /// The public IP peers reach us at, if given.
     pub public_ip: Option<Ipv4Addr>,
-    /// The underlay interface, if given.
-    pub iface: Option<String>,
+    /// How to choose the underlay interface (`--iface`, `--iface-regex`,
+    /// `--iface-can-reach`); empty: by the public IP or the default route.
+    pub underlay: Criteria,
     /// The TUN device's name.
     pub tun_name: String,
     /// Worker count; `None`: one per CPU this process may run on.
@@ -84,7 +87,7 @@ pub fn run(opts: Options) -> Result<()> {
     let runtime = control_runtime()?;
     let state = ops::State::new();
     let _endpoints = ops::http::Server::start(&opts.endpoints, Arc::clone(&state))?;
-    let mut under = Underlay::find(opts.iface.as_deref(), opts.public_ip)?;
+    let mut under = Underlay::find(&opts.underlay, opts.public_ip)?;
     let start = LeaseSource::start(
         &opts.source,
         under.public_ip,
@@ -113,8 +116,8 @@ pub fn run(opts: Options) -> Result<()> {
     }
     if local.public_ip != under.public_ip {
         // The source named another public IP (Kubernetes' node-public-ip
-        // annotation): its interface is the underlay, as with --public-ip.
-        under = Underlay::find(opts.iface.as_deref(), Some(local.public_ip))?;
+        // annotation), which flanneld takes as --public-ip: chosen again with it.
+        under = Underlay::find(&opts.underlay, Some(local.public_ip))?;
     }
     let table = Table::new();
     table.publish(control::build_snapshot(&config, &leases, &local.key));

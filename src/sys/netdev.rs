@@ -1,6 +1,6 @@
 //! Interface configuration and queries without shelling out to `ip`: links
-//! (index, flags, up, MTU), addresses (IPv4 and IPv6) and the default route's
-//! interface, all over rtnetlink (rtnetlink(7)) through [`RouteSocket`]'s
+//! (index, name, flags, up, MTU), addresses (IPv4 and IPv6, with their `IFA_F_*`
+//! flags) and the default route's interface, all over rtnetlink (rtnetlink(7)) through [`RouteSocket`]'s
 //! request / dump machinery, so this module holds no `unsafe` of its own.
 //!
 //! Everything acts in the network namespace of the calling thread: each call
@@ -254,6 +254,9 @@ struct IfAddr {
     index: u32,
     ip: IpAddr,
     prefix_len: u8,
+    /// `IFA_F_*`: the 32-bit `IFA_FLAGS` if the kernel sent it, else the 8 bits
+    /// of `ifa_flags` (the attribute exists because the header ran out of bits).
+    flags: u32,
     /// The message as dumped, which is also what deletes the address.
     msg: AddressMessage,
 }
@@ -262,10 +265,12 @@ struct IfAddr {
 /// (on a point-to-point link `IFA_ADDRESS` is the peer), as `getifaddrs` reads it.
 fn if_addr_of(msg: AddressMessage) -> Option<IfAddr> {
     let (mut local, mut address) = (None, None);
+    let mut flags = u32::from(msg.header.flags.bits());
     for a in &msg.attributes {
         match a {
             AddressAttribute::Local(ip) => local = Some(*ip),
             AddressAttribute::Address(ip) => address = Some(*ip),
+            AddressAttribute::Flags(f) => flags = f.bits(),
             _ => {}
         }
     }
@@ -273,6 +278,7 @@ fn if_addr_of(msg: AddressMessage) -> Option<IfAddr> {
         index: msg.header.index,
         ip: local.or(address)?,
         prefix_len: msg.header.prefix_len,
+        flags,
         msg,
     })
 }
@@ -328,6 +334,61 @@ pub fn ipv6_addrs(name: &str) -> io::Result<Vec<(Ipv6Addr, u8)>> {
         .collect())
 }
 
+/// One address of one interface, as the kernel lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Address {
+    /// The interface's index.
+    pub index: u32,
+    /// The address (`IFA_LOCAL`, else `IFA_ADDRESS`).
+    pub ip: IpAddr,
+    /// Its prefix length.
+    pub prefix_len: u8,
+    /// Its `IFA_F_*` flags (include/uapi/linux/if_addr.h), e.g. `IFA_F_SECONDARY`.
+    pub flags: u32,
+}
+
+/// Every link's index and name, in the kernel's dump order (the order
+/// `getifaddrs`, `ip link` and Go's `net.Interfaces` show).
+pub fn links() -> io::Result<Vec<(u32, String)>> {
+    let answer = RouteSocket::open()?.dump(
+        || RouteNetlinkMessage::GetLink(LinkMessage::default()),
+        "RTM_GETLINK dump",
+    )?;
+    Ok(answer
+        .into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) => {
+                let name = l.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::IfName(n) => Some(n.clone()),
+                    _ => None,
+                })?;
+                Some((l.header.index, name))
+            }
+            _ => None,
+        })
+        .collect())
+}
+
+/// Every IPv4 address of every interface, then every IPv6 address, each family
+/// in the kernel's order.
+pub fn addresses() -> io::Result<Vec<Address>> {
+    let mut sock = RouteSocket::open()?;
+    let mut out = Vec::new();
+    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        out.extend(
+            addrs_of(&mut sock, family, None)?
+                .into_iter()
+                .map(|a| Address {
+                    index: a.index,
+                    ip: a.ip,
+                    prefix_len: a.prefix_len,
+                    flags: a.flags,
+                }),
+        );
+    }
+    Ok(out)
+}
+
 /// The interface holding the IPv4 address `addr`, if any (the first in kernel order).
 pub fn iface_with_ipv4(addr: Ipv4Addr) -> io::Result<Option<String>> {
     let mut sock = RouteSocket::open()?;
@@ -341,6 +402,17 @@ pub fn iface_with_ipv4(addr: Ipv4Addr) -> io::Result<Option<String>> {
 /// table, if there is one (what `/proc/net/route` would show first).
 pub fn default_route_iface() -> io::Result<Option<String>> {
     let mut sock = RouteSocket::open()?;
+    default_route_index_on(&mut sock)?
+        .map(|oif| name_of(&mut sock, oif))
+        .transpose()
+}
+
+/// The index of [`default_route_iface`]'s interface.
+pub fn default_route_index() -> io::Result<Option<u32>> {
+    default_route_index_on(&mut RouteSocket::open()?)
+}
+
+fn default_route_index_on(sock: &mut RouteSocket) -> io::Result<Option<u32>> {
     let answer = sock.dump(
         || {
             let mut msg = RouteMessage::default();
@@ -353,9 +425,7 @@ pub fn default_route_iface() -> io::Result<Option<String>> {
         RouteNetlinkMessage::NewRoute(r) => Some(r),
         _ => None,
     });
-    default_route_oif(routes)
-        .map(|oif| name_of(&mut sock, oif))
-        .transpose()
+    Ok(default_route_oif(routes))
 }
 
 /// The outgoing interface of the lowest-metric IPv4 default route (prefix length
@@ -467,6 +537,28 @@ mod tests {
             AddressAttribute::Local(IpAddr::V4(lease)),
         ];
         assert_eq!(if_addr_of(msg).expect("local").ip, IpAddr::V4(lease));
+    }
+
+    #[test]
+    fn address_flags_prefer_ifa_flags_to_the_header() {
+        use netlink_packet_route::address::{AddressFlags, AddressHeaderFlags};
+        let mut msg = address_message(3, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)), 24);
+        msg.header.flags = AddressHeaderFlags::Secondary;
+        assert_eq!(if_addr_of(msg.clone()).expect("address").flags, 0x01);
+        // The kernel sends both; only IFA_FLAGS holds the bits past 0x80.
+        let all = AddressFlags::Secondary | AddressFlags::Permanent | AddressFlags::Noprefixroute;
+        msg.attributes.push(AddressAttribute::Flags(all));
+        assert_eq!(if_addr_of(msg).expect("address").flags, 0x281);
+    }
+
+    #[test]
+    fn links_and_addresses_list_loopback_without_privileges() {
+        let links = links().expect("RTM_GETLINK dump");
+        let lo = links.iter().find(|(_, n)| n == "lo").expect("lo is listed");
+        let addrs = addresses().expect("RTM_GETADDR dump");
+        assert!(addrs
+            .iter()
+            .any(|a| a.index == lo.0 && a.ip == IpAddr::V4(Ipv4Addr::LOCALHOST)));
     }
 
     #[test]

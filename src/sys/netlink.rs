@@ -56,6 +56,8 @@ pub struct Lookup {
     pub oif: Option<u32>,
     /// The next hop, when the address is not on a connected prefix.
     pub gateway: Option<IpAddr>,
+    /// The source address the kernel would give the packet (`RTA_PREFSRC`).
+    pub src: Option<IpAddr>,
     /// True for a unicast route through a plain next hop; false for local,
     /// broadcast, unreachable and such, and for an IPv4 route through an IPv6
     /// next hop (`RTA_VIA`).
@@ -347,12 +349,14 @@ fn lookup_of(msg: &RouteMessage) -> Lookup {
     let mut l = Lookup {
         oif: None,
         gateway: None,
+        src: None,
         unicast: msg.header.kind == RouteType::Unicast,
     };
     for a in &msg.attributes {
         match a {
             RouteAttribute::Oif(i) => l.oif = Some(*i),
             RouteAttribute::Gateway(g) => l.gateway = ip_of(g),
+            RouteAttribute::PrefSource(s) => l.src = ip_of(s),
             // An IPv4 route through an IPv6 next hop (RTA_VIA) has a gateway too.
             RouteAttribute::Via(_) => l.unicast = false,
             _ => {}
@@ -419,5 +423,6 @@ mod tests {
         s.routes(253).expect("dump");
         let l = s.lookup("127.0.0.1".parse().expect("valid")).expect("lo");
         assert!(!l.unicast, "127.0.0.1 is a local route: {l:?}");
+        assert_eq!(l.src, Some("127.0.0.1".parse().expect("valid")), "{l:?}");
     }
 }

@@ -699,7 +699,27 @@ impl Cluster {
             env,
             socket_in_dir: true,
         };
-        self.start_ringlay(i, public_ip, source_args, extra_args, launch)
+        self.start_ringlay(i, Some(public_ip), source_args, extra_args, launch)
+    }
+
+    /// [`Cluster::try_ringlay_env`] with static leases and without `--public-ip`:
+    /// `extra_args` (`--iface` and the like) and `env` choose the underlay and
+    /// with it the public IP, which must be one of the leases'.
+    pub fn try_ringlay_choosing(
+        &self,
+        i: usize,
+        leases_json: &str,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Daemon, String> {
+        let leases = self.write_leases(i, leases_json);
+        let launch = Launch {
+            wrapper: &[],
+            env,
+            socket_in_dir: true,
+        };
+        let source = ["--static-leases", leases.as_str()];
+        self.start_ringlay(i, None, &source, extra_args, launch)
     }
 
     /// [`Cluster::try_ringlay_env`] with ringlay started by `wrapper` (e.g.
@@ -718,7 +738,8 @@ impl Cluster {
             env,
             socket_in_dir: true,
         };
-        self.start_ringlay(i, self.underlay_ip(i), source_args, extra_args, launch)
+        let public_ip = Some(self.underlay_ip(i));
+        self.start_ringlay(i, public_ip, source_args, extra_args, launch)
     }
 
     /// [`Cluster::try_ringlay`] without `--status-socket`: the daemon listens at
@@ -736,15 +757,16 @@ impl Cluster {
             env: &[],
             socket_in_dir: false,
         };
-        self.start_ringlay(i, self.underlay_ip(i), &source, extra_args, launch)
+        self.start_ringlay(i, Some(self.underlay_ip(i)), &source, extra_args, launch)
     }
 
-    /// Starts ringlay on host i and waits for `ready`; with `launch.socket_in_dir`,
-    /// its status socket is `<dir>/status-<i>.sock` unless `extra_args` names one.
+    /// Starts ringlay on host i (with `--public-ip`, if given) and waits for
+    /// `ready`; with `launch.socket_in_dir`, its status socket is
+    /// `<dir>/status-<i>.sock` unless `extra_args` names one.
     fn start_ringlay(
         &self,
         i: usize,
-        public_ip: Ipv4Addr,
+        public_ip: Option<Ipv4Addr>,
         source_args: &[&str],
         extra_args: &[&str],
         launch: Launch<'_>,
@@ -756,12 +778,15 @@ impl Cluster {
         } = launch;
         let subnet_file = self.dir.join(format!("subnet-{i}.env"));
         let bin = ringlay_bin();
-        let public_ip = public_ip.to_string();
+        let public_ip = public_ip.map(|ip| ip.to_string());
         let subnet_s = subnet_file.display().to_string();
         let mut argv: Vec<&str> = wrapper.to_vec();
         argv.extend_from_slice(&[&bin, "run"]);
         argv.extend_from_slice(source_args);
-        argv.extend_from_slice(&["--public-ip", &public_ip, "--subnet-file", &subnet_s]);
+        if let Some(ip) = &public_ip {
+            argv.extend_from_slice(&["--public-ip", ip]);
+        }
+        argv.extend_from_slice(&["--subnet-file", &subnet_s]);
         argv.extend_from_slice(extra_args);
         // The status socket in the test's directory, not in /run.
         let socket = self
