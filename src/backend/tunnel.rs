@@ -28,7 +28,6 @@ use super::routes::{Mode, RouteSync};
 use super::{mtu, Underlay};
 use crate::config::{Backend, Lease, NetworkConfig};
 use crate::control::LocalLease;
-use crate::dataplane::worker::slots;
 use crate::dataplane::{Dataplane, Offload, Report, Tunnel, WorkerConfig, WorkerIo};
 use crate::encap::Local;
 use crate::sys::uring::Features;
@@ -50,6 +49,8 @@ pub struct TunnelOptions {
     pub pin_workers: bool,
     /// The offloads to use, where the kernel has them.
     pub offload: Offload,
+    /// How long a busy worker spins before it sleeps.
+    pub busy_poll: std::time::Duration,
 }
 
 /// A running tunnel backend: the TUN device, its workers and (with
@@ -61,6 +62,11 @@ pub struct TunnelBackend {
     mtu: u32,
     offload: Offload,
 }
+
+/// Most workers started without `--queues`: one per allowed CPU up to this many.
+/// Each holds about 2.3 MiB of packet memory; eight carry more than a node's
+/// pods usually send, and a larger node that needs more says `--queues`.
+pub const DEFAULT_QUEUES_MAX: usize = 8;
 
 /// The IPv4 network and this host's IPv4 subnet in it.
 struct Lease4 {
@@ -91,14 +97,14 @@ impl TunnelBackend {
         let mtu = mtu::tunnel_mtu(&config.backend, under.mtu);
         let cpus =
             cpu::allowed_cpus().map_err(|e| Error::setup("reading this process's CPU set", e))?;
-        let device = create_tun(opts, opts.queues.unwrap_or(cpus.len().max(1)), mtu)?;
+        let queues = opts
+            .queues
+            .unwrap_or(cpus.len().clamp(1, DEFAULT_QUEUES_MAX));
+        let device = create_tun(opts, queues, mtu)?;
         configure_tun(device.name(), &v4, local, config)?;
         let sockets = bind_sockets(port, device.queues().len())?;
         let offload = negotiate_offload(opts.offload, &device, &sockets);
         tracing::info!(asked = %opts.offload, in_use = %offload, "offloads");
-        if offload.tso && offload.gso {
-            cap_super_packets(device.name(), mtu, tunnel.overhead());
-        }
         let settings = WorkerConfig {
             tunnel,
             port,
@@ -111,6 +117,7 @@ impl TunnelBackend {
             multishot,
             offload,
             mtu,
+            busy_poll: opts.busy_poll,
         };
         let tun_name = device.name().to_owned();
         let pin = |k: usize| opts.pin_workers.then(|| cpus.get(k).copied()).flatten();
@@ -344,19 +351,6 @@ fn negotiate_offload(
         }
     }
     on
-}
-
-/// Caps the TUN's super-packets at what one gathered send carries (see
-/// [`slots::tun_gso_max_size`]). A kernel that refuses (before 5.19) only costs
-/// speed: larger super-packets are cut by copying.
-fn cap_super_packets(name: &str, mtu: u32, overhead: usize) {
-    let size = slots::tun_gso_max_size(mtu, overhead);
-    match netdev::set_gso_max_size(name, size) {
-        Ok(()) => tracing::debug!(gso_max_size = size, "TUN super-packets capped to fit one send"),
-        Err(e) => tracing::info!(
-            "cannot cap {name}'s super-packets at {size} bytes ({e}): larger ones are copied into segments"
-        ),
-    }
 }
 
 /// Sets `/proc/sys/<key>` (in this network namespace).

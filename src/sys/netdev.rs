@@ -83,41 +83,19 @@ pub fn set_mtu(name: &str, mtu: u32) -> io::Result<()> {
     if libc::c_int::try_from(mtu).is_err() {
         return Err(invalid_input(format!("{name}: MTU {mtu} is out of range")));
     }
-    let mut sock = RouteSocket::open()?;
-    let index = link_by_name(&mut sock, name)?.header.index;
-    set_link(
-        &mut sock,
-        index,
-        &format!("RTM_SETLINK mtu {mtu} {name}"),
-        |m| m.attributes.push(LinkAttribute::Mtu(mtu)),
-    )
+    set_link_attribute(name, &format!("mtu {mtu}"), LinkAttribute::Mtu(mtu))
 }
 
-/// Caps the size of the GSO packets the kernel hands the interface
-/// (`RTM_SETLINK` with `IFLA_GSO_MAX_SIZE`, settable since Linux 5.19; the kernel
-/// applies a size up to 64 KiB to IPv4 too). For a TUN device: how large the
-/// super-packets a reader gets may be.
-pub fn set_gso_max_size(name: &str, size: u32) -> io::Result<()> {
+/// One `RTM_SETLINK` of interface `name` carrying `attribute` (`what` names it
+/// in an error).
+fn set_link_attribute(name: &str, what: &str, attribute: LinkAttribute) -> io::Result<()> {
     let mut sock = RouteSocket::open()?;
     let index = link_by_name(&mut sock, name)?.header.index;
     set_link(
         &mut sock,
         index,
-        &format!("RTM_SETLINK gso_max_size {size} {name}"),
-        |m| m.attributes.push(LinkAttribute::GsoMaxSize(size)),
-    )
-}
-
-/// Sets the interface's transmit queue length (`IFLA_TXQLEN`): for a TUN device,
-/// how many packets each queue holds for its reader before the kernel drops.
-pub fn set_tx_queue_len(name: &str, len: u32) -> io::Result<()> {
-    let mut sock = RouteSocket::open()?;
-    let index = link_by_name(&mut sock, name)?.header.index;
-    set_link(
-        &mut sock,
-        index,
-        &format!("RTM_SETLINK txqueuelen {len} {name}"),
-        |m| m.attributes.push(LinkAttribute::TxQueueLen(len)),
+        &format!("RTM_SETLINK {what} {name}"),
+        |m| m.attributes.push(attribute),
     )
 }
 

@@ -265,10 +265,10 @@ impl Worker {
     }
 
     /// Forwards a packet that came with offload work (a TSO/USO super-packet, or a
-    /// checksum left to complete). With GSO, its segments leave in one gathered
-    /// send from the slot it was read into ([`Worker::send_gathered`]); otherwise
-    /// they are cut, encapsulated, into other free slots and sent as few sends as
-    /// allowed, and the read slot itself is never sent (returns `Ok(false)`).
+    /// checksum left to complete). With GSO, its segments leave gathered from the
+    /// slot they were read into ([`Worker::forward_gathered`]); otherwise they are
+    /// cut, encapsulated, into other free slots and sent as few sends as allowed,
+    /// and the read slot itself is never sent (returns `Ok(false)`).
     fn forward_offloaded(
         &mut self,
         snapshot: &Snapshot,
@@ -288,68 +288,136 @@ impl Worker {
         if count > 1 {
             self.stats.add(Counter::TsoSuperPackets, 1);
         }
-        // The TUN's gso_max_size keeps TCP's super-packets within one send; odd
-        // ones (a small MSS, long IP options) take the copying path.
-        if self.offload.gso
-            && slots::one_send(count, chunk, last)
-            && overhead + headers <= SEGMENT_HEADERS_MAX
-        {
-            return self.send_gathered(slot, n, hdr, &route);
+        let head = slots::gathered_head(count, chunk, last);
+        if self.offload.gso && head > 0 && overhead + headers <= SEGMENT_HEADERS_MAX {
+            return self.forward_gathered(slot, n, hdr, &route, head, count, chunk);
         }
         let per_slot = slots::per_slot(self.offload.gso, chunk, SLOT_SIZE);
         let mut first = 0;
         while first < count {
-            let Some(out) = self.tx_slots.take() else {
-                for _ in first..count {
-                    self.stats.add(Counter::NoSendBuffer, 1);
-                }
+            let last = (first + per_slot).min(count);
+            let Some((out, end)) = self.cut(slot, n, hdr, &route, first..last, chunk)? else {
+                // No free slot: these segments and the rest are lost, and counted.
+                self.stats.add(Counter::NoSendBuffer, (count - last) as u64);
                 break;
             };
-            let last = (first + per_slot).min(count);
-            let (src, dst) = self.ring.src_dst(slot, out);
-            let split =
-                Split::new(hdr, &src[HEADROOM..HEADROOM + n])?.leave_partial(route.partial_csum);
-            let mut end = 0;
-            for i in first..last {
-                let at = (i - first) * chunk;
-                let len = split.write(i, &mut dst[at + overhead..]);
-                let range = match &route.vxlan {
-                    None => encap::encap_udp(dst, at, len),
-                    Some(h) => encap::encap_vxlan(dst, at + overhead, len, h),
-                };
-                match range {
-                    Ok(r) if len > 0 && r.start == at => end = r.end,
-                    Ok(_) => {
-                        self.tx_slots.give_back(out);
-                        return Err(DropReason::NoHeadroom);
-                    }
-                    Err(reason) => {
-                        self.tx_slots.give_back(out);
-                        return Err(reason);
-                    }
-                }
-            }
-            let datagrams = last - first;
-            self.tx_slots.set_datagrams(out, datagrams as u32);
-            if datagrams == 1 {
-                self.send(out, 0..end, route.dest, None);
-            } else if self.offload.gso {
-                self.stats.add(Counter::GsoSends, 1);
-                self.send(out, 0..end, route.dest, Some(chunk as u16));
-            } else {
-                self.send_each(out, end, chunk, route.dest);
-                self.tx_slots.give_back(out);
-            }
+            self.send_cut(out, end, last - first, chunk, route.dest);
             first = last;
         }
         Ok(false)
     }
 
-    /// Sends the segments of the super-packet in `slot` in one `UDP_SEGMENT` send
-    /// without copying its payload: each segment's tunnel and IP/TCP (or UDP)
-    /// headers are written into the slot's header area, behind the packet, and the
-    /// send gathers them with the payload slices where the TUN read left them. The
-    /// slot carries the send (returns `Ok(true)`), so the payload stays untouched
+    /// Sends the first `head` of a super-packet's `count` segments gathered from
+    /// its own slot ([`Worker::send_gathered`]) and the rest, which one send
+    /// cannot carry (a 64 KiB TCP super-packet is 46 segments of 1,472 bytes on
+    /// the wire, one send at most 65,507 bytes), copied into a second slot and
+    /// sent after it. The rest is copied first: once the gathered send is queued
+    /// its slot may not be read.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_gathered(
+        &mut self,
+        slot: Slot,
+        n: usize,
+        hdr: &virtio::Repr,
+        route: &Route,
+        head: usize,
+        count: usize,
+        chunk: usize,
+    ) -> Result<bool, DropReason> {
+        let tail = if head < count {
+            self.cut(slot, n, hdr, route, head..count, chunk)?
+        } else {
+            None
+        };
+        if let Err(reason) = self.send_gathered(slot, n, hdr, route, head) {
+            if let Some((out, _)) = tail {
+                self.tx_slots.give_back(out);
+            }
+            return Err(reason);
+        }
+        if let Some((out, end)) = tail {
+            self.send_cut(out, end, count - head, chunk, route.dest);
+        }
+        Ok(true)
+    }
+
+    /// Copies segments `range` of the super-packet in `slot`, encapsulated, into a
+    /// free slot, one every `chunk` bytes; returns that slot and where its last
+    /// segment ends, or `None` (counted) when no slot is free.
+    fn cut(
+        &mut self,
+        slot: Slot,
+        n: usize,
+        hdr: &virtio::Repr,
+        route: &Route,
+        range: Range<usize>,
+        chunk: usize,
+    ) -> Result<Option<(Slot, usize)>, DropReason> {
+        let Some(out) = self.tx_slots.take() else {
+            self.stats.add(Counter::NoSendBuffer, range.len() as u64);
+            return Ok(None);
+        };
+        let overhead = self.tunnel.overhead();
+        let (src, dst) = self.ring.src_dst(slot, out);
+        let split = match Split::new(hdr, &src[HEADROOM..HEADROOM + n]) {
+            Ok(split) => split.leave_partial(route.partial_csum),
+            Err(reason) => {
+                self.tx_slots.give_back(out);
+                return Err(reason);
+            }
+        };
+        let first = range.start;
+        let mut end = 0;
+        for i in range {
+            let at = (i - first) * chunk;
+            let len = split.write(i, &mut dst[at + overhead..]);
+            let encapsulated = match &route.vxlan {
+                None => encap::encap_udp(dst, at, len),
+                Some(h) => encap::encap_vxlan(dst, at + overhead, len, h),
+            };
+            match encapsulated {
+                Ok(r) if len > 0 && r.start == at => end = r.end,
+                Ok(_) => {
+                    self.tx_slots.give_back(out);
+                    return Err(DropReason::NoHeadroom);
+                }
+                Err(reason) => {
+                    self.tx_slots.give_back(out);
+                    return Err(reason);
+                }
+            }
+        }
+        Ok(Some((out, end)))
+    }
+
+    /// Sends the `datagrams` segments [`Worker::cut`] laid out every `chunk` bytes
+    /// in `out[..end]`: one plain send, one `UDP_SEGMENT` send, or without GSO
+    /// one by one.
+    fn send_cut(
+        &mut self,
+        out: Slot,
+        end: usize,
+        datagrams: usize,
+        chunk: usize,
+        dest: SocketAddrV4,
+    ) {
+        self.tx_slots.set_datagrams(out, datagrams as u32);
+        if datagrams == 1 {
+            self.send(out, 0..end, dest, None);
+        } else if self.offload.gso {
+            self.stats.add(Counter::GsoSends, 1);
+            self.send(out, 0..end, dest, Some(chunk as u16));
+        } else {
+            self.send_each(out, end, chunk, dest);
+            self.tx_slots.give_back(out);
+        }
+    }
+
+    /// Sends the first `head` segments of the super-packet in `slot` in one
+    /// `UDP_SEGMENT` send without copying their payload: each segment's tunnel and
+    /// IP/TCP (or UDP) headers are written into the slot's header area, behind the
+    /// packet, and the send gathers them with the payload slices where the TUN
+    /// read left them. The slot carries the send, so the payload stays untouched
     /// until the kernel is done with it.
     fn send_gathered(
         &mut self,
@@ -357,11 +425,12 @@ impl Worker {
         n: usize,
         hdr: &virtio::Repr,
         route: &Route,
-    ) -> Result<bool, DropReason> {
+        head: usize,
+    ) -> Result<(), DropReason> {
         let overhead = self.tunnel.overhead();
         let mut pieces: [Range<usize>; GATHER_MAX] = std::array::from_fn(|_| 0..0);
         let mut k = 0;
-        let (count, segment) = {
+        let chunk = {
             let (packet_area, header_area) = self.ring.buf_mut(slot).split_at_mut(PACKET_AREA);
             let packet = &mut packet_area[HEADROOM..HEADROOM + n];
             // The router hop, once for every segment: their headers are cut from
@@ -370,7 +439,7 @@ impl Worker {
             let first = packet[0];
             let split = Split::new(hdr, packet)?.leave_partial(route.partial_csum);
             let mut at = 0;
-            for i in 0..split.count() {
+            for i in 0..head {
                 let out = &mut header_area[at..at + SEGMENT_HEADERS_MAX];
                 if let Some(v) = &route.vxlan {
                     encap::write_vxlan_headers(&mut out[..overhead], v, first);
@@ -382,18 +451,18 @@ impl Worker {
                 k += 2;
                 at += len;
             }
-            (split.count(), overhead + split.stride())
+            overhead + split.stride()
         };
-        self.tx_slots.set_datagrams(slot, count as u32);
+        self.tx_slots.set_datagrams(slot, head as u32);
         self.stats.add(Counter::GatheredSends, 1);
-        let segment = if count > 1 {
+        let segment = if head > 1 {
             self.stats.add(Counter::GsoSends, 1);
-            Some(segment as u16)
+            Some(chunk as u16)
         } else {
             None
         };
         self.send_pieces(slot, &pieces[..k], route.dest, segment);
-        Ok(true)
+        Ok(())
     }
 
     /// Queues the send of `range` of `slot` (a send that cannot even be queued is
