@@ -62,14 +62,7 @@ trap tb_cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-ringlay_bin=${RINGLAY_BIN:-}
-if [[ -z $ringlay_bin ]]; then
-    tb_log "building ringlay (cargo build --release --locked)"
-    (cd "$ROOT" && cargo build --release --locked >&2)
-    ringlay_bin=${CARGO_TARGET_DIR:-$ROOT/target}/release/ringlay
-    [[ $ringlay_bin == /* ]] || ringlay_bin=$ROOT/$ringlay_bin
-fi
-[[ -x $ringlay_bin ]] || tb_die "$ringlay_bin is not executable"
+ringlay_bin=$(tb_ringlay_bin) || tb_die "no ringlay binary"
 
 C1=$(tb_ctr 1)
 C2=$(tb_ctr 2)

@@ -35,7 +35,13 @@
 #   TCP 4 streams  iperf3 -P 4 -t S, Gbit/s received
 #   UDP 64 B       4 iperf3 clients (-u -l 64 -b 0 -t S) to 4 servers; the
 #                  packets the servers received per second, summed (kpps)
+#   UDP 64 B loss  what the 4 clients sent that the servers did not receive, in %
 #   ping           ping -c 20 -i 0.05, average RTT in ms (idle path)
+#   sockperf p50, p99
+#                  sockperf ping-pong, 64-byte UDP messages one at a time for S
+#                  seconds: round-trip time percentiles in µs (request/response
+#                  latency through both hosts' data paths; skipped without
+#                  sockperf, Debian's package)
 #   CPU s/Gbit     during the 1-stream TCP test: CPU time the whole machine
 #                  spent busy (user, system, irq, softirq from /proc/stat: both
 #                  hosts' kernels, iperf3 and the forwarders) per Gbit received
@@ -46,7 +52,7 @@
 #   --rounds N     rounds (default 3)
 #   --configs LIST comma-separated subset of the configs above
 #   --time S       seconds per iperf3 test (default 5, at most 10)
-#   --metrics LIST comma-separated subset of tcp1, tcp4, udp64, ping (default all)
+#   --metrics LIST comma-separated subset of tcp1, tcp4, udp64, ping, rr (default all)
 #   --quick        smoke run: 1 round, 2 s tests
 # Environment:
 #   RINGLAY_BIN             ringlay binary (default: cargo build --release --locked,
@@ -73,14 +79,18 @@ TB_TMP=
 
 ALL_CONFIGS=(underlay host-gw kernel-vxlan naive-udp ringlay-udp-off ringlay-udp-tso ringlay-udp-tso-gso
     ringlay-udp ringlay-vxlan-off ringlay-vxlan)
-METRICS=(tcp1 tcp4 udp64 ping cpu)
+METRICS=(tcp1 tcp4 udp64 loss ping p50 p99 cpu)
 # Idle-path latency first, then the loads.
-METRICS_ORDER=(ping tcp1 tcp4 udp64)
+METRICS_ORDER=(ping rr tcp1 tcp4 udp64)
 declare -A METRIC_TITLE=(
     [tcp1]="TCP 1 stream (Gbit/s)"
     [tcp4]="TCP 4 streams (Gbit/s)"
     [udp64]="UDP 64 B (kpps rx)"
+    [loss]="UDP 64 B loss (%)"
     [ping]="ping avg (ms)"
+    [rr]="sockperf RTT p50 (µs)"
+    [p50]="sockperf p50 (µs)"
+    [p99]="sockperf p99 (µs)"
     [cpu]="CPU s/Gbit (TCP 1)"
 )
 REFERENCE=kernel-vxlan
@@ -110,7 +120,7 @@ fi
 if [[ -n $metrics_arg ]]; then
     IFS=, read -r -a METRICS_ORDER <<<"$metrics_arg"
     for m in "${METRICS_ORDER[@]}"; do
-        [[ $m =~ ^(tcp1|tcp4|udp64|ping)$ ]] || tb_die "unknown metric '$m' (known: tcp1, tcp4, udp64, ping)"
+        [[ $m =~ ^(tcp1|tcp4|udp64|ping|rr)$ ]] || tb_die "unknown metric '$m' (known: tcp1, tcp4, udp64, ping, rr)"
     done
 fi
 
@@ -128,6 +138,12 @@ fi
 for tool in ip bridge iperf3 ping ss awk timeout; do
     command -v "$tool" >/dev/null || tb_die "$tool is required"
 done
+if [[ " ${METRICS_ORDER[*]} " == *" rr "* ]] && ! command -v sockperf >/dev/null; then
+    tb_log "sockperf not found (Debian package sockperf): no sockperf rows"
+    kept=()
+    for m in "${METRICS_ORDER[@]}"; do [[ $m == rr ]] || kept+=("$m"); done
+    METRICS_ORDER=("${kept[@]}")
+fi
 
 TB_TMP=$(mktemp -d)
 trap tb_cleanup EXIT
@@ -304,9 +320,10 @@ measure_tcp() {
 # servers (bytes received / 64 / receiver seconds), summed, in kpps. What the
 # clients sent goes to UDP_SENT (kpps), to tell a slow path from a slow generator.
 UDP_SENT=
+UDP_LOSS=
 measure_udp64() {
     local p srvs=() clients=() total=0 sent=0 bytes rsecs
-    MEASURED='' UDP_SENT=''
+    MEASURED='' UDP_SENT='' UDP_LOSS=''
     for p in 5301 5302 5303 5304; do
         tb_spawn "$C2" "$TB_TMP/udp-server-$p.log" timeout $((secs + 15)) iperf3 -s -1 -p "$p"
         srvs+=("$TB_LAST_PID")
@@ -332,6 +349,25 @@ measure_udp64() {
     done
     MEASURED=$(awk -v t="$total" 'BEGIN { printf "%.1f", t / 1000 }')
     UDP_SENT=$(awk -v t="$sent" 'BEGIN { printf "%.1f", t / 1000 }')
+    UDP_LOSS=$(awk -v r="$total" -v s="$sent" 'BEGIN { if (s > 0) printf "%.1f", (s > r ? s - r : 0) * 100 / s }')
+}
+
+# sockperf ping-pong: 64-byte UDP messages, one outstanding at a time, for $secs
+# seconds; leaves the round-trip percentiles in µs in RR_P50 and RR_P99.
+RR_P50= RR_P99=
+measure_rr() {
+    local srv out=$TB_TMP/sockperf.log
+    MEASURED='' RR_P50='' RR_P99=''
+    tb_spawn "$C2" "$TB_TMP/sockperf-server.log" timeout $((secs + 15)) \
+        sockperf server -i "$DST" -p 11111
+    srv=$TB_LAST_PID
+    sleep 0.5
+    ip netns exec "$C1" timeout $((secs + 10)) sockperf ping-pong -i "$DST" -p 11111 \
+        -m 64 -t "$secs" --full-rtt >"$out" 2>&1 || true
+    tb_stop "$srv"
+    RR_P50=$(awk '/percentile 50.000 =/ { print $NF; exit }' "$out")
+    RR_P99=$(awk '/percentile 99.000 =/ { print $NF; exit }' "$out")
+    MEASURED=$RR_P50
 }
 
 # Average RTT over 20 pings at 50 ms on the idle path, in ms.
@@ -351,11 +387,19 @@ record() {
     value=$MEASURED
     results[$cfg|$metric]+="${value:-NA} "
     local note=
-    [[ $metric == udp64 && -n $value ]] && note=" (clients sent $UDP_SENT kpps)"
+    [[ $metric == udp64 && -n $value ]] && note=" (clients sent $UDP_SENT kpps, ${UDP_LOSS:-?} % lost)"
+    [[ $metric == rr && -n $value ]] && note=" (p99 ${RR_P99:-?} µs)"
     [[ $metric == tcp1 && -n $CPU_PER_GBIT ]] && note=" ($CPU_PER_GBIT CPU s/Gbit)"
     printf '  %-20s %-24s %s%s\n' "$cfg" "${METRIC_TITLE[$metric]}" "${value:-failed}" "$note" >&2
     if [[ $metric == tcp1 ]]; then
         results[$cfg|cpu]+="${CPU_PER_GBIT:-NA} "
+    fi
+    if [[ $metric == udp64 ]]; then
+        results[$cfg|loss]+="${UDP_LOSS:-NA} "
+    fi
+    if [[ $metric == rr ]]; then
+        results[$cfg|p50]+="${RR_P50:-NA} "
+        results[$cfg|p99]+="${RR_P99:-NA} "
     fi
 }
 
@@ -404,7 +448,7 @@ median() {
     printf '%s\n' "$@" | { grep -E '^[0-9.]+$' || true; } | sort -g |
         awk -v d="$decimals" '{ v[NR] = $1 } END { if (NR) printf "%.*f", d, NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
-declare -A DECIMALS=([tcp1]=2 [tcp4]=2 [udp64]=1 [ping]=3 [cpu]=3)
+declare -A DECIMALS=([tcp1]=2 [tcp4]=2 [udp64]=1 [loss]=1 [ping]=3 [p50]=1 [p99]=1 [cpu]=3)
 
 declare -A med=()
 for cfg in "${configs[@]}"; do
@@ -437,7 +481,7 @@ if [[ -n ${RINGLAY_BIN:-} ]]; then
 else
     echo "- ringlay: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)${RINGLAY_ARGS:+, args: $RINGLAY_ARGS}"
 fi
-echo "- ratios are to $REFERENCE; for ping and CPU s/Gbit lower is better"
+echo "- ratios are to $REFERENCE; for loss, ping, sockperf and CPU s/Gbit lower is better"
 echo
 printf '| config |'
 for m in "${METRICS[@]}"; do printf ' %s |' "${METRIC_TITLE[$m]}"; done

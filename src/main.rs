@@ -255,7 +255,8 @@ struct RunArgs {
     /// Name of the TUN device to create.
     #[arg(long, value_name = "NAME", default_value = "ringlay0")]
     tun_name: String,
-    /// Worker threads, one TUN queue each [default: the CPUs this process may run on].
+    /// Worker threads, one TUN queue each [default: the CPUs this process may run
+    /// on, at most 8].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     queues: Option<u16>,
     /// Where to write flannel's subnet.env once forwarding is ready.
@@ -277,6 +278,17 @@ struct RunArgs {
         env = "RINGLAY_OFFLOAD"
     )]
     offload: ringlay::dataplane::Offload,
+    /// Microseconds a worker that had traffic in the last 10 ms spins for the next
+    /// packet before it sleeps, instead of paying a wake-up (at most 10000; 0: never
+    /// spin). An idle node does not spin.
+    #[arg(
+        long,
+        value_name = "MICROSECONDS",
+        default_value_t = 0,
+        env = "RINGLAY_BUSY_POLL",
+        value_parser = clap::value_parser!(u64).range(0..=10_000)
+    )]
+    busy_poll: u64,
     /// Serve Prometheus metrics (and /healthz, /readyz) on this address, e.g.
     /// 127.0.0.1:9465. Off by default.
     #[arg(long, value_name = "HOST:PORT")]
@@ -362,6 +374,7 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
         subnet_file: args.subnet_file,
         pin_workers: args.pin_workers,
         offload: args.offload,
+        busy_poll: std::time::Duration::from_micros(args.busy_poll),
         endpoints,
         ip_masq: args.ip_masq,
     })?;

@@ -236,3 +236,14 @@ fn iface_values_are_checked_before_anything_starts() {
         assert!(err.contains(flag) && err.contains(value), "{err}");
     }
 }
+
+#[test]
+fn busy_poll_is_bounded() {
+    for value in ["10001", "-1", "fast"] {
+        let flag = format!("--busy-poll={value}");
+        let out = ringlay(&["run", "--static-leases", "/nonexistent", &flag], "");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--busy-poll {value}: {err}");
+        assert!(err.contains("--busy-poll"), "{err}");
+    }
+}

@@ -151,6 +151,20 @@ tb_cleanup() {
     exit "$rc"
 }
 
+# tb_ringlay_bin: $RINGLAY_BIN, else a release build of the checkout at $ROOT (cargo
+# build --release --locked); prints the binary's path, or fails.
+tb_ringlay_bin() {
+    local bin=${RINGLAY_BIN:-}
+    if [[ -z $bin ]]; then
+        tb_log "building ringlay (cargo build --release --locked)"
+        (cd "$ROOT" && cargo build --release --locked >&2) || return 1
+        bin=${CARGO_TARGET_DIR:-$ROOT/target}/release/ringlay
+        [[ $bin == /* ]] || bin=$ROOT/$bin
+    fi
+    [[ -x $bin ]] || { tb_log "$bin is not executable"; return 1; }
+    printf '%s' "$bin"
+}
+
 # tb_build N MTU: N hosts with a container each (container veths at MTU).
 tb_build() {
     local n=$1 mtu=$2 i h c

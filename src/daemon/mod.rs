@@ -64,6 +64,8 @@ pub struct Options {
     pub pin_workers: bool,
     /// The offloads to use, where the kernel has them.
     pub offload: Offload,
+    /// How long a busy worker spins before it sleeps (`--busy-poll`).
+    pub busy_poll: std::time::Duration,
     /// The operator endpoints: metrics, health, the status socket.
     pub endpoints: ops::http::Endpoints,
     /// Masquerade traffic leaving the cluster network (flanneld's `--ip-masq`).
@@ -77,6 +79,7 @@ impl Options {
             queues: self.queues,
             pin_workers: self.pin_workers,
             offload: self.offload,
+            busy_poll: self.busy_poll,
         }
     }
 }

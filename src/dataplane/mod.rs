@@ -121,6 +121,9 @@ pub struct WorkerConfig {
     /// The TUN device's MTU: no packet written to it without segmentation is
     /// longer.
     pub mtu: u32,
+    /// How long a worker with recent traffic spins for more before it sleeps
+    /// (zero: never).
+    pub busy_poll: std::time::Duration,
 }
 
 /// One worker's file descriptors.
@@ -171,6 +174,7 @@ impl Dataplane {
                 multishot: settings.multishot,
                 offload: settings.offload,
                 mtu: settings.mtu,
+                busy_poll: settings.busy_poll,
             };
             let handle = std::thread::Builder::new()
                 .name(format!("ringlay-w{index}"))

@@ -246,8 +246,11 @@ impl Ring {
         // worker does constantly, instead of interrupting it with an IPI each
         // (COOP_TASKRUN, 5.19); only this thread submits (SINGLE_ISSUER, 6.0).
         // Older kernels refuse the flags: fall back to a plain ring.
+        // TASKRUN_FLAG (5.19): the kernel flags pending completion work in the
+        // submission ring, so a spinning worker sees it without a syscall.
         let ring = match IoUring::builder()
             .setup_coop_taskrun()
+            .setup_taskrun_flag()
             .setup_single_issuer()
             .build(entries)
         {
@@ -637,6 +640,13 @@ impl Ring {
                 br.push(bid);
             }
         }
+    }
+
+    /// Whether a completion is ready to reap, or the kernel has completion work
+    /// pending that the next entry into it will post (`IORING_SQ_TASKRUN`). No
+    /// syscall: both are read from the shared rings.
+    pub fn has_work(&mut self) -> bool {
+        !self.ring.completion().is_empty() || self.ring.submission().taskrun()
     }
 
     /// Submits everything queued and waits until at least `want` completions are
