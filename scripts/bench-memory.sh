@@ -30,7 +30,6 @@ TB_NAME=bench-memory
 TB_PFX=rlmem-$$
 TB_TMP=
 
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
 
 queues_arg=1,2,8,16
 backend=vxlan
@@ -40,8 +39,8 @@ while (($#)); do
     --queues) queues_arg=${2:?--queues needs a list}; shift 2 ;;
     --backend) backend=${2:?--backend needs vxlan or udp}; shift 2 ;;
     --time) secs=${2:?--time needs seconds}; shift 2 ;;
-    -h | --help) usage; exit 0 ;;
-    *) usage >&2; exit 2 ;;
+    -h | --help) tb_usage; exit 0 ;;
+    *) tb_usage >&2; exit 2 ;;
     esac
 done
 IFS=, read -r -a queue_counts <<<"$queues_arg"
@@ -57,10 +56,7 @@ for tool in ip iperf3 ss awk timeout; do
     command -v "$tool" >/dev/null || tb_die "$tool is required"
 done
 
-TB_TMP=$(mktemp -d)
-trap tb_cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+tb_start
 
 ringlay_bin=$(tb_ringlay_bin) || tb_die "no ringlay binary"
 

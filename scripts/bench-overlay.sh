@@ -95,7 +95,6 @@ declare -A METRIC_TITLE=(
 )
 REFERENCE=kernel-vxlan
 
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
 
 rounds=3
 secs=5
@@ -108,8 +107,8 @@ while (($#)); do
     --time) secs=${2:?--time needs seconds}; shift 2 ;;
     --metrics) metrics_arg=${2:?--metrics needs a list}; shift 2 ;;
     --quick) rounds=1 secs=2; shift ;;
-    -h | --help) usage; exit 0 ;;
-    *) usage >&2; exit 2 ;;
+    -h | --help) tb_usage; exit 0 ;;
+    *) tb_usage >&2; exit 2 ;;
     esac
 done
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || tb_die "--rounds: not a positive number: $rounds"
@@ -145,10 +144,7 @@ if [[ " ${METRICS_ORDER[*]} " == *" rr "* ]] && ! command -v sockperf >/dev/null
     METRICS_ORDER=("${kept[@]}")
 fi
 
-TB_TMP=$(mktemp -d)
-trap tb_cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+tb_start
 
 declare -A skip=()   # config -> reason
 declare -A results=() # "config|metric" -> space-separated values, one per round
@@ -168,7 +164,7 @@ if wants naive-udp; then
     fi
 fi
 
-ringlay_bin=${RINGLAY_BIN:-}
+ringlay_bin=
 read -r -a ringlay_args <<<"${RINGLAY_ARGS:-}"
 # is_ringlay CONFIG: true for the configs that run `ringlay run`.
 is_ringlay() { [[ $1 == ringlay-* || $1 == host-gw ]]; }
@@ -183,19 +179,8 @@ skip_ringlay() {
     local c
     for c in "${ringlay_configs[@]}"; do skip[$c]=$1; done
 }
-if wants_ringlay; then
-    if [[ -z $ringlay_bin ]]; then
-        tb_log "building ringlay (cargo build --release --locked)"
-        if (cd "$ROOT" && cargo build --release --locked >&2); then
-            ringlay_bin=${CARGO_TARGET_DIR:-$ROOT/target}/release/ringlay
-            [[ $ringlay_bin == /* ]] || ringlay_bin=$ROOT/$ringlay_bin
-        else
-            skip_ringlay "cargo build failed"
-        fi
-    fi
-    if [[ -n $ringlay_bin && ! -x $ringlay_bin ]]; then
-        skip_ringlay "$ringlay_bin is not executable"
-    fi
+if wants_ringlay && ! ringlay_bin=$(tb_ringlay_bin); then
+    skip_ringlay "no ringlay binary: the build failed or \$RINGLAY_BIN is not executable (see above)"
 fi
 
 for c in "${!skip[@]}"; do

@@ -23,7 +23,6 @@ TB_NAME=profile-overlay
 TB_PFX=rlprof-$$
 TB_TMP=
 
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
 
 backend=vxlan
 secs=5
@@ -33,8 +32,8 @@ while (($#)); do
     --backend) backend=${2:?--backend needs vxlan or udp}; shift 2 ;;
     --time) secs=${2:?--time needs seconds}; shift 2 ;;
     --top) top=${2:?--top needs a number}; shift 2 ;;
-    -h | --help) usage; exit 0 ;;
-    *) usage >&2; exit 2 ;;
+    -h | --help) tb_usage; exit 0 ;;
+    *) tb_usage >&2; exit 2 ;;
     esac
 done
 [[ $backend =~ ^(vxlan|udp)$ ]] || tb_die "--backend: vxlan or udp"
@@ -47,10 +46,7 @@ for tool in ip iperf3 perf timeout; do
     command -v "$tool" >/dev/null || tb_die "$tool is required"
 done
 
-TB_TMP=$(mktemp -d)
-trap tb_cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+tb_start
 
 ringlay_bin=$(tb_ringlay_bin) || tb_die "no ringlay binary"
 

@@ -30,6 +30,19 @@ tb_die() {
     exit 1
 }
 
+# tb_usage: the calling script's header comment (from its second line up to
+# `set -euo`), which is its --help.
+tb_usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
+
+# tb_start: a fresh TB_TMP, and the traps that, on exit or a signal, end the
+# processes this run started and delete its namespaces (tb_cleanup).
+tb_start() {
+    TB_TMP=$(mktemp -d)
+    trap tb_cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
 # Names.
 tb_host() { printf '%s-h%s' "$TB_PFX" "$1"; }
 tb_ctr() { printf '%s-c%s' "$TB_PFX" "$1"; }

@@ -164,8 +164,8 @@ pub fn set_ipv4(name: &str, addr: Ipv4Addr, prefix_len: u8) -> io::Result<()> {
     let index = link.header.index;
     let old = addrs_of(&mut sock, AddressFamily::Inet, Some(index))?;
     if let Some(primary) = old.first() {
-        if (primary.ip, primary.prefix_len) != (IpAddr::V4(addr), prefix_len) {
-            let what = format!("RTM_DELADDR {} on {name}", primary.ip);
+        if (primary.addr.ip, primary.addr.prefix_len) != (IpAddr::V4(addr), prefix_len) {
+            let what = format!("RTM_DELADDR {} on {name}", primary.addr.ip);
             sock.request(
                 RouteNetlinkMessage::DelAddress(primary.msg.clone()),
                 NLM_F_REQUEST | NLM_F_ACK,
@@ -229,12 +229,7 @@ fn address_message(index: u32, addr: IpAddr, prefix_len: u8) -> AddressMessage {
 
 /// One address of one interface, as the kernel dumps it.
 struct IfAddr {
-    index: u32,
-    ip: IpAddr,
-    prefix_len: u8,
-    /// `IFA_F_*`: the 32-bit `IFA_FLAGS` if the kernel sent it, else the 8 bits
-    /// of `ifa_flags` (the attribute exists because the header ran out of bits).
-    flags: u32,
+    addr: Address,
     /// The message as dumped, which is also what deletes the address.
     msg: AddressMessage,
 }
@@ -252,13 +247,13 @@ fn if_addr_of(msg: AddressMessage) -> Option<IfAddr> {
             _ => {}
         }
     }
-    Some(IfAddr {
+    let addr = Address {
         index: msg.header.index,
         ip: local.or(address)?,
         prefix_len: msg.header.prefix_len,
         flags,
-        msg,
-    })
+    };
+    Some(IfAddr { addr, msg })
 }
 
 /// Every address of `family` (of link `index` only, if given), in the kernel's order.
@@ -281,7 +276,7 @@ fn addrs_of(
             RouteNetlinkMessage::NewAddress(a) => if_addr_of(a),
             _ => None,
         })
-        .filter(|a| index.is_none_or(|i| a.index == i))
+        .filter(|a| index.is_none_or(|i| a.addr.index == i))
         .collect())
 }
 
@@ -292,8 +287,8 @@ pub fn ipv4_addrs(name: &str) -> io::Result<Vec<(Ipv4Addr, u8)>> {
     let index = link_by_name(&mut sock, name)?.header.index;
     Ok(addrs_of(&mut sock, AddressFamily::Inet, Some(index))?
         .into_iter()
-        .filter_map(|a| match a.ip {
-            IpAddr::V4(v4) => Some((v4, a.prefix_len)),
+        .filter_map(|a| match a.addr.ip {
+            IpAddr::V4(v4) => Some((v4, a.addr.prefix_len)),
             IpAddr::V6(_) => None,
         })
         .collect())
@@ -305,8 +300,8 @@ pub fn ipv6_addrs(name: &str) -> io::Result<Vec<(Ipv6Addr, u8)>> {
     let index = link_by_name(&mut sock, name)?.header.index;
     Ok(addrs_of(&mut sock, AddressFamily::Inet6, Some(index))?
         .into_iter()
-        .filter_map(|a| match a.ip {
-            IpAddr::V6(v6) => Some((v6, a.prefix_len)),
+        .filter_map(|a| match a.addr.ip {
+            IpAddr::V6(v6) => Some((v6, a.addr.prefix_len)),
             IpAddr::V4(_) => None,
         })
         .collect())
@@ -321,7 +316,9 @@ pub struct Address {
     pub ip: IpAddr,
     /// Its prefix length.
     pub prefix_len: u8,
-    /// Its `IFA_F_*` flags (include/uapi/linux/if_addr.h), e.g. `IFA_F_SECONDARY`.
+    /// Its `IFA_F_*` flags (include/uapi/linux/if_addr.h), e.g. `IFA_F_SECONDARY`:
+    /// the 32-bit `IFA_FLAGS` if the kernel sent it, else the 8 bits of
+    /// `ifa_flags` (the attribute exists because the header ran out of bits).
     pub flags: u32,
 }
 
@@ -356,12 +353,7 @@ pub fn addresses() -> io::Result<Vec<Address>> {
         out.extend(
             addrs_of(&mut sock, family, None)?
                 .into_iter()
-                .map(|a| Address {
-                    index: a.index,
-                    ip: a.ip,
-                    prefix_len: a.prefix_len,
-                    flags: a.flags,
-                }),
+                .map(|a| a.addr),
         );
     }
     Ok(out)
@@ -372,8 +364,8 @@ pub fn iface_with_ipv4(addr: Ipv4Addr) -> io::Result<Option<String>> {
     let mut sock = RouteSocket::open()?;
     let found = addrs_of(&mut sock, AddressFamily::Inet, None)?
         .into_iter()
-        .find(|a| a.ip == IpAddr::V4(addr));
-    found.map(|a| name_of(&mut sock, a.index)).transpose()
+        .find(|a| a.addr.ip == IpAddr::V4(addr));
+    found.map(|a| name_of(&mut sock, a.addr.index)).transpose()
 }
 
 /// The interface of the IPv4 default route with the lowest metric in the main
@@ -507,14 +499,14 @@ mod tests {
     fn local_address_wins_over_the_peer() {
         let lease = Ipv4Addr::new(100, 96, 1, 0);
         let mut msg = address_message(7, IpAddr::V4(lease), 16);
-        let a = if_addr_of(msg.clone()).expect("has an address");
+        let a = if_addr_of(msg.clone()).expect("has an address").addr;
         assert_eq!((a.index, a.ip, a.prefix_len), (7, IpAddr::V4(lease), 16));
         // Point-to-point: IFA_ADDRESS is the peer, IFA_LOCAL ours.
         msg.attributes = vec![
             AddressAttribute::Address(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2))),
             AddressAttribute::Local(IpAddr::V4(lease)),
         ];
-        assert_eq!(if_addr_of(msg).expect("local").ip, IpAddr::V4(lease));
+        assert_eq!(if_addr_of(msg).expect("local").addr.ip, IpAddr::V4(lease));
     }
 
     #[test]
@@ -522,11 +514,11 @@ mod tests {
         use netlink_packet_route::address::{AddressFlags, AddressHeaderFlags};
         let mut msg = address_message(3, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)), 24);
         msg.header.flags = AddressHeaderFlags::Secondary;
-        assert_eq!(if_addr_of(msg.clone()).expect("address").flags, 0x01);
+        assert_eq!(if_addr_of(msg.clone()).expect("address").addr.flags, 0x01);
         // The kernel sends both; only IFA_FLAGS holds the bits past 0x80.
         let all = AddressFlags::Secondary | AddressFlags::Permanent | AddressFlags::Noprefixroute;
         msg.attributes.push(AddressAttribute::Flags(all));
-        assert_eq!(if_addr_of(msg).expect("address").flags, 0x281);
+        assert_eq!(if_addr_of(msg).expect("address").addr.flags, 0x281);
     }
 
     #[test]

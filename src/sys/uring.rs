@@ -140,10 +140,8 @@ pub const GATHER_MAX: usize = 128;
 #[repr(C)]
 struct Meta {
     hdr: libc::msghdr,
-    /// The one buffer of a receive.
-    iov: libc::iovec,
-    /// The pieces of a send, in order.
-    gather: [libc::iovec; GATHER_MAX],
+    /// The pieces of a send, in order; a receive uses the first.
+    iov: [libc::iovec; GATHER_MAX],
     addr: libc::sockaddr_in,
     /// Control messages: `UDP_SEGMENT` on a send, `UDP_GRO` on a receive.
     ctrl: IntCmsg,
@@ -468,7 +466,7 @@ impl Ring {
         let (base, _) = self.claim(slot, 0..self.slot_size).map_err(busy_err)?;
         let m = &mut self.meta[slot as usize];
         m.addr = sockaddr(dest);
-        for (iov, piece) in m.gather.iter_mut().zip(pieces) {
+        for (iov, piece) in m.iov.iter_mut().zip(pieces) {
             *iov = libc::iovec {
                 // In bounds: every piece was checked against the slot above.
                 iov_base: base.wrapping_add(piece.start).cast(),
@@ -477,7 +475,7 @@ impl Ring {
         }
         m.hdr.msg_name = (&raw mut m.addr).cast();
         m.hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-        m.hdr.msg_iov = m.gather.as_mut_ptr();
+        m.hdr.msg_iov = m.iov.as_mut_ptr();
         m.hdr.msg_iovlen = pieces.len();
         match segment {
             Some(size) => {
@@ -504,13 +502,13 @@ impl Ring {
     pub fn recv_from(&mut self, fd: RawFd, slot: Slot, offset: usize, tag: u16) -> io::Result<()> {
         let (ptr, len) = self.claim(slot, offset..self.slot_size).map_err(busy_err)?;
         let m = &mut self.meta[slot as usize];
-        m.iov = libc::iovec {
+        m.iov[0] = libc::iovec {
             iov_base: ptr.cast(),
             iov_len: len as usize,
         };
         m.hdr.msg_name = (&raw mut m.addr).cast();
         m.hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-        m.hdr.msg_iov = &raw mut m.iov;
+        m.hdr.msg_iov = m.iov.as_mut_ptr();
         m.hdr.msg_iovlen = 1;
         m.hdr.msg_control = (&raw mut m.ctrl).cast();
         m.hdr.msg_controllen = SPACE_INT;

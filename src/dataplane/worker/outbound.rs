@@ -83,6 +83,23 @@ fn destination(packet: &[u8]) -> Result<IpAddr, DropReason> {
     }
 }
 
+/// A super-packet read into a slot, routed and measured: what cutting it into
+/// segments and sending them needs.
+struct SuperPacket<'r> {
+    /// The slot it was read into.
+    slot: Slot,
+    /// Its length from `HEADROOM` on.
+    len: usize,
+    /// The virtio-net header that came with it.
+    vnet: virtio::Repr,
+    route: &'r Route,
+    /// Its segments.
+    count: usize,
+    /// Bytes every segment but the last takes on the wire: the tunnel headers,
+    /// the IP and TCP/UDP headers, the payload.
+    chunk: usize,
+}
+
 /// Where an outbound packet goes: the peer's address and, for vxlan, the headers.
 struct Route {
     dest: SocketAddrV4,
@@ -255,12 +272,7 @@ impl Worker {
             return;
         };
         self.tx_slots.set_datagrams(b.slot, b.count as u32);
-        let segment = if b.count > 1 {
-            self.stats.add(Counter::GsoSends, 1);
-            Some(b.size as u16)
-        } else {
-            None
-        };
+        let segment = slots::segment_size(b.count, b.size);
         self.send(b.slot, b.start..b.end, b.dest, segment);
     }
 
@@ -288,79 +300,73 @@ impl Worker {
         if count > 1 {
             self.stats.add(Counter::TsoSuperPackets, 1);
         }
+        let sp = SuperPacket {
+            slot,
+            len: n,
+            vnet: *hdr,
+            route: &route,
+            count,
+            chunk,
+        };
         let head = slots::gathered_head(count, chunk, last);
         if self.offload.gso && head > 0 && overhead + headers <= SEGMENT_HEADERS_MAX {
-            return self.forward_gathered(slot, n, hdr, &route, head, count, chunk);
+            return self.forward_gathered(&sp, head);
         }
         let per_slot = slots::per_slot(self.offload.gso, chunk, SLOT_SIZE);
         let mut first = 0;
         while first < count {
             let last = (first + per_slot).min(count);
-            let Some((out, end)) = self.cut(slot, n, hdr, &route, first..last, chunk)? else {
+            let Some((out, end)) = self.cut(&sp, first..last)? else {
                 // No free slot: these segments and the rest are lost, and counted.
                 self.stats.add(Counter::NoSendBuffer, (count - last) as u64);
                 break;
             };
-            self.send_cut(out, end, last - first, chunk, route.dest);
+            self.send_cut(&sp, out, end, last - first);
             first = last;
         }
         Ok(false)
     }
 
-    /// Sends the first `head` of a super-packet's `count` segments gathered from
-    /// its own slot ([`Worker::send_gathered`]) and the rest, which one send
-    /// cannot carry (a 64 KiB TCP super-packet is 46 segments of 1,472 bytes on
-    /// the wire, one send at most 65,507 bytes), copied into a second slot and
-    /// sent after it. The rest is copied first: once the gathered send is queued
-    /// its slot may not be read.
-    #[allow(clippy::too_many_arguments)]
-    fn forward_gathered(
-        &mut self,
-        slot: Slot,
-        n: usize,
-        hdr: &virtio::Repr,
-        route: &Route,
-        head: usize,
-        count: usize,
-        chunk: usize,
-    ) -> Result<bool, DropReason> {
-        let tail = if head < count {
-            self.cut(slot, n, hdr, route, head..count, chunk)?
+    /// Sends the first `head` of a super-packet's segments gathered from its own
+    /// slot ([`Worker::send_gathered`]) and the rest, which one send cannot carry
+    /// (a 64 KiB TCP super-packet is 46 segments of 1,472 bytes on the wire, one
+    /// send at most 65,507 bytes), copied into a second slot and sent after it.
+    /// The rest is copied first: once the gathered send is queued its slot may
+    /// not be read.
+    fn forward_gathered(&mut self, sp: &SuperPacket<'_>, head: usize) -> Result<bool, DropReason> {
+        let tail = if head < sp.count {
+            self.cut(sp, head..sp.count)?
         } else {
             None
         };
-        if let Err(reason) = self.send_gathered(slot, n, hdr, route, head) {
+        if let Err(reason) = self.send_gathered(sp, head) {
             if let Some((out, _)) = tail {
                 self.tx_slots.give_back(out);
             }
             return Err(reason);
         }
         if let Some((out, end)) = tail {
-            self.send_cut(out, end, count - head, chunk, route.dest);
+            self.send_cut(sp, out, end, sp.count - head);
         }
         Ok(true)
     }
 
-    /// Copies segments `range` of the super-packet in `slot`, encapsulated, into a
-    /// free slot, one every `chunk` bytes; returns that slot and where its last
+    /// Copies segments `range` of the super-packet, encapsulated, into a free
+    /// slot, one every `chunk` bytes; returns that slot and where its last
     /// segment ends, or `None` (counted) when no slot is free.
     fn cut(
         &mut self,
-        slot: Slot,
-        n: usize,
-        hdr: &virtio::Repr,
-        route: &Route,
+        sp: &SuperPacket<'_>,
         range: Range<usize>,
-        chunk: usize,
     ) -> Result<Option<(Slot, usize)>, DropReason> {
         let Some(out) = self.tx_slots.take() else {
             self.stats.add(Counter::NoSendBuffer, range.len() as u64);
             return Ok(None);
         };
         let overhead = self.tunnel.overhead();
-        let (src, dst) = self.ring.src_dst(slot, out);
-        let split = match Split::new(hdr, &src[HEADROOM..HEADROOM + n]) {
-            Ok(split) => split.leave_partial(route.partial_csum),
+        let (src, dst) = self.ring.src_dst(sp.slot, out);
+        let split = match Split::new(&sp.vnet, &src[HEADROOM..HEADROOM + sp.len]) {
+            Ok(split) => split.leave_partial(sp.route.partial_csum),
             Err(reason) => {
                 self.tx_slots.give_back(out);
                 return Err(reason);
@@ -369,9 +375,9 @@ impl Worker {
         let first = range.start;
         let mut end = 0;
         for i in range {
-            let at = (i - first) * chunk;
+            let at = (i - first) * sp.chunk;
             let len = split.write(i, &mut dst[at + overhead..]);
-            let encapsulated = match &route.vxlan {
+            let encapsulated = match &sp.route.vxlan {
                 None => encap::encap_udp(dst, at, len),
                 Some(h) => encap::encap_vxlan(dst, at + overhead, len, h),
             };
@@ -393,55 +399,39 @@ impl Worker {
     /// Sends the `datagrams` segments [`Worker::cut`] laid out every `chunk` bytes
     /// in `out[..end]`: one plain send, one `UDP_SEGMENT` send, or without GSO
     /// one by one.
-    fn send_cut(
-        &mut self,
-        out: Slot,
-        end: usize,
-        datagrams: usize,
-        chunk: usize,
-        dest: SocketAddrV4,
-    ) {
+    fn send_cut(&mut self, sp: &SuperPacket<'_>, out: Slot, end: usize, datagrams: usize) {
         self.tx_slots.set_datagrams(out, datagrams as u32);
-        if datagrams == 1 {
-            self.send(out, 0..end, dest, None);
-        } else if self.offload.gso {
-            self.stats.add(Counter::GsoSends, 1);
-            self.send(out, 0..end, dest, Some(chunk as u16));
+        if self.offload.gso || datagrams == 1 {
+            let segment = slots::segment_size(datagrams, sp.chunk);
+            self.send(out, 0..end, sp.route.dest, segment);
         } else {
-            self.send_each(out, end, chunk, dest);
+            self.send_each(out, end, sp.chunk, sp.route.dest);
             self.tx_slots.give_back(out);
         }
     }
 
-    /// Sends the first `head` segments of the super-packet in `slot` in one
-    /// `UDP_SEGMENT` send without copying their payload: each segment's tunnel and
-    /// IP/TCP (or UDP) headers are written into the slot's header area, behind the
-    /// packet, and the send gathers them with the payload slices where the TUN
-    /// read left them. The slot carries the send, so the payload stays untouched
-    /// until the kernel is done with it.
-    fn send_gathered(
-        &mut self,
-        slot: Slot,
-        n: usize,
-        hdr: &virtio::Repr,
-        route: &Route,
-        head: usize,
-    ) -> Result<(), DropReason> {
+    /// Sends the first `head` segments of the super-packet in one `UDP_SEGMENT`
+    /// send without copying their payload: each segment's tunnel and IP/TCP (or
+    /// UDP) headers are written into the slot's header area, behind the packet,
+    /// and the send gathers them with the payload slices where the TUN read left
+    /// them. The slot carries the send, so the payload stays untouched until the
+    /// kernel is done with it.
+    fn send_gathered(&mut self, sp: &SuperPacket<'_>, head: usize) -> Result<(), DropReason> {
         let overhead = self.tunnel.overhead();
         let mut pieces: [Range<usize>; GATHER_MAX] = std::array::from_fn(|_| 0..0);
         let mut k = 0;
-        let chunk = {
-            let (packet_area, header_area) = self.ring.buf_mut(slot).split_at_mut(PACKET_AREA);
-            let packet = &mut packet_area[HEADROOM..HEADROOM + n];
+        {
+            let (packet_area, header_area) = self.ring.buf_mut(sp.slot).split_at_mut(PACKET_AREA);
+            let packet = &mut packet_area[HEADROOM..HEADROOM + sp.len];
             // The router hop, once for every segment: their headers are cut from
             // the super-packet's.
             encap::forward(packet)?;
             let first = packet[0];
-            let split = Split::new(hdr, packet)?.leave_partial(route.partial_csum);
+            let split = Split::new(&sp.vnet, packet)?.leave_partial(sp.route.partial_csum);
             let mut at = 0;
             for i in 0..head {
                 let out = &mut header_area[at..at + SEGMENT_HEADERS_MAX];
-                if let Some(v) = &route.vxlan {
+                if let Some(v) = &sp.route.vxlan {
                     encap::write_vxlan_headers(&mut out[..overhead], v, first);
                 }
                 let len = overhead + split.write_header(i, &mut out[overhead..]);
@@ -451,17 +441,11 @@ impl Worker {
                 k += 2;
                 at += len;
             }
-            overhead + split.stride()
-        };
-        self.tx_slots.set_datagrams(slot, head as u32);
+        }
+        self.tx_slots.set_datagrams(sp.slot, head as u32);
         self.stats.add(Counter::GatheredSends, 1);
-        let segment = if head > 1 {
-            self.stats.add(Counter::GsoSends, 1);
-            Some(chunk as u16)
-        } else {
-            None
-        };
-        self.send_pieces(slot, &pieces[..k], route.dest, segment);
+        let segment = slots::segment_size(head, sp.chunk);
+        self.send_pieces(sp.slot, &pieces[..k], sp.route.dest, segment);
         Ok(())
     }
 
@@ -489,7 +473,12 @@ impl Worker {
             .send_gather(tx, slot, pieces, dest, segment, Op::Send.tag())
         {
             // Per peer, a send counts when queued; a failure shows in send_errors.
-            Ok(()) => self.stats.peers.sent(*dest.ip(), datagrams, bytes as u64),
+            Ok(()) => {
+                if segment.is_some() {
+                    self.stats.add(Counter::GsoSends, 1);
+                }
+                self.stats.peers.sent(*dest.ip(), datagrams, bytes as u64);
+            }
             Err(e) => {
                 tracing::debug!(worker = self.index, "cannot queue a send: {e}");
                 self.stats.add(Counter::SendErrors, 1);

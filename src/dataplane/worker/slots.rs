@@ -124,10 +124,23 @@ pub const fn reserve(tso: bool) -> usize {
 /// one `sendmmsg`.
 pub fn per_slot(gso: bool, chunk: usize, slot_size: usize) -> usize {
     if gso {
-        (GSO_MAX_BYTES / chunk).clamp(1, GSO_MAX_SEGMENTS)
+        per_send(chunk)
     } else {
         (slot_size / chunk).clamp(1, socket::SEND_MANY_MAX)
     }
+}
+
+/// Datagrams of `chunk` bytes one `UDP_SEGMENT` send carries (at least 1).
+#[inline]
+pub fn per_send(chunk: usize) -> usize {
+    (GSO_MAX_BYTES / chunk.max(1)).clamp(1, GSO_MAX_SEGMENTS)
+}
+
+/// The `UDP_SEGMENT` size of a send of `datagrams` datagrams of `size` bytes
+/// (the last may be shorter): none for a single datagram.
+#[inline]
+pub fn segment_size(datagrams: usize, size: usize) -> Option<u16> {
+    (datagrams > 1).then_some(size as u16)
 }
 
 /// Whether a super-packet's `count` segments leave in one gathered send: each
@@ -149,9 +162,9 @@ pub fn gathered_head(count: usize, chunk: usize, last: usize) -> usize {
     if one_send(count, chunk, last) {
         return count;
     }
-    let per_send = (GSO_MAX_BYTES / chunk.max(1)).clamp(1, GSO_MAX_SEGMENTS);
-    if count <= 2 * per_send {
-        per_send
+    let one = per_send(chunk);
+    if count <= 2 * one {
+        one
     } else {
         0
     }
@@ -205,6 +218,19 @@ mod tests {
             "more segments than one send carries"
         );
         assert!(!one_send(0, 100, 100));
+    }
+
+    #[test]
+    fn one_send_size_and_segment() {
+        assert_eq!(per_send(1472), 44);
+        assert_eq!(per_send(100), GSO_MAX_SEGMENTS);
+        assert_eq!(
+            per_send(70_000),
+            1,
+            "a datagram larger than a send still goes alone"
+        );
+        assert_eq!(segment_size(1, 1472), None, "one datagram is a plain send");
+        assert_eq!(segment_size(2, 1472), Some(1472));
     }
 
     #[test]
