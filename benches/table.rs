@@ -40,6 +40,7 @@ fn peer(v4: Option<Ipv4Net>, v6: Option<Ipv6Net>, i: u32) -> Peer {
         public_ip: Ipv4Addr::from(0x6440_0000u32.wrapping_add(i)),
         public_ipv6: None,
         vtep_mac: Some(MacAddr([0x0e, 0, b[0], b[1], b[2], b[3]])),
+        vtep_mac_v6: None,
         backend: BackendType::Vxlan,
         partial_csum: false,
     }

@@ -84,6 +84,7 @@ fn peer(g: u64, x: u8, kind: u8) -> Peer {
         public_ip: public4(x, kind),
         public_ipv6: Some(public6(g, x, kind)),
         vtep_mac: Some(MacAddr([gb[0], gb[1], gb[2], gb[3], x, kind])),
+        vtep_mac_v6: None,
         backend: if kind == 0 {
             BackendType::Vxlan
         } else {

@@ -44,6 +44,10 @@ fn peer(lease: &Lease) -> Peer {
         public_ip: a.public_ip,
         public_ipv6: a.public_ipv6,
         vtep_mac,
+        vtep_mac_v6: match backend {
+            BackendType::Vxlan => a.backend_v6_data.map(|d| d.vtep_mac),
+            BackendType::Udp | BackendType::HostGw => None,
+        },
         backend,
         partial_csum: a.features.partial_csum,
     }

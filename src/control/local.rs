@@ -23,7 +23,7 @@
 //! node off a captured frame. flanneld nodes must still be listed with their
 //! `VtepMAC`: their device's MAC is random.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::config::Lease;
 use crate::config::SubnetKey;
@@ -41,10 +41,16 @@ const LIST_LEN: usize = 16;
 pub struct LocalLease {
     /// The subnets this host routes to its own containers.
     pub key: SubnetKey,
-    /// This host's public (underlay) IPv4 address, the lease's `PublicIP`.
+    /// This host's public (underlay) IPv4 address, the lease's `PublicIP`;
+    /// `0.0.0.0` on a host without an IPv4 underlay (flannel's IPv6-only lease).
     pub public_ip: Ipv4Addr,
+    /// This host's public IPv6 address, the lease's `PublicIPv6`, if it has one.
+    pub public_ipv6: Option<Ipv6Addr>,
     /// The MAC of this host's VTEP: the lease's `VtepMAC`, or the derived one.
     pub vtep_mac: MacAddr,
+    /// The MAC of this host's IPv6 VTEP: the lease's `BackendV6Data.VtepMAC`,
+    /// else [`LocalLease::vtep_mac`].
+    pub vtep_mac_v6: MacAddr,
     /// True when the lease had no `VtepMAC` and [`derive_vtep_mac`] chose it. The
     /// daemon should log it: a flanneld peer cannot know a derived MAC unless the
     /// file lists it.
@@ -100,10 +106,13 @@ pub fn find_local(leases: &[Lease], public_ip: Ipv4Addr) -> Result<LocalLease> {
         ));
     }
     let given = lease.attrs.backend_data.map(|d| d.vtep_mac);
+    let vtep_mac = given.unwrap_or_else(|| derive_vtep_mac(public_ip));
     Ok(LocalLease {
         key: lease.key,
         public_ip,
-        vtep_mac: given.unwrap_or_else(|| derive_vtep_mac(public_ip)),
+        public_ipv6: lease.attrs.public_ipv6,
+        vtep_mac,
+        vtep_mac_v6: lease.attrs.backend_v6_data.map_or(vtep_mac, |d| d.vtep_mac),
         vtep_mac_derived: given.is_none(),
     })
 }

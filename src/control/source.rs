@@ -287,7 +287,9 @@ impl EtcdSource {
         let local = LocalLease {
             key: held.key,
             public_ip,
+            public_ipv6: None,
             vtep_mac: held.vtep_mac(),
+            vtep_mac_v6: held.vtep_mac(),
             vtep_mac_derived: false,
         };
         let leases = view.borrow().leases.to_vec();

@@ -34,6 +34,7 @@ pub(super) fn peer4(net: &str, public: &str) -> Peer {
         public_ip: v4(public),
         public_ipv6: None,
         vtep_mac: None,
+        vtep_mac_v6: None,
         backend: BackendType::Vxlan,
         partial_csum: false,
     }
@@ -48,6 +49,7 @@ pub(super) fn peer6(net: &str, public: &str) -> Peer {
         public_ip: v4(public),
         public_ipv6: None,
         vtep_mac: None,
+        vtep_mac_v6: None,
         backend: BackendType::Vxlan,
         partial_csum: false,
     }
@@ -131,6 +133,7 @@ pub(super) fn peers_from4(nets: &[Ipv4Net]) -> Vec<Peer> {
             public_ip: Ipv4Addr::from(i),
             public_ipv6: None,
             vtep_mac: None,
+            vtep_mac_v6: None,
             backend: BackendType::Udp,
             partial_csum: false,
         })

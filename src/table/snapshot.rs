@@ -32,8 +32,12 @@ pub struct Peer {
     pub public_ip: Ipv4Addr,
     /// The peer's public IPv6 address (`PublicIPv6`), for an IPv6 underlay.
     pub public_ipv6: Option<Ipv6Addr>,
-    /// The peer's VTEP MAC (`VtepMAC`), for the vxlan backend.
+    /// The peer's VTEP MAC (`VtepMAC`), for the vxlan backend: the inner
+    /// destination of frames sent over the IPv4 underlay.
     pub vtep_mac: Option<MacAddr>,
+    /// The MAC of the peer's IPv6 VTEP (`BackendV6Data.VtepMAC`): the inner
+    /// destination of vxlan frames sent over the IPv6 underlay.
+    pub vtep_mac_v6: Option<MacAddr>,
     /// The backend the lease was made for.
     pub backend: BackendType,
     /// The peer takes inner checksums left partial (a ringlay node that said so:

@@ -10,7 +10,7 @@
 pub mod select;
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::sys::{netdev, netlink};
 use crate::{Error, Result};
@@ -30,6 +30,12 @@ pub struct Underlay {
     /// The public IPv4 address peers reach this host at (the lease's `PublicIP`):
     /// `--public-ip` if given, else [`Underlay::iface_addr`].
     pub public_ip: Ipv4Addr,
+    /// Our IPv6 address on the interface, when the network has IPv6 and the
+    /// interface a usable global address.
+    pub iface_addr6: Option<Ipv6Addr>,
+    /// The public IPv6 address peers reach this host at (the lease's
+    /// `PublicIPv6`): `--public-ipv6` if given, else [`Underlay::iface_addr6`].
+    pub public_ipv6: Option<Ipv6Addr>,
     /// The underlay interface's MTU.
     pub mtu: u32,
 }
@@ -65,6 +71,8 @@ impl Underlay {
             iface: choice.iface,
             iface_addr,
             public_ip,
+            iface_addr6: None,
+            public_ipv6: None,
             mtu,
         })
     }

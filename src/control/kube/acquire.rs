@@ -73,7 +73,9 @@ pub async fn acquire(
     let local = LocalLease {
         key,
         public_ip,
+        public_ipv6: None,
         vtep_mac,
+        vtep_mac_v6: vtep_mac,
         vtep_mac_derived: false,
     };
     Ok(Acquired {
