@@ -11,7 +11,7 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{IpAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::thread;
@@ -132,9 +132,14 @@ impl Etcd {
         Etcd::launch(tag, None, "127.0.0.1", c, p, Some(certs))
     }
 
-    /// etcd inside `ns`, listening on `ip:2379` (peer port 2380 on 127.0.0.1).
-    pub fn start_in(ns: &Netns, ip: Ipv4Addr, tag: &str) -> Etcd {
-        Etcd::launch(tag, Some(ns.name()), &ip.to_string(), 2379, 2380, None)
+    /// etcd inside `ns`, listening on `ip:2379` (`[ip]:2379` for an IPv6
+    /// address; peer port 2380 on 127.0.0.1).
+    pub fn start_in(ns: &Netns, ip: impl Into<IpAddr>, tag: &str) -> Etcd {
+        let host = match ip.into() {
+            IpAddr::V4(a) => a.to_string(),
+            IpAddr::V6(a) => format!("[{a}]"),
+        };
+        Etcd::launch(tag, Some(ns.name()), &host, 2379, 2380, None)
     }
 
     fn launch(

@@ -12,6 +12,14 @@
 //!   bridge would set it up. [`Cluster::kernel_vxlan_node`] turns a host into a
 //!   flannel vxlan node made of the kernel's vxlan device;
 //!   [`Cluster::ringlay`] runs the daemon on a host and returns a [`Daemon`] guard.
+//! - IPv6 underlays ([`Underlay`]): [`Cluster::dual_stack`] adds 2001:db8::i/64 to
+//!   every host's `eth0`, [`Cluster::ipv6_only`] gives `eth0` that address alone
+//!   and the containers IPv6 only; both are on a switch.
+//!   [`Cluster::kernel_vxlan_node_dual`] / [`Cluster::kernel_vxlan_node_for`]
+//!   make a host a flanneld dual-stack vxlan node (`flannel.1` and
+//!   `flannel-v6.1`), [`VxlanLease`] is a lease as flanneld writes it, and
+//!   [`Cluster::count_underlay_sends`] counts (nftables) what a host sends to
+//!   each peer over each underlay family.
 //! - [`require_root`]: the skip-or-fail check for tests that need namespaces.
 //!
 //! Pure std: processes are signalled with `kill(1)`, and a recorded PID is only
@@ -39,6 +47,8 @@ pub const CONTAINER_VETH: &str = "veth-c";
 /// How long [`Cluster::ringlay`] waits for `ready`.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The nftables table of [`Cluster::count_underlay_sends`].
+pub const NFT_TABLE: &str = "ringlay_test";
 /// Grace period between SIGTERM and SIGKILL for processes a [`Netns`] ends.
 const KILL_GRACE: Duration = Duration::from_secs(2);
 /// How long [`Daemon::terminate`] waits after SIGTERM.
@@ -367,6 +377,31 @@ pub struct Cluster {
     hosts: Vec<Netns>,
     switch: Option<Netns>,
     dir: PathBuf,
+    underlay: Underlay,
+}
+
+/// The address families of the hosts' underlay (`eth0`) and of the containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Underlay {
+    /// `eth0` holds 192.0.2.i/24 only; containers have IPv4 and IPv6.
+    V4,
+    /// `eth0` holds 192.0.2.i/24 and 2001:db8::i/64; containers have IPv4 and IPv6.
+    Dual,
+    /// `eth0` holds 2001:db8::i/64 and no IPv4 address at all; containers have
+    /// IPv6 only (fd00:100:96:i::2/64 via fd00:100:96:i::1).
+    V6Only,
+}
+
+impl Underlay {
+    /// Whether hosts have an IPv4 underlay address (and containers an IPv4 address).
+    pub fn has_v4(self) -> bool {
+        self != Underlay::V6Only
+    }
+
+    /// Whether hosts have an IPv6 underlay address.
+    pub fn has_v6(self) -> bool {
+        self != Underlay::V4
+    }
 }
 
 /// `0e:00:00:00:0i:00`, host i's VtepMAC (locally administered, fixed).
@@ -389,6 +424,25 @@ impl Cluster {
     /// bridge `br0` in a switch namespace `<prefix>-sw-<pid>-<k>`. Host i is
     /// `<prefix>-h<i>-<pid>-<k>` and its container `<prefix>-c<i>-<pid>-<k>`.
     pub fn hosts(prefix: &str, n: usize) -> Cluster {
+        Cluster::with_underlay(prefix, n, Underlay::V4)
+    }
+
+    /// `n` hosts (2 ≤ n ≤ 250) whose `eth0` also holds 2001:db8::i/64 (nodad),
+    /// always on a switch (so that etcd can join it, see
+    /// [`Cluster::attach_to_switch_at`]).
+    pub fn dual_stack(prefix: &str, n: usize) -> Cluster {
+        Cluster::with_underlay(prefix, n, Underlay::Dual)
+    }
+
+    /// `n` hosts (2 ≤ n ≤ 250) on a switch whose `eth0` holds 2001:db8::i/64 and
+    /// no IPv4 address; containers have IPv6 only.
+    pub fn ipv6_only(prefix: &str, n: usize) -> Cluster {
+        Cluster::with_underlay(prefix, n, Underlay::V6Only)
+    }
+
+    /// `n` hosts with the given underlay. An IPv4 underlay of two hosts is one
+    /// veth pair; every other cluster hangs off a switch.
+    pub fn with_underlay(prefix: &str, n: usize, underlay: Underlay) -> Cluster {
         assert!((2..=250).contains(&n), "Cluster::hosts: n = {n}");
         let dir = env::temp_dir().join(unique_name(&format!("ringlay-{prefix}")));
         fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
@@ -398,6 +452,7 @@ impl Cluster {
             hosts: Vec::new(),
             switch: None,
             dir,
+            underlay,
         };
         for i in 1..=n {
             let h = Netns::new(&format!("{prefix}-h{i}"));
@@ -408,7 +463,7 @@ impl Cluster {
         }
 
         // underlay
-        if n == 2 {
+        if n == 2 && underlay == Underlay::V4 {
             c.hosts[0].sh(&format!(
                 "ip link add eth0 address {} type veth peer name eth0 address {} netns {}",
                 underlay_mac(1),
@@ -429,32 +484,47 @@ impl Cluster {
             }
         }
         for i in 1..=n {
-            c.host(i).sh(&format!(
-                "ip addr add {}/24 dev eth0\nip link set eth0 up",
-                c.underlay_ip(i)
-            ));
+            let mut script = String::new();
+            if underlay.has_v4() {
+                script += &format!("ip addr add {}/24 dev eth0\n", c.underlay_ip(i));
+            }
+            if underlay.has_v6() {
+                script += &format!("ip addr add {}/64 dev eth0 nodad\n", c.underlay_ip6(i));
+            }
+            script += "ip link set eth0 up";
+            c.host(i).sh(&script);
         }
 
-        // containers: host side veth-c 100.96.i.1, container side eth0 100.96.i.2
+        // containers: host side veth-c 100.96.i.1 and fd00:100:96:i::1, container
+        // side eth0 100.96.i.2 and fd00:100:96:i::2 (no IPv4 with a V6Only underlay)
         for i in 1..=n {
+            let v4 = underlay.has_v4();
+            let host4 = if v4 {
+                format!("ip addr add 100.96.{i}.1/24 dev {CONTAINER_VETH}\n")
+            } else {
+                String::new()
+            };
             c.host(i).sh(&format!(
                 "ip link add {v} mtu {m} type veth peer name eth0 netns {cn}
-                 ip addr add 100.96.{i}.1/24 dev {v}
-                 ip addr add fd00:100:96:{i}::1/64 dev {v} nodad
+                 {host4}ip addr add fd00:100:96:{i}::1/64 dev {v} nodad
                  ip link set {v} up",
                 v = CONTAINER_VETH,
                 m = CONTAINER_MTU,
                 cn = c.container(i).name()
             ));
+            let ctr4 = if v4 {
+                format!(
+                    "ip addr add {ip}/24 dev eth0\nip link set eth0 up\nip route add default via 100.96.{i}.1\n",
+                    ip = c.container_ip(i)
+                )
+            } else {
+                "ip link set eth0 up\n".to_owned()
+            };
             c.container(i).sh(&format!(
                 "ip link set eth0 mtu {m}
-                 ip addr add {ip}/24 dev eth0
                  ip addr add {ip6}/64 dev eth0 nodad
-                 ip link set eth0 up
-                 ip route add default via 100.96.{i}.1
-                 ip -6 route add default via fd00:100:96:{i}::1",
+                 {ctr4}ip -6 route add default via fd00:100:96:{i}::1",
                 m = CONTAINER_MTU,
-                ip = c.container_ip(i),
                 ip6 = c.container_ip6(i)
             ));
         }
@@ -510,6 +580,17 @@ impl Cluster {
         underlay_ip(i)
     }
 
+    /// 2001:db8::i, host i's IPv6 underlay address (its lease's PublicIPv6);
+    /// only [`Underlay::Dual`] and [`Underlay::V6Only`] clusters have it.
+    pub fn underlay_ip6(&self, i: usize) -> Ipv6Addr {
+        underlay_ip6(i)
+    }
+
+    /// The families the hosts' underlay carries.
+    pub fn underlay(&self) -> Underlay {
+        self.underlay
+    }
+
     /// 100.96.i.2, container i's address.
     pub fn container_ip(&self, i: usize) -> Ipv4Addr {
         container_ip(i)
@@ -541,6 +622,51 @@ impl Cluster {
         ns.sh(&format!(
             "ip addr add {ip}/24 dev eth0\nip link set eth0 up"
         ));
+    }
+
+    /// Plugs namespace `ns` into the switch as `eth0` with `v4`/24 and `v6`/64
+    /// (nodad), whichever are given: e.g. etcd at 2001:db8::fe on an IPv6-only
+    /// underlay. Clusters on a switch only; deleting `ns` unplugs it.
+    pub fn attach_to_switch_at(&self, ns: &Netns, v4: Option<Ipv4Addr>, v6: Option<Ipv6Addr>) {
+        let tag = match (v4, v6) {
+            (Some(a), _) => u16::from(a.octets()[3]),
+            (None, Some(b)) => b.segments()[7],
+            (None, None) => panic!("attach_to_switch_at: no address for {}", ns.name()),
+        };
+        let port = format!("px{tag:x}");
+        self.switch().sh(&format!(
+            "ip link add {port} type veth peer name eth0 netns {}
+             ip link set {port} master br0 up",
+            ns.name()
+        ));
+        let mut script = String::new();
+        if let Some(a) = v4 {
+            script += &format!("ip addr add {a}/24 dev eth0\n");
+        }
+        if let Some(b) = v6 {
+            script += &format!("ip addr add {b}/64 dev eth0 nodad\n");
+        }
+        script += "ip link set eth0 up";
+        ns.sh(&script);
+    }
+
+    /// Moves container i into the IPv6 `subnet` (a /64 of fd00:100:96::/48), as a
+    /// CNI plugin would after reading `FLANNEL_IPV6_SUBNET`: the host side of its
+    /// veth becomes `<subnet>::1`, the container `<subnet>::2` with its default
+    /// route via `::1`. Returns the container's new address.
+    pub fn readdress_container6(&self, i: usize, subnet: Ipv6Addr) -> Ipv6Addr {
+        let base = u128::from(subnet);
+        let (gw, ip) = (Ipv6Addr::from(base + 1), Ipv6Addr::from(base + 2));
+        self.host(i).sh(&format!(
+            "ip -6 addr flush dev {CONTAINER_VETH} scope global
+             ip addr add {gw}/64 dev {CONTAINER_VETH} nodad"
+        ));
+        self.container(i).sh(&format!(
+            "ip -6 addr flush dev eth0 scope global
+             ip addr add {ip}/64 dev eth0 nodad
+             ip -6 route replace default via {gw}"
+        ));
+        ip
     }
 
     /// Moves container i into `subnet` (a /24 of the cluster network), as a CNI
@@ -595,6 +721,132 @@ impl Cluster {
             );
         }
         self.host(i).sh(&s);
+    }
+
+    /// Makes host i a dual-stack flanneld vxlan node (TESTBED.md) for the fixed
+    /// leases of this cluster's hosts ([`VxlanLease::of_host`]): `flannel.1` over
+    /// the IPv4 underlay and `flannel-v6.1` over the IPv6 one, as far as the
+    /// cluster's [`Underlay`] has them, with a route, a permanent neighbour and an
+    /// fdb entry for every other host. See [`Cluster::kernel_vxlan_node_for`].
+    pub fn kernel_vxlan_node_dual(&self, i: usize) {
+        let own = VxlanLease::of_host(i, self.underlay);
+        let peers: Vec<VxlanLease> = (1..=self.len())
+            .filter(|&j| j != i)
+            .map(|j| VxlanLease::of_host(j, self.underlay))
+            .collect();
+        self.kernel_vxlan_node_for(i, &own, &peers);
+    }
+
+    /// Makes host i a flanneld vxlan node with lease `own` for the remote leases
+    /// `peers`, as flannel's vxlan backend does it with `EnableIPv6`:
+    ///
+    /// - with an IPv4 half in `own`: `flannel.1` (VNI 1, `local` its PublicIP,
+    ///   `dev eth0`, port 8472, nolearning, MTU 1450, its VtepMAC) holding the
+    ///   subnet's network address as /32;
+    /// - with an IPv6 half: `flannel-v6.1` (the same over its PublicIPv6, MTU
+    ///   1430: the kernel's cap, 1500 − 70, for a 1500 IPv6 underlay; flanneld
+    ///   asks for 1450 and gets 1430) holding the subnet's network address as
+    ///   /128;
+    /// - for each peer half that this node also has: `<subnet> via <subnet's
+    ///   network address> onlink`, a permanent neighbour for that address with the
+    ///   peer's VtepMAC of that family (`BackendData` for v4, `BackendV6Data` for
+    ///   v6), and an fdb entry sending that MAC to the peer's PublicIP(v6).
+    ///
+    /// Offloads, checksums and MTUs stay as the kernel sets them (flanneld
+    /// touches none of them); only `accept_ra` is off, as flanneld sets it.
+    pub fn kernel_vxlan_node_for(&self, i: usize, own: &VxlanLease, peers: &[VxlanLease]) {
+        let mut s = String::new();
+        let v4 = own.v4.as_ref();
+        let v6 = own.v6.as_ref();
+        if let Some(h) = v4 {
+            s += &format!(
+                "ip link add flannel.1 address {mac} type vxlan id 1 local {ip} dev eth0 dstport 8472 nolearning
+                 echo 0 > /proc/sys/net/ipv6/conf/flannel.1/accept_ra
+                 ip link set flannel.1 mtu 1450 up
+                 ip addr add {net}/32 dev flannel.1\n",
+                mac = h.vtep_mac,
+                ip = h.public_ip,
+                net = h.subnet
+            );
+        }
+        if let Some(h) = v6 {
+            s += &format!(
+                "ip link add flannel-v6.1 address {mac} type vxlan id 1 local {ip} dev eth0 dstport 8472 nolearning
+                 echo 0 > /proc/sys/net/ipv6/conf/flannel-v6.1/accept_ra
+                 ip link set flannel-v6.1 mtu 1430 up
+                 ip addr add {net}/128 dev flannel-v6.1 nodad\n",
+                mac = h.vtep_mac,
+                ip = h.public_ip,
+                net = h.subnet
+            );
+        }
+        for p in peers {
+            if let (Some(_), Some(r)) = (v4, &p.v4) {
+                s += &format!(
+                    "ip route add {net}/{len} via {net} dev flannel.1 onlink
+                     ip neigh add {net} lladdr {mac} dev flannel.1 nud permanent
+                     bridge fdb append {mac} dev flannel.1 dst {ip}\n",
+                    net = r.subnet,
+                    len = r.prefix_len,
+                    mac = r.vtep_mac,
+                    ip = r.public_ip
+                );
+            }
+            if let (Some(_), Some(r)) = (v6, &p.v6) {
+                s += &format!(
+                    "ip -6 route add {net}/{len} via {net} dev flannel-v6.1 onlink
+                     ip -6 neigh add {net} lladdr {mac} dev flannel-v6.1 nud permanent
+                     bridge fdb append {mac} dev flannel-v6.1 dst {ip}\n",
+                    net = r.subnet,
+                    len = r.prefix_len,
+                    mac = r.vtep_mac,
+                    ip = r.public_ip
+                );
+            }
+        }
+        self.host(i).sh(&s);
+    }
+
+    /// Counts, in host i's namespace, the UDP datagrams it sends to `port` on each
+    /// other host's underlay addresses: an nftables table `inet ringlay_test`
+    /// with an output-hook chain and one named counter per peer and family,
+    /// `v4_<j>` (`ip daddr 192.0.2.j udp dport PORT`) and `v6_<j>` (`ip6 daddr
+    /// 2001:db8::j udp dport PORT`), for the families the underlay has. Every
+    /// local send passes the output hook, the kernel vxlan device's too (one
+    /// UDP_SEGMENT super-packet counts once: compare bytes, not only packets).
+    /// Read with [`Cluster::underlay_sends`]; the table goes with the namespace.
+    pub fn count_underlay_sends(&self, i: usize, port: u16) {
+        let t = NFT_TABLE;
+        let mut s = format!(
+            "nft add table inet {t}
+             nft add chain inet {t} out '{{ type filter hook output priority 0; policy accept; }}'\n"
+        );
+        for j in (1..=self.len()).filter(|&j| j != i) {
+            if self.underlay.has_v4() {
+                s += &format!(
+                    "nft add counter inet {t} v4_{j}
+                     nft add rule inet {t} out ip daddr {a} udp dport {port} counter name v4_{j}\n",
+                    a = self.underlay_ip(j)
+                );
+            }
+            if self.underlay.has_v6() {
+                s += &format!(
+                    "nft add counter inet {t} v6_{j}
+                     nft add rule inet {t} out ip6 daddr {a} udp dport {port} counter name v6_{j}\n",
+                    a = self.underlay_ip6(j)
+                );
+            }
+        }
+        self.host(i).sh(&s);
+    }
+
+    /// The counters [`Cluster::count_underlay_sends`] installed on host i: name
+    /// (`v4_2`, `v6_2`, …) → (packets, bytes).
+    pub fn underlay_sends(&self, i: usize) -> std::collections::BTreeMap<String, (u64, u64)> {
+        let text = self
+            .host(i)
+            .sh(&format!("nft list counters table inet {NFT_TABLE}"));
+        parse_nft_counters(&text)
     }
 
     /// Routes every other host's container subnet over the underlay
@@ -671,6 +923,43 @@ impl Cluster {
             extra_args,
         )
         .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Runs `ringlay run --etcd-endpoints <endpoint>` on host i with the public
+    /// addresses its underlay has, `--public-ip 192.0.2.i` (IPv4) and
+    /// `--public-ipv6 2001:db8::i` (IPv6), then `extra_args`, and waits for
+    /// `ready` like [`Cluster::ringlay`].
+    pub fn ringlay_etcd_dual(&self, i: usize, endpoint: &str, extra_args: &[&str]) -> Daemon {
+        self.try_ringlay_etcd_dual(i, endpoint, extra_args)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Cluster::ringlay_etcd_dual`], returning the failure (with the log) instead.
+    pub fn try_ringlay_etcd_dual(
+        &self,
+        i: usize,
+        endpoint: &str,
+        extra_args: &[&str],
+    ) -> Result<Daemon, String> {
+        let public_ip = self.underlay.has_v4().then(|| self.underlay_ip(i));
+        let v6 = self.underlay_ip6(i).to_string();
+        let mut extra: Vec<&str> = Vec::new();
+        if self.underlay.has_v6() {
+            extra.extend_from_slice(&["--public-ipv6", &v6]);
+        }
+        extra.extend_from_slice(extra_args);
+        let launch = Launch {
+            wrapper: &[],
+            env: &[],
+            socket_in_dir: true,
+        };
+        self.start_ringlay(
+            i,
+            public_ip,
+            &["--etcd-endpoints", endpoint],
+            &extra,
+            launch,
+        )
     }
 
     /// Runs `ringlay run <source_args> --public-ip <public_ip> --subnet-file …
@@ -884,6 +1173,24 @@ impl Cluster {
         secs: u32,
         streams: u32,
     ) -> f64 {
+        self.iperf3_to_ip(
+            server_container,
+            server_ip.into(),
+            client_container,
+            secs,
+            streams,
+        )
+    }
+
+    /// [`Cluster::iperf3_to`] at an IPv4 or IPv6 address of the server container.
+    pub fn iperf3_to_ip(
+        &self,
+        server_container: usize,
+        server_ip: IpAddr,
+        client_container: usize,
+        secs: u32,
+        streams: u32,
+    ) -> f64 {
         assert!(
             (1..=10).contains(&secs),
             "iperf3: secs = {secs}, bound is 10"
@@ -933,6 +1240,88 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Sends `bytes` random bytes over one TCP connection from container
+    /// `client_container` to a listener in container `server_container` at
+    /// `server_ip` (port 5202), and returns true if what arrived is exactly what
+    /// was sent (length and SHA-256). Both ends are python3 under `timeout 30`.
+    pub fn tcp_transfer_intact(
+        &self,
+        server_container: usize,
+        server_ip: IpAddr,
+        client_container: usize,
+        bytes: usize,
+    ) -> bool {
+        let server = self.container(server_container);
+        let family = if server_ip.is_ipv6() { "6" } else { "4" };
+        let mut cmd = server.command(&["timeout", "30", python3(), "-c", TCP_SINK_PY, family]);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let srv = server.spawn_command(cmd);
+        wait_listening(server, TCP_TRANSFER_PORT, Duration::from_secs(5));
+        let ip = server_ip.to_string();
+        let n = bytes.to_string();
+        let out = self.container(client_container).exec(&[
+            "timeout",
+            "30",
+            python3(),
+            "-c",
+            TCP_SOURCE_PY,
+            &ip,
+            &n,
+        ]);
+        let sent = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let got = srv
+            .wait_with_output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        eprintln!("tcp transfer {client_container} -> {server_container} ({ip}): sent {sent}, received {got}");
+        out.status.success() && !sent.is_empty() && sent == got
+    }
+}
+
+/// Port of [`Cluster::tcp_transfer_intact`]'s listener.
+const TCP_TRANSFER_PORT: u16 = 5202;
+
+/// Accepts one connection on port 5202 (argv[1]: 4 or 6), reads to EOF, prints
+/// `<length> <sha256>`.
+const TCP_SINK_PY: &str = r#"
+import hashlib, socket, sys
+fam = socket.AF_INET6 if sys.argv[1] == '6' else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('::' if fam == socket.AF_INET6 else '0.0.0.0', 5202))
+s.listen(1)
+c, _ = s.accept()
+h, n = hashlib.sha256(), 0
+while True:
+    b = c.recv(1 << 16)
+    if not b:
+        break
+    h.update(b)
+    n += len(b)
+print(n, h.hexdigest())
+"#;
+
+/// Connects to argv[1]:5202, sends argv[2] random bytes, prints `<length> <sha256>`.
+const TCP_SOURCE_PY: &str = r#"
+import hashlib, os, socket, sys
+data = os.urandom(int(sys.argv[2]))
+s = socket.create_connection((sys.argv[1], 5202), timeout=20)
+s.sendall(data)
+s.shutdown(socket.SHUT_WR)
+s.recv(1)
+print(len(data), hashlib.sha256(data).hexdigest())
+"#;
+
+/// python3 for the helpers' scripts: Debian's, if there, else the one on PATH.
+pub fn python3() -> &'static str {
+    if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         // Namespaces (fields) are dropped after this: processes first, then the
@@ -979,6 +1368,103 @@ pub fn static_leases_json(n: usize, backend: &str, vteps: bool) -> String {
 /// 192.0.2.i, host i's `eth0` (its lease's PublicIP).
 pub fn underlay_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(192, 0, 2, host_octet(i))
+}
+
+/// 2001:db8::i, host i's IPv6 underlay address.
+pub fn underlay_ip6(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(host_octet(i)))
+}
+
+/// `0e:00:00:06:0i:00`, host i's IPv6 VtepMAC (`flannel-v6.1`, the lease's
+/// `BackendV6Data`): deliberately not its IPv4 VtepMAC, so that a frame sent to
+/// the wrong one is not accepted.
+pub fn vtep_mac6(i: usize) -> String {
+    format!("0e:00:00:06:{i:02x}:00")
+}
+
+/// One half (one address family) of a flannel vxlan lease: the subnet, the
+/// node's public address on that family's underlay, and its VtepMAC there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VxlanHalf<A> {
+    /// The subnet's network address.
+    pub subnet: A,
+    /// The subnet's prefix length.
+    pub prefix_len: u8,
+    /// `PublicIP` (v4) or `PublicIPv6` (v6).
+    pub public_ip: A,
+    /// `BackendData.VtepMAC` (v4) or `BackendV6Data.VtepMAC` (v6).
+    pub vtep_mac: String,
+}
+
+/// A flannel vxlan lease as a flanneld node uses it: an IPv4 half, an IPv6 half,
+/// or both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VxlanLease {
+    /// `100.96.i.0/24` at `PublicIP` with `BackendData.VtepMAC`.
+    pub v4: Option<VxlanHalf<Ipv4Addr>>,
+    /// `fd00:100:96:i::/64` at `PublicIPv6` with `BackendV6Data.VtepMAC`.
+    pub v6: Option<VxlanHalf<Ipv6Addr>>,
+}
+
+impl VxlanLease {
+    /// Host i's fixed lease on an `underlay`: 100.96.i.0/24 at 192.0.2.i with
+    /// [`vtep_mac`] (if it has IPv4), fd00:100:96:i::/64 at 2001:db8::i with
+    /// [`vtep_mac6`] (if it has IPv6).
+    pub fn of_host(i: usize, underlay: Underlay) -> VxlanLease {
+        let o = host_octet(i);
+        VxlanLease {
+            v4: underlay.has_v4().then(|| VxlanHalf {
+                subnet: Ipv4Addr::new(100, 96, o, 0),
+                prefix_len: 24,
+                public_ip: underlay_ip(i),
+                vtep_mac: vtep_mac(i),
+            }),
+            v6: underlay.has_v6().then(|| VxlanHalf {
+                subnet: Ipv6Addr::new(0xfd00, 0x100, 0x96, u16::from(o), 0, 0, 0, 0),
+                prefix_len: 64,
+                public_ip: underlay_ip6(i),
+                vtep_mac: vtep_mac6(i),
+            }),
+        }
+    }
+
+    /// flannel's etcd key for it: `100.96.1.0-24`, `100.96.1.0-24&fd00:100:96:1::-64`
+    /// or, without IPv4, `0.0.0.0-0&fd00:100:96:1::-64` (`MakeSubnetKey`).
+    pub fn key(&self) -> String {
+        let v4 = match &self.v4 {
+            Some(h) => format!("{}-{}", h.subnet, h.prefix_len),
+            None => "0.0.0.0-0".to_owned(),
+        };
+        match &self.v6 {
+            Some(h) => format!("{v4}&{}-{}", h.subnet, h.prefix_len),
+            None => v4,
+        }
+    }
+
+    /// The value flanneld's vxlan backend writes for it (Go's encoding/json of
+    /// `LeaseAttrs`: fields in declaration order, `PublicIP` "0.0.0.0" without
+    /// IPv4, `PublicIPv6` null without IPv6, `BackendData` / `BackendV6Data`
+    /// omitted when empty).
+    pub fn flannel_value(&self) -> String {
+        let public = self
+            .v4
+            .as_ref()
+            .map_or("0.0.0.0".to_owned(), |h| h.public_ip.to_string());
+        let public6 = self
+            .v6
+            .as_ref()
+            .map_or("null".to_owned(), |h| format!("\"{}\"", h.public_ip));
+        let mut v =
+            format!(r#"{{"PublicIP":"{public}","PublicIPv6":{public6},"BackendType":"vxlan""#);
+        if let Some(h) = &self.v4 {
+            v += &format!(r#","BackendData":{{"VNI":1,"VtepMAC":"{}"}}"#, h.vtep_mac);
+        }
+        if let Some(h) = &self.v6 {
+            v += &format!(r#","BackendV6Data":{{"VNI":1,"VtepMAC":"{}"}}"#, h.vtep_mac);
+        }
+        v.push('}');
+        v
+    }
 }
 
 /// 100.96.i.2, container i's address.
@@ -1056,6 +1542,25 @@ pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
             }
         }
     }
+}
+
+/// `counter NAME { packets P bytes B }` blocks of `nft list counters`: name →
+/// (packets, bytes).
+pub fn parse_nft_counters(text: &str) -> std::collections::BTreeMap<String, (u64, u64)> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut name: Option<String> = None;
+    for line in text.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("counter ") {
+            name = rest.split_whitespace().next().map(str::to_owned);
+        } else if let (Some(n), Some(rest)) = (&name, line.strip_prefix("packets ")) {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let packets = f.first().and_then(|v| v.parse().ok()).unwrap_or(0);
+            let bytes = f.get(2).and_then(|v| v.parse().ok()).unwrap_or(0);
+            out.insert(n.clone(), (packets, bytes));
+            name = None;
+        }
+    }
+    out
 }
 
 /// `end.sum_received.bits_per_second` from iperf3's `-J` output. `sum_received`
