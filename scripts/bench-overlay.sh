@@ -27,10 +27,20 @@
 #                        TUN writes)
 #   ringlay-vxlan-off    `ringlay run --offload off`, vxlan backend (port 8472)
 #   ringlay-vxlan        ... all offloads (the default)
+# IPv6 underlay configs: each host's eth0 also holds 2001:db8::i/64, and every
+# measurement is inner IPv6 (iperf3 -6, ping -6, sockperf) from fd00:100:96:1::2
+# to fd00:100:96:2::2, carried over the IPv6 underlay:
+#   kernel-vxlan6  flanneld's dual-stack vxlan node on both hosts: flannel.1 and
+#                  flannel-v6.1 (the kernel's vxlan device over 2001:db8::i,
+#                  MTU 1430); the reference the other *6 ratios are taken against
+#   ringlay-udp6   `ringlay run --public-ipv6 2001:db8::i`, dual-stack leases,
+#                  udp backend (port 8285), all offloads
+#   ringlay-vxlan6 ... vxlan backend (port 8472), all offloads
 #
 # Rounds are interleaved (round 1: every config, round 2: every config, ...), the
 # testbed is rebuilt from nothing for every config, and the table holds each
-# metric's median over the rounds with its ratio to kernel-vxlan:
+# metric's median over the rounds with its ratio to kernel-vxlan (kernel-vxlan6
+# for the *6 configs):
 #   TCP 1 stream   iperf3 -t S, Gbit/s received
 #   TCP 4 streams  iperf3 -P 4 -t S, Gbit/s received
 #   UDP 64 B       4 iperf3 clients (-u -l 64 -b 0 -t S) to 4 servers; the
@@ -46,7 +56,9 @@
 #                  spent busy (user, system, irq, softirq from /proc/stat: both
 #                  hosts' kernels, iperf3 and the forwarders) per Gbit received
 # Container veth MTUs are what flannel's CNI would give: 1500 underlay, 1450
-# vxlan, 1472 udp; for ringlay, FLANNEL_MTU from the subnet file it writes.
+# vxlan, 1472 udp; for ringlay, FLANNEL_MTU from the subnet file it writes. For
+# kernel-vxlan6, 1430, flannel-v6.1's MTU (flanneld writes FLANNEL_MTU=1450, and
+# path MTU discovery would bring TCP down to 1430 anyway).
 #
 # Options:
 #   --rounds N     rounds (default 3)
@@ -78,7 +90,7 @@ TB_PFX=rlbench-$$
 TB_TMP=
 
 ALL_CONFIGS=(underlay host-gw kernel-vxlan naive-udp ringlay-udp-off ringlay-udp-tso ringlay-udp-tso-gso
-    ringlay-udp ringlay-vxlan-off ringlay-vxlan)
+    ringlay-udp ringlay-vxlan-off ringlay-vxlan kernel-vxlan6 ringlay-udp6 ringlay-vxlan6)
 METRICS=(tcp1 tcp4 udp64 loss ping p50 p99 cpu)
 # Idle-path latency first, then the loads.
 METRICS_ORDER=(ping rr tcp1 tcp4 udp64)
@@ -94,6 +106,11 @@ declare -A METRIC_TITLE=(
     [cpu]="CPU s/Gbit (TCP 1)"
 )
 REFERENCE=kernel-vxlan
+REFERENCE6=kernel-vxlan6
+# is_v6 CONFIG: true for the IPv6-underlay configs (inner IPv6, ratios to
+# kernel-vxlan6).
+is_v6() { [[ $1 == *6 ]]; }
+reference_of() { if is_v6 "$1"; then printf '%s' "$REFERENCE6"; else printf '%s' "$REFERENCE"; fi; }
 
 
 rounds=3
@@ -142,6 +159,18 @@ if [[ " ${METRICS_ORDER[*]} " == *" rr "* ]] && ! command -v sockperf >/dev/null
     kept=()
     for m in "${METRICS_ORDER[@]}"; do [[ $m == rr ]] || kept+=("$m"); done
     METRICS_ORDER=("${kept[@]}")
+fi
+
+# sockperf takes IPv6 addresses from 3.8 on; older ones give no sockperf rows
+# for the *6 configs.
+RR6=1
+if [[ " ${METRICS_ORDER[*]} " == *" rr "* ]]; then
+    sp_version=$(sockperf --version 2>/dev/null | sed -n 's/.*version \([0-9]*\)\.\([0-9]*\).*/\1 \2/p' | head -n 1)
+    read -r sp_major sp_minor <<<"${sp_version:-0 0}"
+    if ((sp_major < 3 || (sp_major == 3 && sp_minor < 8))); then
+        RR6=
+        tb_log "sockperf ${sp_major}.${sp_minor} has no IPv6 (3.8 or later has): no sockperf rows for the *6 configs"
+    fi
 fi
 
 tb_start
@@ -253,11 +282,49 @@ setup_ringlay-udp() { setup_ringlay udp 1472 all; }
 setup_ringlay-vxlan-off() { setup_ringlay vxlan 1450 off; }
 setup_ringlay-vxlan() { setup_ringlay vxlan 1450 all; }
 
+# The IPv6 underlay: the same testbed with 2001:db8::i/64 on each eth0.
+setup_kernel-vxlan6() {
+    tb_build 2 1430
+    tb_add_underlay6 2
+    tb_kernel_vxlan_node 1 2
+    tb_kernel_vxlan_node 2 2
+    tb_kernel_vxlan6_node 1 2
+    tb_kernel_vxlan6_node 2 2
+}
+
+# ringlay over the IPv6 underlay: dual-stack leases (tb_leases_json6), each node
+# given its IPv6 public address; container MTU from FLANNEL_MTU (default: the
+# underlay's 1500 less the IPv6 encapsulation, 70 for vxlan, 48 for udp).
+setup_ringlay6() {
+    local backend=$1 default_mtu=$2 i
+    tb_build 2 "$default_mtu"
+    tb_add_underlay6 2
+    tb_leases_json6 2 "$backend" partial-csum >"$TB_TMP/leases6-$backend.json"
+    for i in 1 2; do
+        tb_ringlay "$i" "$TB_TMP/leases6-$backend.json" "$ringlay_bin" \
+            --public-ipv6 "$(tb_underlay_ip6 "$i")" "${ringlay_args[@]}" || return 1
+        tb_set_ctr_mtu "$i" "$(tb_flannel_mtu "$i" "$default_mtu")"
+    done
+}
+setup_ringlay-udp6() { setup_ringlay6 udp 1452; }
+setup_ringlay-vxlan6() { setup_ringlay6 vxlan 1430; }
+
 # --- measurements ----------------------------------------------------------------
 
 C1=$(tb_ctr 1)
 C2=$(tb_ctr 2)
+# The server container's address, and the family flag of iperf3 and ping: set
+# per config by use_family (inner IPv4 with no flag, as before; IPv6 and -6 for
+# the *6 configs).
 DST=100.96.2.2
+FAMILY=
+use_family() {
+    if is_v6 "$1"; then
+        DST=fd00:100:96:2::2 FAMILY=-6
+    else
+        DST=100.96.2.2 FAMILY=
+    fi
+}
 
 # json_sum FILE OBJECT KEY: the first value of KEY inside OBJECT ("sum_received"
 # or "sum_sent", which only iperf3 -J's "end" holds) in FILE.
@@ -286,7 +353,7 @@ measure_tcp() {
     srv=$TB_LAST_PID
     tb_wait_listening "$C2" 5201 || { tb_stop "$srv"; return 0; }
     busy0=$(cpu_busy)
-    ip netns exec "$C1" timeout $((secs + 10)) iperf3 -c "$DST" -p 5201 -t "$secs" \
+    ip netns exec "$C1" timeout $((secs + 10)) iperf3 ${FAMILY:+"$FAMILY"} -c "$DST" -p 5201 -t "$secs" \
         -P "$streams" -J >"$out" 2>&1 || true
     busy1=$(cpu_busy)
     tb_wait_pid "$srv" 5 || tb_stop "$srv"
@@ -318,7 +385,7 @@ measure_udp64() {
     done
     for p in 5301 5302 5303 5304; do
         tb_spawn "$C1" "$TB_TMP/udp-$p.json" timeout $((secs + 10)) \
-            iperf3 -c "$DST" -p "$p" -u -l 64 -b 0 -t "$secs" -J
+            iperf3 ${FAMILY:+"$FAMILY"} -c "$DST" -p "$p" -u -l 64 -b 0 -t "$secs" -J
         clients+=("$TB_LAST_PID")
     done
     for p in "${clients[@]}"; do tb_wait_pid "$p" $((secs + 12)) || tb_stop "$p"; done
@@ -357,7 +424,7 @@ measure_rr() {
 
 # Average RTT over 20 pings at 50 ms on the idle path, in ms.
 measure_ping() {
-    MEASURED=$(ip netns exec "$C1" timeout 10 ping -n -q -c 20 -i 0.05 -W 1 "$DST" 2>/dev/null |
+    MEASURED=$(ip netns exec "$C1" timeout 10 ping ${FAMILY:+"$FAMILY"} -n -q -c 20 -i 0.05 -W 1 "$DST" 2>/dev/null |
         awk -F'[/ ]+' '/^rtt|^round-trip/ { for (i = 1; i <= NF; i++) if ($i == "=") { print $(i + 2); exit } }' || true)
 }
 
@@ -390,6 +457,7 @@ record() {
 
 run_config() {
     local cfg=$1
+    use_family "$cfg"
     if ! "setup_$cfg"; then
         if is_ringlay "$cfg"; then
             skip[$cfg]="\`ringlay run\` did not print \`ready\` within 10 s (see its output above)"
@@ -400,13 +468,14 @@ run_config() {
         tb_teardown
         return 0
     fi
-    if ! ip netns exec "$C1" timeout 10 ping -n -q -c 3 -i 0.2 -W 1 "$DST" >/dev/null; then
+    if ! ip netns exec "$C1" timeout 10 ping ${FAMILY:+"$FAMILY"} -n -q -c 3 -i 0.2 -W 1 "$DST" >/dev/null; then
         tb_log "$cfg: container 1 cannot reach container 2; no measurements this round"
         tb_teardown
         return 0
     fi
     local m
     for m in "${METRICS_ORDER[@]}"; do
+        [[ $m == rr && -z $RR6 ]] && is_v6 "$cfg" && continue
         record "$cfg" "$m"
     done
     tb_teardown
@@ -444,7 +513,8 @@ for cfg in "${configs[@]}"; do
 done
 
 cell() {
-    local v=${med[$1|$2]:-} ref=${med[$REFERENCE|$2]:-}
+    local v=${med[$1|$2]:-} ref
+    ref=${med[$(reference_of "$1")|$2]:-}
     if [[ -z $v ]]; then
         printf 'n/a'
     elif [[ -n $ref ]] && awk -v r="$ref" 'BEGIN { exit !(r > 0) }'; then
@@ -466,7 +536,7 @@ if [[ -n ${RINGLAY_BIN:-} ]]; then
 else
     echo "- ringlay: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)${RINGLAY_ARGS:+, args: $RINGLAY_ARGS}"
 fi
-echo "- ratios are to $REFERENCE; for loss, ping, sockperf and CPU s/Gbit lower is better"
+echo "- ratios are to $REFERENCE (the *6 configs, inner IPv6 over the IPv6 underlay: to $REFERENCE6); for loss, ping, sockperf and CPU s/Gbit lower is better"
 echo
 printf '| config |'
 for m in "${METRICS[@]}"; do printf ' %s |' "${METRIC_TITLE[$m]}"; done

@@ -48,6 +48,10 @@ tb_host() { printf '%s-h%s' "$TB_PFX" "$1"; }
 tb_ctr() { printf '%s-c%s' "$TB_PFX" "$1"; }
 tb_switch() { printf '%s-sw' "$TB_PFX"; }
 tb_vtep_mac() { printf '0e:00:00:00:%02x:00' "$1"; }
+# Host i's IPv6 underlay address and its IPv6 VtepMAC (flannel-v6.1, the
+# lease's BackendV6Data), as in tests/common/netns.rs.
+tb_underlay_ip6() { printf '2001:db8::%x' "$1"; }
+tb_vtep_mac6() { printf '0e:00:00:06:%02x:00' "$1"; }
 tb_underlay_mac() { printf '02:00:c0:00:02:%02x' "$1"; }
 
 tb_add_ns() {
@@ -252,6 +256,63 @@ tb_kernel_vxlan_node() {
         ip -n "$h" neigh add "100.96.$j.0" lladdr "$mac" dev flannel.1 nud permanent
         bridge -n "$h" fdb append "$mac" dev flannel.1 dst "192.0.2.$j"
     done
+}
+
+# tb_add_underlay6 N: an IPv6 underlay beside the IPv4 one: 2001:db8::i/64
+# (nodad) on each of hosts 1..N's eth0 (after tb_build).
+tb_add_underlay6() {
+    local n=$1 i
+    for ((i = 1; i <= n; i++)); do
+        ip -n "$(tb_host "$i")" addr add "$(tb_underlay_ip6 "$i")/64" dev eth0 nodad
+    done
+}
+
+# tb_kernel_vxlan6_node I N: host I's flannel-v6.1, as flanneld's vxlan backend
+# makes it with EnableIPv6 (VNI 1, port 8472, nolearning, local 2001:db8::I, MTU
+# 1430: the kernel's cap for a 1500 IPv6 underlay, which is what flanneld's 1450
+# becomes; VtepMAC 0e:00:00:06:0I:00; fd00:100:96:I::/128), with a route, a
+# permanent neighbour and an fdb entry for every other host's IPv6 lease.
+# Offloads and checksum settings stay the kernel's (UDP checksums on over IPv6).
+tb_kernel_vxlan6_node() {
+    local i=$1 n=$2 j h mac
+    h=$(tb_host "$i")
+    ip -n "$h" link add flannel-v6.1 address "$(tb_vtep_mac6 "$i")" type vxlan id 1 \
+        local "$(tb_underlay_ip6 "$i")" dev eth0 dstport "$TB_VXLAN_PORT" nolearning
+    ip netns exec "$h" sh -c 'echo 0 > /proc/sys/net/ipv6/conf/flannel-v6.1/accept_ra'
+    ip -n "$h" link set flannel-v6.1 mtu 1430 up
+    ip -n "$h" addr add "fd00:100:96:$i::/128" dev flannel-v6.1 nodad
+    for ((j = 1; j <= n; j++)); do
+        ((j == i)) && continue
+        mac=$(tb_vtep_mac6 "$j")
+        ip -n "$h" -6 route add "fd00:100:96:$j::/64" via "fd00:100:96:$j::" dev flannel-v6.1 onlink
+        ip -n "$h" -6 neigh add "fd00:100:96:$j::" lladdr "$mac" dev flannel-v6.1 nud permanent
+        bridge -n "$h" fdb append "$mac" dev flannel-v6.1 dst "$(tb_underlay_ip6 "$j")"
+    done
+}
+
+# tb_leases_json6 N BACKEND [FEATURES]: like tb_leases_json, for a dual-stack
+# network (EnableIPv6, IPv6Network fd00:100:96::/48 in /64s): keys
+# 100.96.i.0-24&fd00:100:96:i::-64, PublicIPv6 2001:db8::i, and for vxlan a
+# BackendV6Data with VNI 1 and VtepMAC 0e:00:00:06:0i:00.
+tb_leases_json6() {
+    local n=$1 backend=$2 features=${3:-} i sep= extra= feat=
+    if [[ -n $features ]]; then
+        extra=", \"RinglayFeatures\": [\"$features\"]"
+        feat=", \"BackendData\": {\"RinglayFeatures\": [\"$features\"]}"
+    fi
+    printf '{"config": {"Network": "100.96.0.0/16", "EnableIPv6": true, "IPv6Network": "fd00:100:96::/48", "IPv6SubnetLen": 64, "Backend": {"Type": "%s"}},\n "subnets": {\n' "$backend"
+    for ((i = 1; i <= n; i++)); do
+        printf '%s' "$sep"
+        if [[ $backend == vxlan ]]; then
+            printf '   "100.96.%d.0-24&fd00:100:96:%d::-64": {"PublicIP": "192.0.2.%d", "PublicIPv6": "%s", "BackendType": "vxlan", "BackendData": {"VNI": 1, "VtepMAC": "%s"%s}, "BackendV6Data": {"VNI": 1, "VtepMAC": "%s"}}' \
+                "$i" "$i" "$i" "$(tb_underlay_ip6 "$i")" "$(tb_vtep_mac "$i")" "$extra" "$(tb_vtep_mac6 "$i")"
+        else
+            printf '   "100.96.%d.0-24&fd00:100:96:%d::-64": {"PublicIP": "192.0.2.%d", "PublicIPv6": "%s"%s}' \
+                "$i" "$i" "$i" "$(tb_underlay_ip6 "$i")" "$feat"
+        fi
+        sep=$',\n'
+    done
+    printf '\n }}\n'
 }
 
 # tb_underlay_routes I N: host I routes every other lease straight to its host.
