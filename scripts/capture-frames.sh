@@ -12,6 +12,10 @@
 #   tests/data/flannel-udp.pcap   both hosts run a flannel-udp style forwarder
 #                                 (TUN flannel0, raw inner IPv4 packet as the UDP
 #                                 payload, port 8285)
+#   tests/data/kernel-vxlan6.pcap both hosts run flanneld's dual-stack vxlan node
+#                                 (flannel.1 over 192.0.2.N, flannel-v6.1 over
+#                                 2001:db8::N, MTU 1430): inner IPv4 over the
+#                                 IPv4 underlay, inner IPv6 over the IPv6 one
 #
 # and then extracts UDP payloads from those captures into the cargo-fuzz seed
 # corpora fuzz/corpus/{decap_vxlan,decap_udp,ip_parse}/. tests/data/README.md
@@ -25,7 +29,8 @@
 # not part of this repository and is compiled into a temporary directory. Without
 # FWD_C the flannel-udp capture is skipped and the committed flannel-udp.pcap is
 # kept. `scripts/capture-frames.sh --corpus-only` only re-extracts the corpora from
-# the committed captures (no root needed).
+# the committed captures (no root needed); `--kernel-vxlan6` captures only
+# kernel-vxlan6.pcap (the others are kept), then re-extracts the corpora.
 #
 # Timestamps, ICMP ids, TCP sequence numbers and the kernel's outer UDP source
 # ports (a hash of the inner flow; for TCP the socket's random hash) differ from
@@ -51,6 +56,9 @@ NS_HB=$PFX-hB
 # identical on every run.
 MAC_A=0e:00:00:00:01:00
 MAC_B=0e:00:00:00:02:00
+# flannel-v6.1's VtepMACs (the leases' BackendV6Data), not the IPv4 ones.
+MAC6_A=0e:00:00:06:01:00
+MAC6_B=0e:00:00:06:02:00
 # Fixed underlay MACs too (hA's and hB's eth0), for the outer Ethernet headers.
 UNDERLAY_MAC_A=02:00:c0:00:02:01
 UNDERLAY_MAC_B=02:00:c0:00:02:02
@@ -222,6 +230,42 @@ flannel_vxlan() {
     log "$(ip -n "$ns" -d -o link show flannel.1 | sed 's/  */ /g')"
 }
 
+# flanneld's dual-stack vxlan node on host N (EnableIPv6): flannel.1 over the
+# IPv4 underlay for the IPv4 lease only, and flannel-v6.1 over the IPv6 underlay
+# (2001:db8::N, added here) for the IPv6 lease: VNI 1, dstport 8472,
+# nolearning, MTU 1430 (the kernel's cap for a 1500 IPv6 underlay; flanneld asks
+# for 1450 and gets that), its own VtepMAC, fd00:100:96:N::/128, a /64 route via
+# the peer's fd00:100:96:M:: onlink, a permanent neighbour with the peer's
+# BackendV6Data VtepMAC and an fdb entry sending it to 2001:db8::M. Checksum
+# settings are the kernel's defaults (UDP checksums over IPv6).
+flannel_vxlan_dual() {
+    local n=$1 ns ip mac mac6 peer peer_ip peer_mac peer_mac6
+    if [[ $n == 1 ]]; then
+        ns=$NS_HA ip=192.0.2.1 mac=$MAC_A mac6=$MAC6_A peer=2 peer_ip=192.0.2.2 peer_mac=$MAC_B peer_mac6=$MAC6_B
+    else
+        ns=$NS_HB ip=192.0.2.2 mac=$MAC_B mac6=$MAC6_B peer=1 peer_ip=192.0.2.1 peer_mac=$MAC_A peer_mac6=$MAC6_A
+    fi
+    ip -n "$ns" addr add "2001:db8::$n/64" dev eth0 nodad
+    ip -n "$ns" link add flannel.1 address "$mac" type vxlan id "$VNI" local "$ip" \
+        dev eth0 dstport "$VXLAN_PORT" nolearning
+    ip -n "$ns" link set flannel.1 addrgenmode none
+    ip -n "$ns" link set flannel.1 mtu 1450 up
+    ip -n "$ns" addr add "100.96.$n.0/32" dev flannel.1
+    ip -n "$ns" route add "100.96.$peer.0/24" via "100.96.$peer.0" dev flannel.1 onlink
+    ip -n "$ns" neigh add "100.96.$peer.0" lladdr "$peer_mac" dev flannel.1 nud permanent
+    bridge -n "$ns" fdb append "$peer_mac" dev flannel.1 dst "$peer_ip"
+    ip -n "$ns" link add flannel-v6.1 address "$mac6" type vxlan id "$VNI" local "2001:db8::$n" \
+        dev eth0 dstport "$VXLAN_PORT" nolearning
+    # No link-local address here either: only forwarded traffic in the capture.
+    ip -n "$ns" link set flannel-v6.1 addrgenmode none
+    ip -n "$ns" link set flannel-v6.1 mtu 1430 up
+    ip -n "$ns" addr add "fd00:100:96:$n::/128" dev flannel-v6.1 nodad
+    ip -n "$ns" -6 route add "fd00:100:96:$peer::/64" via "fd00:100:96:$peer::" dev flannel-v6.1 onlink
+    ip -n "$ns" -6 neigh add "fd00:100:96:$peer::" lladdr "$peer_mac6" dev flannel-v6.1 nud permanent
+    bridge -n "$ns" fdb append "$peer_mac6" dev flannel-v6.1 dst "2001:db8::$peer"
+    log "$(ip -n "$ns" -d -o link show flannel-v6.1 | sed 's/  */ /g')"
+}
+
 # flannel's udp backend on host N: TUN flannel0 with the lease's .0 address and
 # a /16 route for the whole network, and the forwarder on port 8285.
 flannel_udp() {
@@ -391,6 +435,14 @@ extract_corpora() {
     seed "$d/tcp-data-v4" "$vx" 'tcp.len > 0'
     seed "$d/udp-datagram-v4" "$vx" 'udp.dstport == 7777 && ip.version == 4'
     seed "$d/udp-datagram-v6" "$vx" 'udp.dstport == 7777 && ipv6'
+    # From the dual-stack capture: frames over the IPv6 underlay, whose inner
+    # destination is flannel-v6.1's VtepMAC.
+    local vx6=$DATA/kernel-vxlan6.pcap
+    if [[ -f $vx6 ]]; then
+        seed "$d/v6-underlay-icmpv6-echo-request" "$vx6" 'ipv6.dst == 2001:db8::2 && icmpv6.type == 128 && ipv6.plen < 200'
+        seed "$d/v6-underlay-icmpv6-echo-request-mtu-1430" "$vx6" 'ipv6.dst == 2001:db8::2 && icmpv6.type == 128 && ipv6.plen == 1390'
+        seed "$d/v6-underlay-udp-datagram-v6" "$vx6" 'udp.dstport == 7777 && ipv6.dst == fd00:100:96:2::2'
+    fi
 
     # flannel udp payload: the raw inner IPv4 packet.
     d=$CORPUS/decap_udp
@@ -421,7 +473,21 @@ for tool in tshark xxd; do
 done
 tmp=$(mktemp -d)
 
-if [[ ${1:-} != --corpus-only ]]; then
+if [[ ${1:-} == --kernel-vxlan6 ]]; then
+    [[ $(id -u) == 0 ]] || die "must run as root (network namespaces)"
+    for tool in ip bridge tcpdump ping python3 timeout; do
+        command -v "$tool" >/dev/null || die "$tool is required"
+    done
+    write_peer
+    mkdir -p "$DATA"
+    log "flanneld dual-stack vxlan node (flannel.1 + flannel-v6.1) on both hosts"
+    build_base 1430
+    flannel_vxlan_dual 1
+    flannel_vxlan_dual 2
+    # Largest DF pings: 1430 - 20 - 8 over flannel.1, 1430 - 40 - 8 over flannel-v6.1.
+    capture "$DATA/kernel-vxlan6.pcap" "$VXLAN_PORT" 1402 1382
+    teardown
+elif [[ ${1:-} != --corpus-only ]]; then
     [[ $(id -u) == 0 ]] || die "must run as root (network namespaces)"
     for tool in ip bridge tcpdump ping python3 timeout; do
         command -v "$tool" >/dev/null || die "$tool is required"

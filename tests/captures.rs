@@ -493,3 +493,103 @@ fn outer_udp_builder_and_splitter_agree() {
     cut.data.truncate(14 + 20 + 8 + 2);
     assert!(pcap::split_outer_udp_v4(&cut).is_none());
 }
+
+/// Frames in kernel-vxlan6.pcap (see tests/data/README.md).
+const KERNEL_VXLAN6_FRAMES: usize = 26;
+
+/// flanneld's dual-stack node, as the data path over an IPv6 underlay must meet
+/// it: inner IPv6 only ever over the IPv6 underlay (2001:db8::N) and inner IPv4
+/// over the IPv4 one; over IPv6 the outer UDP checksum is present and valid (the
+/// kernel's default, `noudp6zerocsumtx`), and the inner destination MAC is the
+/// receiver's `flannel-v6.1` VtepMAC (0e:00:00:06:0N:00, its lease's
+/// `BackendV6Data`), not its `flannel.1` one; the largest frame is 1514 bytes
+/// (MTU 1430 = 1500 − 70).
+#[test]
+fn kernel_vxlan6_capture_holds_dual_stack_flannel_frames() {
+    let frames = read("kernel-vxlan6.pcap");
+    assert_eq!(frames.len(), KERNEL_VXLAN6_FRAMES);
+    let (mut over_v4, mut over_v6) = (0, 0);
+    for (i, f) in frames.iter().enumerate() {
+        let d = &f.data;
+        let outer = u16::from_be_bytes([d[12], d[13]]);
+        let (udp_at, src6_dst6) = match outer {
+            ETHERTYPE_IPV4 => (ETHERNET_HEADER_LEN + usize::from(d[14] & 0x0f) * 4, None),
+            ETHERTYPE_IPV6 => {
+                assert_eq!(d[14 + 6], 17, "frame {i}: UDP right after the IPv6 header");
+                let src = Ipv6Addr::from(<[u8; 16]>::try_from(&d[22..38]).expect("16 bytes"));
+                let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&d[38..54]).expect("16 bytes"));
+                (ETHERNET_HEADER_LEN + 40, Some((src, dst)))
+            }
+            other => panic!("frame {i}: outer ethertype {other:#06x}"),
+        };
+        let udp = &d[udp_at..];
+        assert_eq!(
+            u16::from_be_bytes([udp[2], udp[3]]),
+            VXLAN_PORT,
+            "frame {i}"
+        );
+        let vx = &udp[8..];
+        assert_eq!(vx[0], 0x08, "frame {i}: VXLAN I flag");
+        assert_eq!(
+            u32::from_be_bytes([vx[4], vx[5], vx[6], 0]) >> 8,
+            VNI,
+            "frame {i}"
+        );
+        let inner = &vx[VXLAN_HEADER_LEN..];
+        let inner_type = u16::from_be_bytes([inner[12], inner[13]]);
+        let inner_dst_mac = &inner[0..6];
+        match src6_dst6 {
+            None => {
+                over_v4 += 1;
+                assert_eq!(
+                    inner_type, ETHERTYPE_IPV4,
+                    "frame {i}: inner IPv6 over the IPv4 underlay"
+                );
+                let to = d[14 + 19]; // last byte of the outer IPv4 destination
+                assert_eq!(inner_dst_mac, [0x0e, 0, 0, 0, to, 0], "frame {i}");
+            }
+            Some((src, dst)) => {
+                over_v6 += 1;
+                assert_eq!(
+                    inner_type, ETHERTYPE_IPV6,
+                    "frame {i}: inner IPv4 over the IPv6 underlay"
+                );
+                let to = dst.octets()[15];
+                assert_eq!(
+                    dst.segments()[..7],
+                    [0x2001, 0xdb8, 0, 0, 0, 0, 0],
+                    "frame {i}: {dst}"
+                );
+                assert_eq!(
+                    inner_dst_mac,
+                    [0x0e, 0, 0, 0x06, to, 0],
+                    "frame {i}: not flannel-v6.1's MAC"
+                );
+                // RFC 8200 §8.1: no zero checksum over IPv6; this one is complete.
+                let len = u16::from_be_bytes([udp[4], udp[5]]);
+                assert_eq!(usize::from(len), udp.len(), "frame {i}");
+                assert_ne!(
+                    u16::from_be_bytes([udp[6], udp[7]]),
+                    0,
+                    "frame {i}: zero UDP checksum over IPv6"
+                );
+                let mut pseudo = Vec::new();
+                pseudo.extend_from_slice(&src.octets());
+                pseudo.extend_from_slice(&dst.octets());
+                pseudo.extend_from_slice(&u32::from(len).to_be_bytes());
+                pseudo.extend_from_slice(&[0, 0, 0, 17]);
+                assert_eq!(
+                    pcap::internet_checksum(&[&pseudo, udp]),
+                    0,
+                    "frame {i}: outer UDP checksum"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        (over_v4, over_v6),
+        (18, 8),
+        "IPv4-underlay and IPv6-underlay frames"
+    );
+    assert_eq!(frames.iter().map(|f| f.data.len()).max(), Some(1514));
+}
