@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{
     counters, dual_config, etcd_on_switch_at, ipv6_only_config, join_dual,
-    kernel_vxlan_node_dual_etcd, put_flannel_lease, status_of, Member, ETCD_IP, ETCD_IP6, PREFIX,
+    kernel_vxlan_node_dual_etcd, mtu_in, put_flannel_lease, status_of, Member, ETCD_IP, ETCD_IP6,
+    PREFIX,
 };
 use common::etcd::{require_etcd, Etcd};
 use common::netns::{self, require_root, Cluster, Underlay, VxlanLease};
@@ -168,8 +169,25 @@ fn family_split(c: &Cluster, members: &[Member], inner_v6: bool) {
         }
     };
     let before = all_sends(c);
+    let frags_before: Vec<u64> = members.iter().map(|m| c.ip6_frag_creates(m.host)).collect();
     ping_pairs(c, members, addr);
     let (a, b) = (&members[0], &members[1]);
+    // The largest packet FLANNEL_MTU allows, DF, crosses whole.
+    let mtu = mtu_in(a.daemon.subnet_file());
+    let size = (mtu - if inner_v6 { 48 } else { 28 }).to_string();
+    let dst = addr(b).to_string();
+    let fam = if inner_v6 { "-6" } else { "-4" };
+    let out = c.container(a.host).exec(&[
+        "timeout", "10", "ping", fam, "-n", "-c", "2", "-W", "2", "-M", "do", "-s", &size, &dst,
+    ]);
+    assert!(
+        out.status.success(),
+        "DF ping of {size} data bytes (FLANNEL_MTU {mtu}) c{} -> c{}: {}{}",
+        a.host,
+        b.host,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         c.tcp_transfer_intact(b.host, addr(b), a.host, TRANSFER),
         "TCP c{} -> c{} over inner {used}\n{}\n---\n{}",
@@ -208,6 +226,15 @@ fn family_split(c: &Cluster, members: &[Member], inner_v6: bool) {
                 m.host, o.host
             );
         }
+    }
+    // Nothing was sent as outer IPv6 fragments: every datagram fit the underlay.
+    for (m, b) in members.iter().zip(&frags_before) {
+        let made = c.ip6_frag_creates(m.host) - b;
+        assert_eq!(
+            made, 0,
+            "host {}: {made} IPv6 fragments on the underlay",
+            m.host
+        );
     }
     // The bulk went where it should: both transfers' bytes on the pair's counters.
     for (from, to) in [(a, b), (b, a)] {

@@ -261,6 +261,25 @@ fn dual_stack_kernel_vxlan_nodes_carry_v4_over_v4_and_v6_over_v6() {
 
     // Inner IPv6: the IPv6 underlay only.
     let before = [c.underlay_sends(1), c.underlay_sends(2)];
+    let frags = [c.ip6_frag_creates(1), c.ip6_frag_creates(2)];
+    // flannel-v6.1's 1430, DF: 1430 − 40 − 8 data bytes cross whole.
+    let df = c.container(1).exec(&[
+        "timeout",
+        "10",
+        "ping",
+        "-6",
+        "-n",
+        "-c",
+        "2",
+        "-W",
+        "2",
+        "-M",
+        "do",
+        "-s",
+        "1382",
+        "fd00:100:96:2::2",
+    ]);
+    assert!(df.status.success(), "DF ping at 1430: {df:?}");
     assert!(c.ping(1, ip6_2, 3), "c1 -> c2 v6");
     assert!(c.ping(2, ip6_1, 3), "c2 -> c1 v6");
     tcp_both_ways(&c, ip6_1, ip6_2);
@@ -277,6 +296,14 @@ fn dual_stack_kernel_vxlan_nodes_carry_v4_over_v4_and_v6_over_v6() {
             "host {i}: inner IPv6 not over the IPv6 underlay: {v6:?}"
         );
         assert_eq!(v4.0, 0, "host {i}: inner IPv6 over the IPv4 underlay");
+    }
+
+    for i in 1..=2 {
+        assert_eq!(
+            c.ip6_frag_creates(i),
+            frags[i - 1],
+            "host {i} fragmented on the IPv6 underlay"
+        );
     }
 
     // Inner IPv4: the IPv4 underlay only.
@@ -357,4 +384,54 @@ fn vxlan_lease_keys_and_values_are_flanneld_s_and_ringlay_reads_them() {
     let m = netns::parse_nft_counters(text);
     assert_eq!(m["v4_2"], (3, 252));
     assert_eq!(m["v6_2"], (0, 0));
+}
+
+#[test]
+fn dual_stack_kernel_nodes_configured_from_etcd() {
+    if !netns::require_root("dual_stack_kernel_etcd")
+        || !common::etcd::require_etcd("dual_stack_kernel_etcd")
+    {
+        return;
+    }
+    use common::cluster::{self, PREFIX};
+    let c = Cluster::dual_stack("nhde", 2);
+    let (_ns, e) = cluster::etcd_on_switch_at(
+        &c,
+        "nhde",
+        cluster::ETCD_IP6.into(),
+        &cluster::dual_config("vxlan"),
+    );
+    let own: Vec<VxlanLease> = (1..=2)
+        .map(|i| VxlanLease::of_host(i, Underlay::Dual))
+        .collect();
+    cluster::put_flannel_lease(&e, &own[0]);
+    cluster::put_flannel_lease(&e, &own[1]);
+    // Read back as flanneld reads them.
+    let read = cluster::vxlan_leases(&e);
+    assert_eq!(read.len(), 2, "{read:?}");
+    for (key, lease) in &read {
+        let want = own.iter().find(|l| l.key() == *key).expect("one of ours");
+        assert_eq!(lease, want);
+    }
+    assert_eq!(
+        e.get(&format!("{PREFIX}/subnets/{}", own[1].key()))
+            .as_deref(),
+        Some(own[1].flannel_value().as_str())
+    );
+    for i in 1..=2 {
+        assert_eq!(
+            cluster::kernel_vxlan_node_dual_etcd(&c, &e, i, &own[i - 1]),
+            1
+        );
+    }
+    for (from, to) in [(1, 2), (2, 1)] {
+        assert!(
+            c.ping(from, c.container_ip(to).into(), 2),
+            "c{from} -> c{to} v4"
+        );
+        assert!(
+            c.ping(from, c.container_ip6(to).into(), 2),
+            "c{from} -> c{to} v6"
+        );
+    }
 }

@@ -849,6 +849,18 @@ impl Cluster {
         parse_nft_counters(&text)
     }
 
+    /// IPv6 fragments host i's own stack has made (`Ip6FragCreates` of its
+    /// namespace's /proc/net/snmp6): an encapsulated datagram too big for the
+    /// IPv6 underlay is fragmented at the source after every netfilter hook, so
+    /// this, not a counter rule, shows it.
+    pub fn ip6_frag_creates(&self, i: usize) -> u64 {
+        let text = self.host(i).sh("cat /proc/net/snmp6");
+        text.lines()
+            .find_map(|l| l.strip_prefix("Ip6FragCreates"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no Ip6FragCreates in /proc/net/snmp6 of host {i}"))
+    }
+
     /// Routes every other host's container subnet over the underlay
     /// (`100.96.j.0/24 via 192.0.2.j`): no tunnel, the throughput ceiling.
     pub fn underlay_routes(&self, i: usize) {
