@@ -7,6 +7,13 @@
 //!   host acquired ([`acquired_subnet`], read from subnet.env).
 //! - [`status`] / [`status_of`]: a daemon's `ringlay status --json`;
 //!   [`counters`] turns one of its counter objects into a map.
+//! - IPv6 underlays: [`dual_config`] / [`ipv6_only_config`] (network configs),
+//!   [`etcd_on_switch_at`] (etcd reachable on 192.0.2.254 and/or 2001:db8::fe,
+//!   listening on either), [`join_dual`] (ringlay with `--public-ipv6`, each
+//!   container moved into both leased subnets, [`Member`]),
+//!   [`put_flannel_lease`] / [`vxlan_leases`] (leases as flanneld writes and
+//!   reads them) and [`kernel_vxlan_node_dual_etcd`] (a flanneld dual-stack
+//!   kernel node that writes its lease and follows the others in etcd).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
