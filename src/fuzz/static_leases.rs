@@ -18,7 +18,7 @@ pub fn run(data: &[u8]) {
         let snapshot = build_snapshot(&file.config, &file.leases, &local.key);
         assert_eq!(snapshot.len(), file.leases.len() - 1);
         assert!(snapshot.peers().iter().all(|p| p.key != local.key));
-        let mtu = tunnel_mtu(&file.config.backend, 1500);
+        let mtu = tunnel_mtu(&file.config.backend, 1500, false);
         let env = subnet_env::render(&file.config, &local.key, mtu, true);
         assert!(env.ends_with("FLANNEL_IPMASQ=true\n"), "{env}");
     }

@@ -54,8 +54,11 @@ fn netns_inode() -> Option<u64> {
 pub struct PeerStatus {
     /// The peer's subnets (see [`super::subnets`]).
     pub subnet: String,
-    /// Its public IP.
+    /// Its public IP (`0.0.0.0` for an IPv6-only peer).
     pub public_ip: String,
+    /// Its public IPv6 address, if it has one.
+    #[serde(default)]
+    pub public_ipv6: Option<String>,
     /// Its VTEP MAC (vxlan), if any.
     pub vtep_mac: Option<String>,
     /// Its backend type.
@@ -160,13 +163,17 @@ impl Status {
                         let t = (!s.workers.is_empty()).then(|| {
                             let mut t = PeerTraffic::default();
                             for w in &s.workers {
-                                t += w.peers.get(p.public_ip);
+                                t += w.peers.get(p.public_ip.into());
+                                if let Some(v6) = p.public_ipv6 {
+                                    t += w.peers.get(v6.into());
+                                }
                             }
                             t
                         });
                         PeerStatus {
                             subnet: super::subnets(&p.key),
                             public_ip: p.public_ip.to_string(),
+                            public_ipv6: p.public_ipv6.map(|a| a.to_string()),
                             vtep_mac: p.vtep_mac.map(|m| m.to_string()),
                             backend: p.backend.as_str().to_owned(),
                             tx_packets: t.map(|t| t.tx_packets),
@@ -325,7 +332,10 @@ impl Status {
                 "{:<19} {:<15} {:<17} {:<7} {:>8} {:>8}",
                 // The IPv6 subnet, if any, is in --json: one family fits 80 columns.
                 p.subnet.split(',').next().unwrap_or_default(),
-                p.public_ip,
+                match (&p.public_ipv6, p.public_ip.as_str()) {
+                    (Some(v6), "0.0.0.0") => v6.as_str(),
+                    _ => p.public_ip.as_str(),
+                },
                 p.vtep_mac.as_deref().unwrap_or("-"),
                 p.backend,
                 cell(p.tx_packets, p.tx_bytes),
@@ -501,6 +511,7 @@ mod tests {
             peers: vec![PeerStatus {
                 subnet: "100.96.200.0/24".into(),
                 public_ip: "198.51.100.200".into(),
+                public_ipv6: None,
                 vtep_mac: Some("0e:00:00:00:c8:00".into()),
                 backend: "vxlan".into(),
                 tx_packets: None,

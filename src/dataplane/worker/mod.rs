@@ -51,6 +51,7 @@ use crate::sys::uring::{Completion, Ring, Slot};
 use crate::table::Reader;
 
 use super::offload::{Coalescer, DEFAULT_FLOWS};
+use super::route::Underlays;
 use super::stats::{Counter, Stats};
 use super::Offload;
 use outbound::{IcmpBudget, ICMP_PER_SECOND};
@@ -114,8 +115,11 @@ pub struct WorkerParams {
     pub port: u16,
     /// Our lease, VNI and VTEP MAC.
     pub local: Local,
-    /// Our overlay address: the source of ICMP errors.
-    pub gateway: Ipv4Addr,
+    /// Our IPv4 overlay address: the source of ICMP errors.
+    pub gateway: Option<Ipv4Addr>,
+    /// The underlay families we tunnel over; the sockets are IPv6 when it
+    /// includes IPv6.
+    pub underlays: Underlays,
     /// The subnet table.
     pub table: Reader,
     /// This worker's counters.
@@ -148,7 +152,8 @@ struct Worker {
     tunnel: Tunnel,
     port: u16,
     local: Local,
-    gateway: Ipv4Addr,
+    gateway: Option<Ipv4Addr>,
+    underlays: Underlays,
     stats: Arc<Stats>,
     icmp: IcmpBudget,
     offload: Offload,
@@ -189,6 +194,7 @@ pub fn run(p: WorkerParams) -> io::Result<()> {
         port: p.port,
         local: p.local,
         gateway: p.gateway,
+        underlays: p.underlays,
         stats: p.stats,
         icmp: IcmpBudget {
             window: Instant::now(),
