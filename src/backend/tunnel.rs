@@ -31,6 +31,7 @@ use super::routes::{Mode, RouteSync};
 use super::{mtu, Underlay};
 use crate::config::{Backend, Lease, NetworkConfig};
 use crate::control::LocalLease;
+use crate::dataplane::icmp::Gateways;
 use crate::dataplane::{Dataplane, Offload, Report, Tunnel, Underlays, WorkerConfig, WorkerIo};
 use crate::encap::Local;
 use crate::sys::uring::Features;
@@ -122,7 +123,10 @@ impl TunnelBackend {
                 vtep_mac: local.vtep_mac,
                 vtep_mac_v6: local.vtep_mac_v6,
             },
-            gateway: overlay.v4.map(|(_, subnet)| subnet.network()),
+            gateways: Gateways {
+                v4: overlay.v4.map(|(_, subnet)| subnet.network()),
+                v6: overlay.v6.map(|(_, subnet)| subnet.network()),
+            },
             underlays,
             multishot,
             offload,

@@ -16,7 +16,7 @@ pub mod worker;
 
 use std::fmt;
 use std::io;
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::UdpSocket;
 use std::os::fd::OwnedFd;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -114,9 +114,8 @@ pub struct WorkerConfig {
     pub port: u16,
     /// Our lease, VNI and VTEP MAC.
     pub local: Local,
-    /// Our IPv4 overlay address: the source of ICMP errors (none without an
-    /// IPv4 overlay).
-    pub gateway: Option<Ipv4Addr>,
+    /// Our overlay addresses: the sources of ICMP errors.
+    pub gateways: icmp::Gateways,
     /// The underlay families we tunnel over. The sockets are IPv6 exactly when
     /// this says IPv6 (and then dual-stack if it says IPv4 too).
     pub underlays: Underlays,
@@ -173,7 +172,7 @@ impl Dataplane {
                 tunnel: settings.tunnel,
                 port: settings.port,
                 local: settings.local,
-                gateway: settings.gateway,
+                gateways: settings.gateways,
                 underlays: settings.underlays,
                 table: table.reader(),
                 stats: stats.clone(),

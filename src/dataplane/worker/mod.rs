@@ -39,7 +39,7 @@ mod outbound;
 pub mod slots;
 
 use std::io;
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::UdpSocket;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,6 +50,7 @@ use crate::sys::tun;
 use crate::sys::uring::{Completion, Ring, Slot};
 use crate::table::Reader;
 
+use super::icmp::Gateways;
 use super::offload::{Coalescer, DEFAULT_FLOWS};
 use super::route::Underlays;
 use super::stats::{Counter, Stats};
@@ -115,8 +116,8 @@ pub struct WorkerParams {
     pub port: u16,
     /// Our lease, VNI and VTEP MAC.
     pub local: Local,
-    /// Our IPv4 overlay address: the source of ICMP errors.
-    pub gateway: Option<Ipv4Addr>,
+    /// Our overlay addresses: the sources of ICMP errors.
+    pub gateways: Gateways,
     /// The underlay families we tunnel over; the sockets are IPv6 when it
     /// includes IPv6.
     pub underlays: Underlays,
@@ -152,7 +153,7 @@ struct Worker {
     tunnel: Tunnel,
     port: u16,
     local: Local,
-    gateway: Option<Ipv4Addr>,
+    gateways: Gateways,
     underlays: Underlays,
     stats: Arc<Stats>,
     icmp: IcmpBudget,
@@ -193,7 +194,7 @@ pub fn run(p: WorkerParams) -> io::Result<()> {
         tunnel: p.tunnel,
         port: p.port,
         local: p.local,
-        gateway: p.gateway,
+        gateways: p.gateways,
         underlays: p.underlays,
         stats: p.stats,
         icmp: IcmpBudget {

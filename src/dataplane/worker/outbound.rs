@@ -525,14 +525,12 @@ impl Worker {
         }
     }
 
-    /// Writes an ICMP network-unreachable back into the TUN for the packet in `slot`.
+    /// Writes an ICMP network-unreachable (ICMPv6 no-route) back into the TUN
+    /// for the packet in `slot`.
     fn answer_unreachable(&mut self, slot: Slot, n: usize, now: Instant) {
-        let Some(gateway) = self.gateway else {
-            return;
-        };
         let mut msg = [0u8; icmp::MAX_LEN];
         let packet = &self.ring.buf(slot)[HEADROOM..HEADROOM + n];
-        let Some(len) = icmp::net_unreachable_v4(packet, gateway, &mut msg) else {
+        let Some(len) = self.gateways.unreachable(packet, &mut msg) else {
             return;
         };
         if !self.icmp.take(now) {
