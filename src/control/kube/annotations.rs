@@ -14,7 +14,8 @@
 //! and, where the node has an IPv6 lease, `backend-v6-data` and `public-ipv6`. The
 //! udp backend's `backend-data` is `null`. A user may set `public-ip-overwrite`
 //! (flanneld then publishes that address instead of its interface's) and
-//! `node-public-ip` (k3s's name for the same).
+//! `node-public-ip` (taken as `--public-ip`), and for IPv6 `public-ipv6-overwrite`
+//! and `node-public-ipv6`.
 //!
 //! A Node is a lease once it carries `kube-subnet-manager: true` and a podCIDR; its
 //! annotations are assembled into the lease value flannel would have written in
@@ -42,7 +43,9 @@ const BACKEND_V6_DATA: &str = "backend-v6-data";
 const PUBLIC_IP: &str = "public-ip";
 const PUBLIC_IPV6: &str = "public-ipv6";
 const PUBLIC_IP_OVERWRITE: &str = "public-ip-overwrite";
+const PUBLIC_IPV6_OVERWRITE: &str = "public-ipv6-overwrite";
 const NODE_PUBLIC_IP: &str = "node-public-ip";
+const NODE_PUBLIC_IPV6: &str = "node-public-ipv6";
 
 /// A validated `--kube-annotation-prefix`, normalized as flannel normalizes it:
 /// `example.com` → `example.com/`, `example.com/flannel` → `example.com/flannel-`.
@@ -154,6 +157,20 @@ impl Prefix {
     /// takes it as if given with `--public-ip`, over the flag.
     pub fn stored_public_ip<'a>(&self, node: &'a NodeLease) -> Option<&'a str> {
         node.annotation(&self.key(NODE_PUBLIC_IP))
+            .filter(|v| !v.is_empty())
+    }
+
+    /// [`Prefix::overwrite`] for IPv6 (`public-ipv6-overwrite`): flanneld copies
+    /// it into its own `public-ipv6` annotation.
+    pub fn overwrite6<'a>(&self, node: &'a NodeLease) -> Option<&'a str> {
+        node.annotation(&self.key(PUBLIC_IPV6_OVERWRITE))
+            .filter(|v| !v.is_empty())
+    }
+
+    /// [`Prefix::stored_public_ip`] for IPv6 (`node-public-ipv6`): flanneld takes
+    /// it as if given with `--public-ipv6`.
+    pub fn stored_public_ipv6<'a>(&self, node: &'a NodeLease) -> Option<&'a str> {
+        node.annotation(&self.key(NODE_PUBLIC_IPV6))
             .filter(|v| !v.is_empty())
     }
 
