@@ -337,6 +337,100 @@ mod tests {
         assert!(err.to_string().contains("and 4 more"), "{err}");
     }
 
+    /// An IPv6-only network: every PublicIP is 0.0.0.0.
+    const V6_ONLY: &str = r#"{"config": {"EnableIPv4": false, "EnableIPv6": true,
+            "IPv6Network": "fd00:100:96::/48", "Backend": {"Type": "vxlan"}},
+        "subnets": {
+            "0.0.0.0-0&fd00:100:96:1::-64": {"PublicIP": "0.0.0.0", "PublicIPv6": "2001:db8::1",
+                "BackendType": "vxlan", "BackendV6Data": {"VNI": 1, "VtepMAC": "0e:00:00:00:01:06"}},
+            "0.0.0.0-0&fd00:100:96:2::-64": {"PublicIP": "0.0.0.0", "PublicIPv6": "2001:db8::2",
+                "BackendType": "vxlan"}}}"#;
+
+    fn v6_only(v6: &str) -> Publics {
+        Publics {
+            v4: Ipv4Addr::UNSPECIFIED,
+            v6: Some(v6.parse().expect("valid")),
+        }
+    }
+
+    #[test]
+    fn an_ipv6_only_host_finds_its_lease_by_its_ipv6_address() {
+        let s = parse(V6_ONLY);
+        let local = find_local(&s.leases, v6_only("2001:db8::1")).expect("listed");
+        assert_eq!(local.key.to_string(), "0.0.0.0-0&fd00:100:96:1::-64");
+        assert_eq!(local.public_ip, Ipv4Addr::UNSPECIFIED);
+        assert_eq!(
+            local.public_ipv6,
+            Some("2001:db8::1".parse().expect("valid"))
+        );
+        assert_eq!(local.vtep_mac.to_string(), "0e:00:00:00:01:06");
+        assert_eq!(local.vtep_mac_v6, local.vtep_mac);
+        // Without a VtepMAC: the IPv6 layout, not the IPv4 one of 0.0.0.0.
+        let local = find_local(&s.leases, v6_only("2001:db8::2")).expect("listed");
+        assert!(local.vtep_mac_derived);
+        assert_eq!(local.vtep_mac.to_string(), "0e:76:20:01:0d:ba");
+        assert_eq!(local.vtep_mac_v6, local.vtep_mac);
+
+        let err = find_local(&s.leases, v6_only("2001:db8::9")).expect_err("not listed");
+        let msg = err.to_string();
+        assert!(msg.starts_with("public IPv6 (--public-ipv6"), "{msg}");
+        assert!(
+            msg.contains("the leases' PublicIPv6s are 2001:db8::1 (0.0.0.0-0&fd00:100:96:1::-64), 2001:db8::2"),
+            "{msg}"
+        );
+        assert!(msg.contains("set --public-ipv6"), "{msg}");
+    }
+
+    #[test]
+    fn a_dual_stack_host_finds_its_lease_by_its_ipv4_address() {
+        let s = parse(
+            r#"{"config": {"Network": "100.96.0.0/16", "EnableIPv6": true,
+                "IPv6Network": "fd00:100:96::/48", "Backend": {"Type": "vxlan"}},
+                "subnets": {"100.96.1.0-24&fd00:100:96:1::-64": {"PublicIP": "192.0.2.1",
+                    "PublicIPv6": "2001:db8::1", "BackendType": "vxlan",
+                    "BackendData": {"VNI": 1, "VtepMAC": "0e:00:00:00:01:00"},
+                    "BackendV6Data": {"VNI": 1, "VtepMAC": "0e:00:00:00:01:06"}}}}"#,
+        );
+        let public = Publics {
+            v4: ip("192.0.2.1"),
+            v6: Some("2001:db8::77".parse().expect("valid")),
+        };
+        let local = find_local(&s.leases, public).expect("by its IPv4 address");
+        assert_eq!(
+            local.public_ipv6,
+            Some("2001:db8::1".parse().expect("valid"))
+        );
+        assert_eq!(local.vtep_mac.to_string(), "0e:00:00:00:01:00");
+        assert_eq!(local.vtep_mac_v6.to_string(), "0e:00:00:00:01:06");
+    }
+
+    #[test]
+    fn derived_ipv6_macs_fold_the_address() {
+        let mac = |s: &str| derive_vtep_mac_v6(s.parse().expect("valid")).to_string();
+        // The layout is part of the format: peers compute it too.
+        assert_eq!(mac("2001:db8::1"), "0e:76:20:01:0d:b9");
+        assert_eq!(mac("::"), "0e:76:00:00:00:00");
+        // Addresses sharing their first 96 bits never collide.
+        let macs: std::collections::HashSet<String> = (1..=300u32)
+            .map(|i| mac(&format!("2001:db8::{i:x}")))
+            .collect();
+        assert_eq!(macs.len(), 300);
+        let m = derive_vtep_mac_v6("2001:db8:1::5".parse().expect("valid"));
+        assert!(m.is_unicast() && m.is_local());
+        assert_ne!(
+            m,
+            derive_vtep_mac_v6("2001:db8:2::5".parse().expect("valid"))
+        );
+        assert_eq!(
+            v6_only("2001:db8::1").derived_vtep_mac(),
+            derive_vtep_mac_v6("2001:db8::1".parse().expect("valid"))
+        );
+        assert_eq!(
+            Publics::from(ip("192.0.2.3")).derived_vtep_mac(),
+            derive_vtep_mac(ip("192.0.2.3"))
+        );
+    }
+
     #[test]
     fn unspecified_or_shared_addresses_are_refused() {
         let s = parse(VXLAN);

@@ -523,5 +523,90 @@ mod tests {
         assert_eq!(prefix().overwrite(&n), Some("203.0.113.7"));
         assert_eq!(prefix().stored_public_ip(&n), Some("192.0.2.9"));
         assert_eq!(prefix().overwrite(&node(&[], &[])), None);
+        let n = node(
+            &[],
+            &[
+                ("public-ipv6-overwrite", "2001:db8:7::7"),
+                ("node-public-ipv6", "2001:db8::9"),
+                ("public-ip-overwrite", ""),
+            ],
+        );
+        assert_eq!(prefix().overwrite6(&n), Some("2001:db8:7::7"));
+        assert_eq!(prefix().stored_public_ipv6(&n), Some("2001:db8::9"));
+        assert_eq!(
+            prefix().overwrite(&n),
+            None,
+            "empty is unset, as for flanneld"
+        );
+    }
+
+    #[test]
+    fn dual_stack_and_ipv6_only_nodes_write_flanneld_annotations() {
+        // What flanneld's vxlan backend writes on a dual-stack node (with its
+        // two devices' MACs; ringlay's one VTEP makes them equal).
+        let dual = keyed(&prefix().ours(&vxlan_attrs(true)));
+        assert_eq!(
+            dual,
+            [
+                ("backend-data", r#"{"VNI":1,"VtepMAC":"0e:8a:3c:11:22:33"}"#),
+                ("backend-type", "vxlan"),
+                (
+                    "backend-v6-data",
+                    r#"{"VNI":1,"VtepMAC":"0e:8a:3c:11:22:33"}"#
+                ),
+                ("kube-subnet-manager", "true"),
+                ("public-ip", "192.168.1.10"),
+                ("public-ipv6", "2001:db8::10"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        // IPv6 only: no BackendData, so neither backend-data nor public-ip.
+        let mut only = vxlan_attrs(true);
+        only.public_ip = std::net::Ipv4Addr::UNSPECIFIED;
+        only.backend_data = None;
+        assert_eq!(
+            keyed(&prefix().ours(&only)),
+            [
+                ("backend-type", "vxlan"),
+                (
+                    "backend-v6-data",
+                    r#"{"VNI":1,"VtepMAC":"0e:8a:3c:11:22:33"}"#
+                ),
+                ("kube-subnet-manager", "true"),
+                ("public-ipv6", "2001:db8::10"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        // host-gw IPv6 only: flanneld's `null` data, and its PublicIP 0.0.0.0.
+        only.backend_type = Some(BackendType::HostGw);
+        only.backend_v6_data = None;
+        assert_eq!(
+            keyed(&prefix().ours(&only)),
+            [
+                ("backend-data", "null"),
+                ("backend-type", "host-gw"),
+                ("backend-v6-data", "null"),
+                ("kube-subnet-manager", "true"),
+                ("public-ip", "0.0.0.0"),
+                ("public-ipv6", "2001:db8::10"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        // And read back, an IPv6-only Node is that lease.
+        let n = node(
+            &["fd00:10:244:1::/64"],
+            &[
+                ("kube-subnet-manager", "true"),
+                ("backend-type", "vxlan"),
+                (
+                    "backend-v6-data",
+                    r#"{"VNI":1,"VtepMAC":"0e:8a:3c:11:22:33"}"#,
+                ),
+                ("public-ipv6", "2001:db8::10"),
+            ],
+        );
+        let lease = prefix().lease_of(&n).expect("valid").expect("a lease");
+        assert_eq!(lease.attrs.address().to_string(), "2001:db8::10");
+        assert_eq!(lease.key.to_string(), "0.0.0.0-0&fd00:10:244:1::-64");
     }
 }
