@@ -255,8 +255,8 @@ fn no_global_v6(iface: &str) -> Error {
         "--public-ipv6",
         "(none given)",
         format!(
-            "EnableIPv6 is true but {iface} has no global IPv6 address (a link-local one \
-             cannot be reached by peers): add one or set --public-ipv6"
+            "EnableIPv6 is true but {iface} has no global IPv6 address: add one or set \
+             --public-ipv6 (peers cannot reach a link-local address)"
         ),
     )
 }
