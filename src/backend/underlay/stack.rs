@@ -1,6 +1,6 @@
 //! The underlay per address family, as flanneld places it (`LookupExtIface` in
 //! its `pkg/ipmatch/match.go`, called from `main.go` once the network config is
-//! known): pure code over the same host snapshot as [`select`](super::select).
+//! known): pure code over the same host snapshot as [`select`].
 //!
 //! The network config's `EnableIPv4` and `EnableIPv6` make the [`Stack`]:
 //!
