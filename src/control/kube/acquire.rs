@@ -298,3 +298,48 @@ async fn patch_status(
         delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(cidrs: &[&str]) -> NodeLease {
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "n" },
+            "spec": { "podCIDRs": cidrs },
+        }))
+        .expect("node")
+    }
+
+    fn key_of(cidrs: &[&str], config: &str) -> Option<String> {
+        let config = NetworkConfig::parse(config).expect("valid config");
+        pod_cidr_key(&node(cidrs), &config)
+            .expect("inside the network")
+            .map(|k| k.to_string())
+    }
+
+    const DUAL: &str =
+        r#"{"Network":"100.96.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:100:96::/48"}"#;
+    const V6_ONLY: &str =
+        r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:100:96::/48"}"#;
+
+    #[test]
+    fn pod_cidrs_of_both_families_make_a_dual_stack_key() {
+        let both = ["100.96.1.0/24", "fd00:100:96:1::/64"];
+        assert_eq!(
+            key_of(&both, DUAL).as_deref(),
+            Some("100.96.1.0-24&fd00:100:96:1::-64")
+        );
+        // A dual-stack network waits for both families.
+        assert_eq!(key_of(&both[..1], DUAL), None);
+        // A family the network lacks is no part of the lease, as for flanneld.
+        assert_eq!(
+            key_of(&both, r#"{"Network":"100.96.0.0/16"}"#).as_deref(),
+            Some("100.96.1.0-24")
+        );
+        assert_eq!(
+            key_of(&both, V6_ONLY).as_deref(),
+            Some("0.0.0.0-0&fd00:100:96:1::-64")
+        );
+    }
+}
