@@ -345,6 +345,7 @@ mod tests {
             lease: Some(LeaseInfo {
                 subnet: "100.96.1.0/24".into(),
                 public_ip: "192.0.2.1".parse().expect("literal"),
+                public_ipv6: None,
                 vtep_mac: None,
                 backend: "udp".into(),
                 tun: Some("ringlay0".into()),

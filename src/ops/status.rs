@@ -252,17 +252,26 @@ impl Status {
         );
         match &self.lease {
             Some(l) => {
+                // An IPv6-only lease's PublicIP is 0.0.0.0: its IPv6 address
+                // is the one to show first.
+                let (first, also) = match l.public_ipv6 {
+                    Some(v6) if l.public_ip.is_unspecified() => (v6.to_string(), None),
+                    v6 => (l.public_ip.to_string(), v6),
+                };
                 let _ = writeln!(
                     o,
                     "lease     {} via {} ({}{})",
                     l.subnet,
-                    l.public_ip,
+                    first,
                     l.backend,
                     l.vtep_mac
                         .as_deref()
                         .map(|m| format!(", VtepMAC {m}"))
                         .unwrap_or_default()
                 );
+                if let Some(v6) = also {
+                    let _ = writeln!(o, "          and via {v6} (IPv6)");
+                }
             }
             None => o.push_str("lease     (none yet)\n"),
         }
@@ -497,6 +506,7 @@ mod tests {
             lease: Some(LeaseInfo {
                 subnet: "100.96.1.0/24".into(),
                 public_ip: "192.0.2.1".parse().expect("literal"),
+                public_ipv6: Some("2001:db8::1".parse().expect("literal")),
                 vtep_mac: Some("0e:00:00:00:01:00".into()),
                 backend: "vxlan".into(),
                 tun: Some("ringlay0".into()),
@@ -532,6 +542,8 @@ mod tests {
             assert!(line.chars().count() <= 80, "{line:?} is too wide");
         }
         assert!(text.contains("100.96.200.0/24"), "{text}");
+        assert!(text.contains("via 192.0.2.1 (vxlan"), "{text}");
+        assert!(text.contains("and via 2001:db8::1 (IPv6)"), "{text}");
         assert!(text.contains("spoofed_source"), "{text}");
         assert!(
             text.contains("table generation 3, workers switched tables 2 times"),
