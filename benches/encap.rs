@@ -52,6 +52,7 @@ fn bench(c: &mut Criterion) {
         subnets: subnets("100.96.2.0/24"),
         vni: 1,
         vtep_mac: MAC_B,
+        vtep_mac_v6: MAC_B,
     };
     let sender = subnets("100.96.1.0/24");
 

@@ -76,11 +76,15 @@ pub enum DropReason {
     /// reports): an overlay carries unicast only, so no lease covers it. Counted
     /// apart from [`DropReason::NoLease`], which then counts only unicast misses.
     MulticastDestination,
+    /// The destination's lease names no underlay address of a family this node
+    /// tunnels over (an IPv6-only peer seen from an IPv4-only node, or the
+    /// reverse), so there is nowhere to send the datagram.
+    NoUnderlayAddress,
 }
 
 impl DropReason {
     /// Every reason, in declaration order: index `r as usize` is `r`'s position.
-    pub const ALL: [DropReason; 23] = [
+    pub const ALL: [DropReason; 24] = [
         DropReason::Truncated,
         DropReason::VxlanFlags,
         DropReason::WrongVni,
@@ -104,6 +108,7 @@ impl DropReason {
         DropReason::GsoUnsupported,
         DropReason::TransportHeader,
         DropReason::MulticastDestination,
+        DropReason::NoUnderlayAddress,
     ];
 
     /// A stable `snake_case` name, for counters and metric labels.
@@ -132,6 +137,7 @@ impl DropReason {
             DropReason::GsoUnsupported => "gso_unsupported",
             DropReason::TransportHeader => "transport_header",
             DropReason::MulticastDestination => "multicast_destination",
+            DropReason::NoUnderlayAddress => "no_underlay_address",
         }
     }
 

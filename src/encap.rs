@@ -82,8 +82,13 @@ pub struct Local {
     pub subnets: SubnetKey,
     /// The network's VXLAN VNI (flannel's default is 1).
     pub vni: u32,
-    /// Our VTEP MAC: the inner destination MAC of every vxlan frame for us.
+    /// Our VTEP MAC: the inner destination MAC of vxlan frames for us over the
+    /// IPv4 underlay.
     pub vtep_mac: MacAddr,
+    /// Our IPv6 VTEP's MAC (`BackendV6Data.VtepMAC`): the inner destination of
+    /// frames for us over the IPv6 underlay. The same as `vtep_mac` unless the
+    /// lease says otherwise; frames to either are ours.
+    pub vtep_mac_v6: MacAddr,
 }
 
 /// The tunnel headers of every vxlan frame to one peer, encoded once (when the
@@ -339,7 +344,7 @@ pub fn decap_vxlan(
     if dst.is_multicast() {
         return Err(DropReason::MulticastMac);
     }
-    if dst != local.vtep_mac {
+    if dst != local.vtep_mac && dst != local.vtep_mac_v6 {
         return Err(DropReason::NotOurMac);
     }
     let version = match ethertype {

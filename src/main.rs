@@ -1,7 +1,7 @@
 //! The `ringlay` command: the only place that uses `anyhow`.
 
 use std::io::{IsTerminal, Read};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -234,6 +234,14 @@ struct RunArgs {
     /// [default: the underlay interface's address].
     #[arg(long, value_name = "IP")]
     public_ip: Option<Ipv4Addr>,
+    /// The IPv6 address peers reach this host at (its lease's PublicIPv6), used
+    /// when the network config enables IPv6 (EnableIPv6) and ignored otherwise.
+    /// In an IPv6-only network (EnableIPv4 false) it picks the underlay as
+    /// --public-ip does for IPv4; in a dual-stack one it must be an address of
+    /// the IPv4 underlay interface, or of no interface here (behind NAT)
+    /// [default: the underlay interface's first global IPv6 address].
+    #[arg(long, value_name = "IPV6")]
+    public_ipv6: Option<Ipv6Addr>,
     /// The underlay interface: a name, or an IPv4 address (the interface holding
     /// it, with that address). Repeat to try several in order: the first usable
     /// one wins; if none is, any --iface-regex and then --iface-can-reach are
@@ -364,6 +372,7 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
     ringlay::daemon::run(ringlay::daemon::Options {
         source,
         public_ip: args.public_ip,
+        public_ipv6: args.public_ipv6,
         underlay: Criteria {
             ifaces: args.iface,
             regexes: args.iface_regex,
@@ -452,7 +461,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// from its variable, not a list: flanneld sets the flag once from the whole
 /// variable (coreos/pkg `flagutil.SetFlagsFromEnv`), and a comma is no separator
 /// for a regex like `eth[0-9]{1,2}`.
-const FLANNELD_FLAGS: [&str; 22] = [
+const FLANNELD_FLAGS: [&str; 23] = [
     "etcd-endpoints",
     "etcd-prefix",
     "etcd-keyfile",
@@ -464,6 +473,7 @@ const FLANNELD_FLAGS: [&str; 22] = [
     "iface-regex",
     "iface-can-reach",
     "public-ip",
+    "public-ipv6",
     "subnet-file",
     "subnet-lease-renew-margin",
     "ip-masq",

@@ -247,3 +247,54 @@ fn busy_poll_is_bounded() {
         assert!(err.contains("--busy-poll"), "{err}");
     }
 }
+
+#[test]
+fn public_ipv6_must_be_an_ipv6_address() {
+    // Refused while parsing the flags (exit 2), naming the flag and the value,
+    // whether given as the flag or through flanneld's variable.
+    for value in ["192.0.2.1", "2001:db8::1/64", "eth0", "2001:db8:::1"] {
+        let out = ringlay(
+            &[
+                "run",
+                "--static-leases",
+                "/nonexistent",
+                "--public-ipv6",
+                value,
+            ],
+            "",
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--public-ipv6 {value}: {err}");
+        assert!(
+            err.contains("--public-ipv6") && err.contains(value),
+            "{err}"
+        );
+    }
+    for var in ["FLANNELD_PUBLIC_IPV6", "RINGLAY_PUBLIC_IPV6"] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringlay"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("RINGLAY_") || k.starts_with("FLANNELD_") {
+                cmd.env_remove(k);
+            }
+        }
+        let out = cmd
+            .args(["run", "--static-leases", "/nonexistent"])
+            .env(var, "not-an-address")
+            .stdin(Stdio::null())
+            .output()
+            .expect("ringlay runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}: {err}");
+        assert!(
+            err.contains("--public-ipv6") && err.contains("not-an-address"),
+            "{err}"
+        );
+    }
+    // The help names what it is for.
+    let out = ringlay(&["run", "--help"], "");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("--public-ipv6 <IPV6>") && help.contains("EnableIPv6"),
+        "{help}"
+    );
+}

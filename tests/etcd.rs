@@ -788,3 +788,113 @@ fn username_and_password() {
         assert!(err.to_string().contains("etcd"), "{err}");
     });
 }
+
+const DUAL_VXLAN_CONFIG: &str = r#"{"Network":"100.96.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:100:96::/48","Backend":{"Type":"vxlan"}}"#;
+const V6_ONLY_VXLAN_CONFIG: &str = r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:100:96::/48","Backend":{"Type":"vxlan"}}"#;
+
+fn v6(s: &str) -> std::net::Ipv6Addr {
+    s.parse().expect("valid address")
+}
+
+/// A dual-stack node through the lease source the daemon starts: the place
+/// callback sees the config before any lease is written, and the value etcd
+/// holds is flanneld's, byte for byte, with one VTEP for both families.
+#[test]
+fn dual_stack_vxlan_lease_is_flanneld_bytes() {
+    if !require_etcd("dual_stack_vxlan_lease") {
+        return;
+    }
+    use ringlay::config::Features;
+    use ringlay::control::source::{LeaseSource, Source};
+    use ringlay::control::Publics;
+
+    let e = Etcd::start("dual-stack-vxlan-lease");
+    e.put(&format!("{PREFIX}/config"), DUAL_VXLAN_CONFIG);
+    let subnet_file = e.dir().join("subnet.env");
+    rt().block_on(async {
+        let mut seen = None;
+        let place = |c: &NetworkConfig| {
+            seen = Some(*c);
+            Ok(Publics {
+                v4: ip("192.0.2.1"),
+                v6: Some(v6("2001:db8::1")),
+            })
+        };
+        let source = Source::Etcd(settings(&e));
+        let started = LeaseSource::start(&source, &subnet_file, Features::default(), place)
+            .await
+            .expect("start");
+        assert_eq!(seen, Some(config(DUAL_VXLAN_CONFIG)), "placed for the config");
+        let local = started.local;
+        assert!(local.key.v4.is_some() && local.key.v6.is_some(), "{}", local.key);
+        assert_eq!(local.public_ip, ip("192.0.2.1"));
+        assert_eq!(local.public_ipv6, Some(v6("2001:db8::1")));
+        assert_eq!(local.vtep_mac.to_string(), "0e:72:c0:00:02:01");
+        assert_eq!(local.vtep_mac_v6, local.vtep_mac);
+        let value = e.get(&lease_key(&local.key.to_string())).expect("our lease");
+        assert_eq!(
+            value,
+            r#"{"PublicIP":"192.0.2.1","PublicIPv6":"2001:db8::1","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0e:72:c0:00:02:01"},"BackendV6Data":{"VNI":1,"VtepMAC":"0e:72:c0:00:02:01"}}"#
+        );
+        // A config this host cannot run is refused before anything is written.
+        drop(started);
+        let refuse = |_: &NetworkConfig| Err(Error::invalid("Backend", "x", "refused by the test"));
+        let err = LeaseSource::start(&source, &subnet_file, Features::default(), refuse)
+            .await
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("refused by the test"), "{err}");
+        assert_eq!(e.get_prefix(&format!("{PREFIX}/subnets/")).len(), 1);
+    });
+}
+
+/// IPv6-only nodes: flanneld's zero PublicIP and no BackendData; each node
+/// finds its own lease again by PublicIPv6 (not by the 0.0.0.0 they share),
+/// and derives its VTEP MAC from its IPv6 address.
+#[test]
+fn ipv6_only_leases_are_flanneld_bytes_and_found_again_by_public_ipv6() {
+    if !require_etcd("ipv6_only_leases") {
+        return;
+    }
+    use ringlay::control::Publics;
+
+    let e = Etcd::start("ipv6-only-leases");
+    e.put(&format!("{PREFIX}/config"), V6_ONLY_VXLAN_CONFIG);
+    let c = config(V6_ONLY_VXLAN_CONFIG);
+    let at = |a: &str| Publics {
+        v4: Ipv4Addr::UNSPECIFIED,
+        v6: Some(v6(a)),
+    };
+    rt().block_on(async {
+        let mut a = connect(&e).await;
+        let first = a
+            .acquire(&c, at("2001:db8::1"), None, &mut Rng::from_entropy())
+            .await
+            .expect("acquire");
+        assert_eq!(first.how, Acquired::New);
+        assert!(first.key.v4.is_none() && first.key.v6.is_some(), "{}", first.key);
+        let k = lease_key(&first.key.to_string());
+        assert!(k.contains("/subnets/0.0.0.0-0&fd00:100:96:"), "{k}");
+        assert_eq!(
+            e.get(&k).expect("ours"),
+            r#"{"PublicIP":"0.0.0.0","PublicIPv6":"2001:db8::1","BackendType":"vxlan","BackendV6Data":{"VNI":1,"VtepMAC":"0e:76:20:01:0d:b9"}}"#
+        );
+        // Another IPv6-only node gets its own subnet, not ours.
+        let mut b = connect(&e).await;
+        let second = b
+            .acquire(&c, at("2001:db8::2"), None, &mut Rng::from_entropy())
+            .await
+            .expect("acquire");
+        assert_eq!(second.how, Acquired::New);
+        assert_ne!(second.key, first.key);
+        // A restart of the first finds its lease by PublicIPv6 and keeps it.
+        let mut again = connect(&e).await;
+        let kept = again
+            .acquire(&c, at("2001:db8::1"), None, &mut Rng::from_entropy())
+            .await
+            .expect("acquire");
+        assert_eq!((kept.how, kept.key), (Acquired::Reused, first.key));
+        assert_eq!(kept.vtep_mac(), first.vtep_mac());
+        assert_eq!(e.get_prefix(&format!("{PREFIX}/subnets/")).len(), 2);
+    });
+}

@@ -55,6 +55,7 @@ fn local(n: u8) -> Local {
         subnets: lease(n),
         vni: 1,
         vtep_mac: vtep(n),
+        vtep_mac_v6: vtep(n),
     }
 }
 

@@ -1,8 +1,10 @@
 //! Choosing the underlay interface as flanneld does, on a host with several
 //! interfaces: `--iface` by name, by address and as a list; `--iface-regex` on
 //! addresses, then names; `--iface-can-reach`; their precedence; the same from
-//! `RINGLAY_*` and `FLANNELD_*` variables; and the start-up error when nothing
-//! matches. Every case starts the real daemon (static leases, udp backend) in
+//! `RINGLAY_*` and `FLANNELD_*` variables; the start-up error when nothing
+//! matches; and per address family: a dual-stack network on the IPv4 interface
+//! with its IPv6 address, an IPv6-only one (host-gw) by IPv6 addresses and the
+//! IPv6 default route. Every case starts the real daemon (static leases, udp backend) in
 //! the host's namespace and reads the interface and public IP it chose from its
 //! ready line; the public IP must also be one of the leases', or it would not
 //! start.
@@ -266,4 +268,146 @@ fn nothing_matching_is_a_start_up_error() {
         "{err}"
     );
     assert!(err.contains("also give --iface"), "{err}");
+}
+
+/// [`many_interfaces`] with IPv6 (without duplicate address detection, so the
+/// addresses are usable at once): eth1 2001:db8:1::1/64, eth2 2001:db8:2::1/64
+/// holding the IPv6 default route, eth0 with its link-local address only.
+fn many_interfaces_v6() -> Cluster {
+    let c = many_interfaces();
+    c.host(1).sh("ip addr add 2001:db8:1::1/64 dev eth1 nodad
+         ip addr add 2001:db8:2::1/64 dev eth2 nodad
+         ip -6 route add default via 2001:db8:2::254 dev eth2");
+    c
+}
+
+/// Leases for `config` (a JSON object), one per `(key, PublicIP, PublicIPv6)`,
+/// each with `extra` fields.
+fn leases_of(config: &str, extra: &str, leases: &[(&str, &str, &str)]) -> String {
+    let subnets: Vec<String> = leases
+        .iter()
+        .map(|(k, ip, ip6)| format!(r#""{k}": {{"PublicIP": "{ip}", "PublicIPv6": {ip6}{extra}}}"#))
+        .collect();
+    format!(
+        r#"{{"config": {config}, "subnets": {{{}}}}}"#,
+        subnets.join(", ")
+    )
+}
+
+/// Starts ringlay on host 1 with `leases` and `args`: the ready line's
+/// `iface public_ip public_ipv6`, or the start-up error.
+fn placed(c: &Cluster, leases: &str, args: &[&str]) -> Result<String, String> {
+    let mut all = vec!["--queues", "1"];
+    all.extend_from_slice(args);
+    let mut d = c.try_ringlay_choosing(1, leases, &all, &[])?;
+    let log = d.log();
+    d.terminate();
+    let ready = log
+        .lines()
+        .find(|l| l.contains("ready: "))
+        .expect("a ready line");
+    let got: Vec<&str> = ["iface", "public_ip", "public_ipv6"]
+        .iter()
+        .map(|k| field(ready, k).unwrap_or_else(|| panic!("{k}= in {ready}")))
+        .collect();
+    println!("{args:?}: {got:?}");
+    Ok(got.join(" "))
+}
+
+#[test]
+fn dual_stack_takes_the_ipv4_interface_and_its_ipv6_address() {
+    if !netns::require_root("dual_stack_takes_the_ipv4_interface_and_its_ipv6_address") {
+        return;
+    }
+    let c = many_interfaces_v6();
+    let config = r#"{"Network": "100.96.0.0/16", "EnableIPv6": true, "IPv6Network": "fd00:100:96::/48", "Backend": {"Type": "udp"}}"#;
+    let leases = leases_of(
+        config,
+        "",
+        &[
+            ("100.96.1.0-24&fd00:100:96:1::-64", "192.0.2.1", "null"),
+            (
+                "100.96.2.0-24&fd00:100:96:2::-64",
+                "198.51.100.1",
+                r#""2001:db8:1::1""#,
+            ),
+            (
+                "100.96.3.0-24&fd00:100:96:3::-64",
+                "203.0.113.1",
+                r#""2001:db8:2::1""#,
+            ),
+        ],
+    );
+    let ok = |s: &str| Ok(s.to_owned());
+    // Nothing given: both default routes leave by eth2.
+    assert_eq!(
+        placed(&c, &leases, &[]),
+        ok("eth2 203.0.113.1 2001:db8:2::1")
+    );
+    assert_eq!(
+        placed(&c, &leases, &["--iface", "eth1"]),
+        ok("eth1 198.51.100.1 2001:db8:1::1")
+    );
+    // One interface for both families.
+    let err = placed(
+        &c,
+        &leases,
+        &["--iface", "eth1", "--public-ipv6", "2001:db8:2::1"],
+    )
+    .expect_err("on eth2");
+    assert!(
+        err.contains("it is on eth2, but the underlay is eth1"),
+        "{err}"
+    );
+    let err = placed(&c, &leases, &["--iface", "eth0"]).expect_err("link-local only");
+    assert!(
+        err.contains(
+            "EnableIPv6 is true but eth0 has no global IPv6 address: add one or set --public-ipv6"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn ipv6_only_chooses_by_ipv6_addresses_and_the_ipv6_default_route() {
+    if !netns::require_root("ipv6_only_chooses_by_ipv6_addresses_and_the_ipv6_default_route") {
+        return;
+    }
+    let c = many_interfaces_v6();
+    let config = r#"{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "fd00:100:96::/48", "Backend": {"Type": "host-gw"}}"#;
+    let leases = leases_of(
+        config,
+        r#", "BackendType": "host-gw""#,
+        &[
+            (
+                "0.0.0.0-0&fd00:100:96:1::-64",
+                "0.0.0.0",
+                r#""2001:db8:1::1""#,
+            ),
+            (
+                "0.0.0.0-0&fd00:100:96:2::-64",
+                "0.0.0.0",
+                r#""2001:db8:2::1""#,
+            ),
+        ],
+    );
+    let ok = |s: &str| Ok(s.to_owned());
+    assert_eq!(placed(&c, &leases, &[]), ok("eth2 0.0.0.0 2001:db8:2::1"));
+    assert_eq!(
+        placed(&c, &leases, &["--iface", "2001:db8:1::1"]),
+        ok("eth1 0.0.0.0 2001:db8:1::1")
+    );
+    assert_eq!(
+        placed(&c, &leases, &["--iface-regex", "^2001:db8:1:"]),
+        ok("eth1 0.0.0.0 2001:db8:1::1")
+    );
+    assert_eq!(
+        placed(&c, &leases, &["--public-ipv6", "2001:db8:1::1"]),
+        ok("eth1 0.0.0.0 2001:db8:1::1")
+    );
+    let err = placed(&c, &leases, &["--public-ip", "192.0.2.1"]).expect_err("no IPv4");
+    assert!(
+        err.contains("--public-ip") && err.contains("EnableIPv4 false"),
+        "{err}"
+    );
 }

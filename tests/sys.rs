@@ -19,7 +19,7 @@ use ringlay::sys::error::raw_os_error;
 use ringlay::sys::eventfd::EventFd;
 use ringlay::sys::tun::{self, Tun};
 use ringlay::sys::uring::Ring;
-use ringlay::sys::{caps, cpu, netdev, socket};
+use ringlay::sys::{caps, cpu, netdev, sockaddr, socket};
 
 /// Set in the environment of the re-executed test binary: the namespace it runs in.
 const CHILD_ENV: &str = "RINGLAY_SYS_TEST_NETNS";
@@ -399,49 +399,107 @@ fn udp_reuseport_group_steered_by_cpu() {
 
 /// A gathered send puts pieces from anywhere in its slot on the wire as one
 /// buffer, and with a segment size the kernel cuts that buffer into datagrams:
-/// headers written apart from the payloads arrive in front of them.
+/// headers written apart from the payloads arrive in front of them. The same
+/// over IPv4, IPv6, and from a dual-stack socket to an IPv4-mapped address;
+/// and a receive through the ring reports each sender's address.
 #[test]
 fn uring_gathered_send_is_cut_at_the_segment_size() {
     in_netns("uring_gathered_send_is_cut_at_the_segment_size", |_| {
         ip(&["link", "set", "lo", "up"]);
-        let rx = UdpSocket::bind("127.0.0.1:0").expect("receiver");
-        rx.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        let dest = match rx.local_addr().expect("address") {
-            SocketAddr::V4(a) => a,
-            SocketAddr::V6(_) => unreachable!("bound to IPv4"),
-        };
-        let tx = UdpSocket::bind("127.0.0.1:0").expect("sender");
-        let mut ring = Ring::new(8, 1, 4096).expect("ring");
-        // Payloads at the start of the slot, headers near its end.
-        let buf = ring.buf_mut(0);
-        buf[..12].copy_from_slice(b"aaaaaabbbbbb");
-        buf[3000..3008].copy_from_slice(b"HDR1HDR2");
-        let pieces = [3000..3004, 0..6, 3004..3008, 6..12];
-        ring.send_gather(tx.as_raw_fd(), 0, &pieces, dest, Some(10), 1)
-            .expect("queue the send");
-        // A piece outside the slot is refused before anything is queued.
-        let outside = ring.send_gather(
-            tx.as_raw_fd(),
-            0,
-            std::slice::from_ref(&(0..4097)),
-            dest,
-            None,
-            1,
-        );
-        assert!(outside.is_err());
-        ring.submit_and_wait(1).expect("submit");
-        let mut done = Vec::new();
-        ring.reap(&mut done);
-        assert_eq!(done.len(), 1, "{done:?}");
-        assert_eq!(done[0].result, 20, "both datagrams' bytes sent");
-        let mut got = [0u8; 64];
-        let n = rx.recv(&mut got).expect("first datagram");
-        assert_eq!(&got[..n], b"HDR1aaaaaa");
-        let n = rx.recv(&mut got).expect("second datagram");
-        assert_eq!(&got[..n], b"HDR2bbbbbb");
-        let _ = ring.buf(0);
+        let cases = [
+            (
+                "127.0.0.1:0",
+                UdpSocket::bind("127.0.0.1:0").expect("IPv4 sender"),
+                false,
+            ),
+            (
+                "[::1]:0",
+                UdpSocket::bind("[::1]:0").expect("IPv6 sender"),
+                false,
+            ),
+            (
+                "127.0.0.1:0",
+                socket::dual_stack_udp_socket(0, false, 0).expect("dual-stack sender"),
+                true,
+            ),
+        ];
+        for (bind, tx, mapped) in cases {
+            let rx = UdpSocket::bind(bind).expect("receiver");
+            rx.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            let dest = sockaddr::for_socket(rx.local_addr().expect("address"), mapped);
+            gathered_send_arrives_cut(&tx, &rx, dest);
+            ring_receive_reports_the_sender(&rx, &tx);
+        }
     });
+}
+
+fn gathered_send_arrives_cut(tx: &UdpSocket, rx: &UdpSocket, dest: SocketAddr) {
+    let mut ring = Ring::new(8, 1, 4096).expect("ring");
+    // Payloads at the start of the slot, headers near its end.
+    let buf = ring.buf_mut(0);
+    buf[..12].copy_from_slice(b"aaaaaabbbbbb");
+    buf[3000..3008].copy_from_slice(b"HDR1HDR2");
+    let pieces = [3000..3004, 0..6, 3004..3008, 6..12];
+    ring.send_gather(tx.as_raw_fd(), 0, &pieces, dest, Some(10), 1)
+        .expect("queue the send");
+    // A piece outside the slot is refused before anything is queued.
+    let outside = ring.send_gather(
+        tx.as_raw_fd(),
+        0,
+        std::slice::from_ref(&(0..4097)),
+        dest,
+        None,
+        1,
+    );
+    assert!(outside.is_err());
+    ring.submit_and_wait(1).expect("submit");
+    let mut done = Vec::new();
+    ring.reap(&mut done);
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert_eq!(done[0].result, 20, "both datagrams' bytes sent to {dest}");
+    let mut got = [0u8; 64];
+    let n = rx.recv(&mut got).expect("first datagram");
+    assert_eq!(&got[..n], b"HDR1aaaaaa");
+    let n = rx.recv(&mut got).expect("second datagram");
+    assert_eq!(&got[..n], b"HDR2bbbbbb");
+    let _ = ring.buf(0);
+}
+
+/// `rx` receives through a ring, once into a slot and once into a provided
+/// buffer, a datagram from `tx`: both report `tx`'s address.
+fn ring_receive_reports_the_sender(rx: &UdpSocket, tx: &UdpSocket) {
+    let to = rx.local_addr().expect("address");
+    let from = tx.local_addr().expect("address");
+    // A dual-stack sender's address is its IPv4 one to an IPv4 receiver.
+    let from = SocketAddr::new(
+        if to.is_ipv4() {
+            Ipv4Addr::LOCALHOST.into()
+        } else {
+            from.ip()
+        },
+        from.port(),
+    );
+    let mut ring = Ring::new(8, 1, 4096).expect("ring");
+    ring.recv_from(rx.as_raw_fd(), 0, 0, 1).expect("recv");
+    tx.send_to(b"one", to).expect("send");
+    ring.submit_and_wait(1).expect("submit");
+    let mut done = Vec::new();
+    ring.reap(&mut done);
+    assert_eq!(done[0].result, 3);
+    assert_eq!(ring.source(0), Some(from), "the slot receive's sender");
+
+    ring.enable_recv_ring(2, 256).expect("buffer ring");
+    ring.recv_multi(rx.as_raw_fd(), 2).expect("recv_multi");
+    tx.send_to(b"two", to).expect("send");
+    done.clear();
+    while done.is_empty() {
+        ring.submit_and_wait(1).expect("submit");
+        ring.reap(&mut done);
+    }
+    let bid = done[0].buffer.expect("a provided buffer");
+    let d = ring.received(bid, done[0].result as usize).expect("parsed");
+    assert_eq!((d.source, d.payload), (Some(from), &b"two"[..]));
 }
 
 #[test]

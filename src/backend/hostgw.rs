@@ -36,7 +36,7 @@ impl HostGw {
         );
         Ok(HostGw {
             routes,
-            mtu: super::mtu::tunnel_mtu(&config.backend, under.mtu),
+            mtu: super::mtu::tunnel_mtu(&config.backend, under.mtu, false),
         })
     }
 

@@ -5,11 +5,14 @@
 //! already set up is undone by dropping it):
 //!
 //! 1. probe io_uring; create the TUN device with one queue per worker, MTU =
-//!    underlay MTU − the backend's overhead ([`super::mtu`]), address = the lease's
-//!    first address with the *network's* prefix, so the kernel routes the whole
-//!    network through it; `accept_local` for the ICMP errors the workers write back;
+//!    underlay MTU − the backend's overhead over the underlay's family
+//!    ([`super::mtu`]), addresses = the lease's first address of each family with
+//!    the *network's* prefix, so the kernel routes the whole network through it;
+//!    `accept_local` for the ICMP errors the workers write back;
 //! 2. bind one socket per worker in a SO_REUSEPORT receive group on the backend
-//!    port (steered by source port), and one sending socket per worker;
+//!    port (steered by source port), and one sending socket per worker: IPv4
+//!    sockets on a node that tunnels over IPv4 only, IPv6 ones (taking IPv4 too
+//!    on a dual-stack node) on a node whose lease has a `PublicIPv6`;
 //! 3. switch on the offloads the kernel has, of those asked for;
 //! 4. start the workers ([`Dataplane`]) on the published table;
 //! 5. with `DirectRouting`, route the peers on this L2 segment directly
@@ -22,13 +25,14 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsFd;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::routes::{Mode, RouteSync};
 use super::{mtu, Underlay};
 use crate::config::{Backend, Lease, NetworkConfig};
 use crate::control::LocalLease;
-use crate::dataplane::{Dataplane, Offload, Report, Tunnel, WorkerConfig, WorkerIo};
+use crate::dataplane::icmp::Gateways;
+use crate::dataplane::{Dataplane, Offload, Report, Tunnel, Underlays, WorkerConfig, WorkerIo};
 use crate::encap::Local;
 use crate::sys::uring::Features;
 use crate::sys::{cpu, netdev, socket, tun};
@@ -68,10 +72,11 @@ pub struct TunnelBackend {
 /// pods usually send, and a larger node that needs more says `--queues`.
 pub const DEFAULT_QUEUES_MAX: usize = 8;
 
-/// The IPv4 network and this host's IPv4 subnet in it.
-struct Lease4 {
-    network: Ipv4Net,
-    subnet: Ipv4Net,
+/// This host's overlay subnets, each with the network it lies in: the TUN's
+/// addresses and routes. At least one family is there.
+struct Overlay {
+    v4: Option<(Ipv4Net, Ipv4Net)>,
+    v6: Option<(Ipv6Net, Ipv6Net)>,
 }
 
 impl TunnelBackend {
@@ -86,23 +91,27 @@ impl TunnelBackend {
         opts: &TunnelOptions,
     ) -> Result<TunnelBackend> {
         let (tunnel, port, vni) = tunnel_of(&config.backend)?;
-        let v4 = lease4(config, local)?;
+        let overlay = overlay(config, local)?;
+        let underlays = Underlays {
+            v4: !local.public_ip.is_unspecified(),
+            v6: local.public_ipv6.is_some(),
+        };
         let multishot = probe_uring()?;
         if config.backend_defaulted {
             tracing::info!("the network config names no Backend: using udp, as flannel does");
         }
         if local.vtep_mac_derived && tunnel == Tunnel::Vxlan {
-            tracing::info!(vtep_mac = %local.vtep_mac, "our lease has no VtepMAC: derived one from {}", under.public_ip);
+            tracing::info!(vtep_mac = %local.vtep_mac, "our lease has no VtepMAC: derived one from {}", local.public_ip);
         }
-        let mtu = mtu::tunnel_mtu(&config.backend, under.mtu);
+        let mtu = mtu::tunnel_mtu(&config.backend, under.mtu, underlays.v6);
         let cpus =
             cpu::allowed_cpus().map_err(|e| Error::setup("reading this process's CPU set", e))?;
         let queues = opts
             .queues
             .unwrap_or(cpus.len().clamp(1, DEFAULT_QUEUES_MAX));
         let device = create_tun(opts, queues, mtu)?;
-        configure_tun(device.name(), &v4, local, config)?;
-        let sockets = bind_sockets(port, device.queues().len())?;
+        configure_tun(device.name(), &overlay)?;
+        let sockets = bind_sockets(port, device.queues().len(), underlays)?;
         let offload = negotiate_offload(opts.offload, &device, &sockets);
         tracing::info!(asked = %opts.offload, in_use = %offload, "offloads");
         let settings = WorkerConfig {
@@ -112,8 +121,13 @@ impl TunnelBackend {
                 subnets: local.key,
                 vni,
                 vtep_mac: local.vtep_mac,
+                vtep_mac_v6: local.vtep_mac_v6,
             },
-            gateway: v4.subnet.network(),
+            gateways: Gateways {
+                v4: overlay.v4.map(|(_, subnet)| subnet.network()),
+                v6: overlay.v6.map(|(_, subnet)| subnet.network()),
+            },
+            underlays,
             multishot,
             offload,
             mtu,
@@ -203,9 +217,7 @@ impl Drop for TunnelBackend {
 /// Refuses a config this backend cannot run (checked before a lease is written
 /// for it).
 pub fn check(config: &NetworkConfig) -> Result<()> {
-    tunnel_of(&config.backend)?;
-    network_v4(config)?;
-    Ok(())
+    tunnel_of(&config.backend).map(drop)
 }
 
 /// The tunnel format, port and VNI of a tunnel backend.
@@ -221,27 +233,25 @@ fn tunnel_of(backend: &Backend) -> Result<(Tunnel, u16, u32)> {
     }
 }
 
-fn network_v4(config: &NetworkConfig) -> Result<Ipv4Net> {
-    config.ipv4.as_ref().map(|c| c.network).ok_or_else(|| {
-        Error::invalid(
-            "EnableIPv4",
-            "false",
-            "true: ringlay's data path needs an IPv4 network",
-        )
-    })
-}
-
-/// The IPv4 network and this host's IPv4 subnet, which the data path needs.
-fn lease4(config: &NetworkConfig, local: &LocalLease) -> Result<Lease4> {
-    let network = network_v4(config)?;
-    let subnet = local.key.v4.ok_or_else(|| {
+/// This host's subnet of each family the network has. A family the network
+/// enables must be in our lease: the TUN routes it.
+fn overlay(config: &NetworkConfig, local: &LocalLease) -> Result<Overlay> {
+    let missing = |family: &str| {
         Error::invalid(
             "subnets",
             local.key,
-            "a lease with an IPv4 subnet for this host",
+            format!("a lease with an {family} subnet for this host: the network enables {family}"),
         )
-    })?;
-    Ok(Lease4 { network, subnet })
+    };
+    let v4 = match config.ipv4 {
+        Some(c) => Some((c.network, local.key.v4.ok_or_else(|| missing("IPv4"))?)),
+        None => None,
+    };
+    let v6 = match config.ipv6 {
+        Some(c) => Some((c.network, local.key.v6.ok_or_else(|| missing("IPv6"))?)),
+        None => None,
+    };
+    Ok(Overlay { v4, v6 })
 }
 
 /// Checks that io_uring has what the workers need; says whether socket receives
@@ -287,23 +297,20 @@ fn create_tun(opts: &TunnelOptions, queues: usize, mtu: u32) -> Result<tun::Tun>
 }
 
 /// Gives the TUN device its addresses and brings it up.
-fn configure_tun(
-    name: &str,
-    v4: &Lease4,
-    local: &LocalLease,
-    config: &NetworkConfig,
-) -> Result<()> {
-    let (gateway, prefix) = (v4.subnet.network(), v4.network.prefix_len());
-    netdev::set_ipv4(name, gateway, prefix)
-        .map_err(|e| Error::setup(format!("adding {gateway}/{prefix} to {name}"), e))?;
-    if let (Some(v6), Some(cfg6)) = (local.key.v6, config.ipv6.as_ref()) {
-        let (addr, prefix) = (v6.network(), cfg6.network.prefix_len());
+fn configure_tun(name: &str, overlay: &Overlay) -> Result<()> {
+    if let Some((network, subnet)) = overlay.v4 {
+        let (gateway, prefix) = (subnet.network(), network.prefix_len());
+        netdev::set_ipv4(name, gateway, prefix)
+            .map_err(|e| Error::setup(format!("adding {gateway}/{prefix} to {name}"), e))?;
+        // ICMP errors the workers write back come from this device's own
+        // address; without accept_local the kernel drops them as martians.
+        write_sysctl(&format!("net/ipv4/conf/{name}/accept_local"), "1")?;
+    }
+    if let Some((network, subnet)) = overlay.v6 {
+        let (addr, prefix) = (subnet.network(), network.prefix_len());
         netdev::add_ipv6(name, addr, prefix)
             .map_err(|e| Error::setup(format!("adding {addr}/{prefix} to {name}"), e))?;
     }
-    // ICMP errors the workers write back come from this device's own address;
-    // without accept_local the kernel drops them as martians.
-    write_sysctl(&format!("net/ipv4/conf/{name}/accept_local"), "1")?;
     // No IPv6 link-local address: the kernel would otherwise send router and
     // multicast-listener solicitations into the tunnel.
     let _ = write_sysctl(&format!("net/ipv6/conf/{name}/addr_gen_mode"), "1");
@@ -366,14 +373,15 @@ fn write_sysctl(key: &str, value: &str) -> Result<()> {
 /// Per worker: a socket in the receive group on the backend port, and a sending
 /// socket whose source port is the worker's number modulo `n` — so that the peer's
 /// receive group (steered by source port) gives each of our workers' traffic its
-/// own receiving worker.
-fn bind_sockets(port: u16, n: usize) -> Result<Vec<(UdpSocket, UdpSocket)>> {
-    let group = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
+/// own receiving worker. IPv6 sockets when `underlays` has IPv6 (dual-stack when
+/// it has IPv4 too), else IPv4 ones: the workers send to addresses of that form
+/// ([`Underlays`]).
+fn bind_sockets(port: u16, n: usize, underlays: Underlays) -> Result<Vec<(UdpSocket, UdpSocket)>> {
     let mut out = Vec::with_capacity(n);
     for k in 0..n {
-        let rx = socket::udp_socket(group, true, SOCKET_BUFFER)
+        let rx = udp_socket(port, true, underlays)
             .map_err(|e| Error::setup(format!("binding UDP port {port}"), e))?;
-        out.push((rx, sending_socket(k, n)?));
+        out.push((rx, sending_socket(k, n, underlays)?));
     }
     if n > 1 {
         socket::attach_reuseport_port_steering(&out[0].0, n as u32)
@@ -382,13 +390,28 @@ fn bind_sockets(port: u16, n: usize) -> Result<Vec<(UdpSocket, UdpSocket)>> {
     Ok(out)
 }
 
+/// One worker socket on `port` (0: an ephemeral one) of the family `underlays`
+/// calls for.
+fn udp_socket(port: u16, reuseport: bool, underlays: Underlays) -> std::io::Result<UdpSocket> {
+    match (underlays.v4, underlays.v6) {
+        (_, false) => {
+            let any = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
+            socket::udp_socket(any, reuseport, SOCKET_BUFFER)
+        }
+        (false, true) => {
+            let any = SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), port);
+            socket::udp_socket(any, reuseport, SOCKET_BUFFER)
+        }
+        (true, true) => socket::dual_stack_udp_socket(port, reuseport, SOCKET_BUFFER),
+    }
+}
+
 /// A sending socket whose ephemeral port is `k` modulo `n` if a few tries find
 /// one (ports are random), else any.
-fn sending_socket(k: usize, n: usize) -> Result<UdpSocket> {
-    let any = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+fn sending_socket(k: usize, n: usize, underlays: Underlays) -> Result<UdpSocket> {
     let mut fallback = None;
     for _ in 0..64 {
-        let s = socket::udp_socket(any, false, SOCKET_BUFFER)
+        let s = udp_socket(0, false, underlays)
             .map_err(|e| Error::setup("binding a sending socket", e))?;
         let p = s.local_addr().map(|a| a.port()).unwrap_or(0);
         if usize::from(p) % n == k {

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use super::local::derive_vtep_mac;
+use super::local::{derive_vtep_mac, derive_vtep_mac_v6};
 use crate::config::Lease;
 use crate::config::{BackendType, NetworkConfig, SubnetKey};
 use crate::table::{Peer, Snapshot, SnapshotBuilder};
@@ -18,7 +18,9 @@ use crate::table::{Peer, Snapshot, SnapshotBuilder};
 ///
 /// A vxlan lease's VTEP MAC is its `BackendData.VtepMAC`; a vxlan lease without one
 /// gets [`derive_vtep_mac`] of its public IP, the MAC a ringlay node without a listed
-/// `VtepMAC` gives itself. Other backends have no VTEP (`vtep_mac` is `None`).
+/// `VtepMAC` gives itself; an IPv6-only one (`PublicIP` 0.0.0.0) gets
+/// [`derive_vtep_mac_v6`] of its `PublicIPv6` as its IPv6 VTEP. Other backends
+/// have no VTEP (`vtep_mac` is `None`).
 pub fn build_snapshot(config: &NetworkConfig, leases: &[Lease], local: &SubnetKey) -> Snapshot {
     let geometry = config.ipv4.map(|c| (c.network, c.subnet_len));
     let mut builder = SnapshotBuilder::with_capacity(geometry, leases.len());
@@ -45,7 +47,13 @@ fn peer(lease: &Lease) -> Peer {
         public_ipv6: a.public_ipv6,
         vtep_mac,
         vtep_mac_v6: match backend {
-            BackendType::Vxlan => a.backend_v6_data.map(|d| d.vtep_mac),
+            BackendType::Vxlan => a.backend_v6_data.map(|d| d.vtep_mac).or_else(|| {
+                // An IPv6-only ringlay node without a listed VtepMAC derives it
+                // from its PublicIPv6 (see `local`).
+                a.public_ipv6
+                    .filter(|_| a.public_ip.is_unspecified())
+                    .map(derive_vtep_mac_v6)
+            }),
             BackendType::Udp | BackendType::HostGw => None,
         },
         backend,

@@ -11,7 +11,7 @@
 //! | [`etcd`]          | the etcd subnet manager: acquiring, renewing and following leases in flannel's keys | etcd |
 //! | [`kube`]          | the Kubernetes subnet manager: our Node's podCIDR and flannel's annotations, the Node watch | the API server |
 //! | [`static_leases`] | the static leases file: flannel's etcd prefix in one JSON file, validated as a whole | reads the file |
-//! | [`local`]         | picking this host's lease by its public IP; the VTEP MAC    | none |
+//! | [`local`]         | this host's public addresses; picking its lease by them; the VTEP MAC | none |
 //! | [`lease_table`]   | leases → table [`Snapshot`]; lease diffs for logging        | none |
 //! | [`subnet_env`]    | `subnet.env` as flanneld writes it; atomic replacement      | writes the file |
 //! | [`watch`]         | noticing that a file was edited or replaced                 | `stat` |
@@ -25,7 +25,8 @@
 //! * [`build_snapshot`] never puts this host's own lease in the table, so the data
 //!   path never tunnels to itself;
 //! * the VTEP MAC of a lease without `VtepMAC` is a pure function of its public IP
-//!   ([`derive_vtep_mac`]), so this host and every peer agree on it without talking;
+//!   ([`derive_vtep_mac`], or [`derive_vtep_mac_v6`] of an IPv6-only lease's
+//!   `PublicIPv6`), so this host and every peer agree on it without talking;
 //!
 //! [`Table`]: crate::table::Table
 //! [`Snapshot`]: crate::table::Snapshot
@@ -40,7 +41,7 @@ pub mod subnet_env;
 pub mod watch;
 
 pub use lease_table::{build_snapshot, diff, LeaseDiff};
-pub use local::{derive_vtep_mac, find_local, LocalLease};
+pub use local::{derive_vtep_mac, derive_vtep_mac_v6, find_local, LocalLease, Publics};
 pub use static_leases::StaticLeases;
 pub use watch::FileStamp;
 

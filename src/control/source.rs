@@ -17,7 +17,6 @@
 //! needs a restart); in etcd the follower keeps our lease or ends; in
 //! Kubernetes our lease is the one we wrote at start, whatever the watch sees.
 
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +26,7 @@ use tokio::task::JoinHandle;
 
 use super::etcd::{self, FollowStats, Follower, View};
 use super::kube;
-use super::{diff, find_local, FileStamp, LocalLease, StaticLeases};
+use super::{diff, find_local, FileStamp, LocalLease, Publics, StaticLeases};
 use crate::config::{Features, Lease, NetworkConfig};
 use crate::{Error, Result};
 
@@ -91,27 +90,29 @@ pub enum LeaseSource {
 }
 
 impl LeaseSource {
-    /// Starts `source` for the host at `public_ip`: reads the file, or (etcd) waits
-    /// for the network config, acquires our lease and lists the others.
-    /// `runnable` refuses a config this host cannot run, before any lease is
-    /// written for it. `subnet_file` is where a previous run recorded its subnet.
-    /// The lease we write (etcd, Kubernetes) advertises `features`; a static
-    /// file says itself what each node has.
+    /// Starts `source`: reads the file, or (etcd) waits for the network config,
+    /// acquires our lease and lists the others.
+    ///
+    /// `place` runs once, as soon as the network config is known and before any
+    /// lease is written for it: it refuses a config this host cannot run, and
+    /// says where this host is for that config's address families (flanneld,
+    /// too, chooses its interface only once it has the config). Its [`Publics`]
+    /// are what our lease advertises and how it is found again.
+    /// `subnet_file` is where a previous run recorded its subnet. The lease we
+    /// write (etcd, Kubernetes) advertises `features`; a static file says itself
+    /// what each node has.
     pub async fn start(
         source: &Source,
-        public_ip: Ipv4Addr,
         subnet_file: &Path,
         features: Features,
-        runnable: impl Fn(&NetworkConfig) -> Result<()>,
+        place: impl FnOnce(&NetworkConfig) -> Result<Publics>,
     ) -> Result<Started> {
         match source {
-            Source::Static(path) => StaticSource::start(path, public_ip, runnable),
+            Source::Static(path) => StaticSource::start(path, place),
             Source::Etcd(settings) => {
-                EtcdSource::start(settings, public_ip, subnet_file, features, runnable).await
+                EtcdSource::start(settings, subnet_file, features, place).await
             }
-            Source::Kube(settings) => {
-                KubeSource::start(settings, public_ip, features, runnable).await
-            }
+            Source::Kube(settings) => KubeSource::start(settings, features, place).await,
         }
     }
 
@@ -144,6 +145,7 @@ impl LeaseSource {
 /// The static leases file, watched for edits.
 pub struct StaticSource {
     path: PathBuf,
+    public: Publics,
     current: StaticLeases,
     local: LocalLease,
     stamp: Option<FileStamp>,
@@ -153,12 +155,11 @@ pub struct StaticSource {
 impl StaticSource {
     fn start(
         path: &Path,
-        public_ip: Ipv4Addr,
-        runnable: impl Fn(&NetworkConfig) -> Result<()>,
+        place: impl FnOnce(&NetworkConfig) -> Result<Publics>,
     ) -> Result<Started> {
         let current = StaticLeases::load(path)?;
-        let local = find_local(&current.leases, public_ip)?;
-        runnable(&current.config)?;
+        let public = place(&current.config)?;
+        let local = find_local(&current.leases, public)?;
         Ok(Started {
             config: current.config,
             local,
@@ -167,6 +168,7 @@ impl StaticSource {
             kube_stats: None,
             source: LeaseSource::Static(Box::new(StaticSource {
                 path: path.to_owned(),
+                public,
                 stamp: FileStamp::of(path).ok(),
                 tick: tokio::time::interval(FILE_CHECK_INTERVAL),
                 current,
@@ -239,7 +241,7 @@ impl StaticSource {
         if new.config != self.current.config {
             return Err("the network config changed; that requires a restart".into());
         }
-        match find_local(&new.leases, self.local.public_ip) {
+        match find_local(&new.leases, self.public) {
             Ok(l) if l.key == self.local.key && l.vtep_mac == self.local.vtep_mac => Ok(()),
             Ok(l) => Err(format!(
                 "our lease changed ({} → {}); that requires a restart",
@@ -259,37 +261,36 @@ pub struct EtcdSource {
 impl EtcdSource {
     async fn start(
         settings: &etcd::Settings,
-        public_ip: Ipv4Addr,
         subnet_file: &Path,
         features: Features,
-        runnable: impl Fn(&NetworkConfig) -> Result<()>,
+        place: impl FnOnce(&NetworkConfig) -> Result<Publics>,
     ) -> Result<Started> {
         let margin = etcd::timing::check_margin(settings.renew_margin)?;
         let mut registry = etcd::Registry::connect(settings).await?;
         registry.advertise(features);
         let config = etcd::wait_config(&mut registry).await?;
-        runnable(&config)?;
+        let public = place(&config)?;
         let previous = super::subnet_env::read_subnets(subnet_file);
         let mut rng = etcd::alloc::Rng::from_entropy();
         let held = registry
-            .acquire(&config, public_ip, previous, &mut rng)
+            .acquire(&config, public, previous, &mut rng)
             .await?;
         let how = match held.how {
-            etcd::Acquired::Reused => "kept the lease etcd already had for our public IP",
+            etcd::Acquired::Reused => "kept the lease etcd already had for our public address",
             etcd::Acquired::Previous => "took back the subnet subnet.env recorded",
             etcd::Acquired::New => "acquired a free subnet",
         };
         tracing::info!(
-            lease = %held.key, public_ip = %public_ip, vtep_mac = %held.vtep_mac(),
+            lease = %held.key, public = %public, vtep_mac = %held.vtep_mac(),
             etcd = registry.endpoints(), "{how}"
         );
         let (follower, view) = Follower::start(registry, config, Some(held), margin).await?;
         let local = LocalLease {
             key: held.key,
-            public_ip,
-            public_ipv6: None,
+            public_ip: public.v4,
+            public_ipv6: held.attrs.public_ipv6,
             vtep_mac: held.vtep_mac(),
-            vtep_mac_v6: held.vtep_mac(),
+            vtep_mac_v6: held.vtep_mac_v6(),
             vtep_mac_derived: false,
         };
         let leases = view.borrow().leases.to_vec();
@@ -335,18 +336,18 @@ pub struct KubeSource {
 impl KubeSource {
     async fn start(
         settings: &kube::Settings,
-        public_ip: Ipv4Addr,
         features: Features,
-        runnable: impl Fn(&NetworkConfig) -> Result<()>,
+        place: impl FnOnce(&NetworkConfig) -> Result<Publics>,
     ) -> Result<Started> {
         let config = kube::read_net_config(&settings.net_config)?;
-        runnable(&config)?;
+        let public = place(&config)?;
         let client = kube::client::connect(settings).await?;
         let node = kube::client::node_name(&client, settings).await?;
         let ours =
-            kube::acquire::acquire(&client, settings, &node, &config, public_ip, features).await?;
+            kube::acquire::acquire(&client, settings, &node, &config, public, features).await?;
         tracing::info!(
             lease = %ours.lease.key, node, public_ip = %ours.lease.attrs.public_ip,
+            public_ipv6 = ?ours.lease.attrs.public_ipv6,
             vtep_mac = %ours.local.vtep_mac, "our lease is our node's podCIDR"
         );
         let own = Some((node, ours.lease));

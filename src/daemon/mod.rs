@@ -2,13 +2,15 @@
 //!
 //! 1. check CAP_NET_ADMIN; start the operator endpoints ([`ops`]: metrics, health,
 //!    the status socket), so that `/readyz` answers 503 during start-up;
-//! 2. find this host's place on the underlay ([`Underlay`]: `--iface`,
-//!    `--iface-regex`, `--iface-can-reach`, else the interface of `--public-ip`,
-//!    else the default route's);
-//! 3. start the lease source ([`LeaseSource`]: the static file; etcd — wait for
+//! 2. start the lease source ([`LeaseSource`]: the static file; etcd — wait for
 //!    the config, acquire our lease, list the others; or Kubernetes — wait for our
 //!    Node's podCIDR, write our annotations, list the Nodes) and publish the table
 //!    of every other lease;
+//! 3. as soon as the source has the network config (inside 2, before any lease
+//!    is written), find this host's place on the underlay for the config's
+//!    address families ([`Underlay`]: `--iface`, `--iface-regex`,
+//!    `--iface-can-reach`, else the interface of `--public-ip` / `--public-ipv6`,
+//!    else the default route's);
 //! 4. start the backend the config names ([`Installed`]: the TUN device and the
 //!    workers for udp and vxlan, kernel routes for host-gw);
 //! 5. finish as flanneld does ([`ready`]): the masquerade rules (`--ip-masq`),
@@ -26,12 +28,12 @@
 pub mod control_loop;
 pub mod ready;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::underlay::Criteria;
+use crate::backend::underlay::{Criteria, Given, Stack};
 use crate::backend::{Installed, TunnelOptions, Underlay};
 use crate::config::{Backend, Features, NetworkConfig};
 use crate::control::source::{LeaseSource, Started};
@@ -49,8 +51,10 @@ pub use crate::control::source::Source;
 pub struct Options {
     /// Where the config and the leases come from.
     pub source: Source,
-    /// The public IP peers reach us at, if given.
+    /// The public IP peers reach us at, if given (`--public-ip`).
     pub public_ip: Option<Ipv4Addr>,
+    /// The public IPv6 address peers reach us at, if given (`--public-ipv6`).
+    pub public_ipv6: Option<Ipv6Addr>,
     /// How to choose the underlay interface (`--iface`, `--iface-regex`,
     /// `--iface-can-reach`); empty: by the public IP or the default route.
     pub underlay: Criteria,
@@ -90,19 +94,23 @@ pub fn run(opts: Options) -> Result<()> {
     let runtime = control_runtime()?;
     let state = ops::State::new();
     let _endpoints = ops::http::Server::start(&opts.endpoints, Arc::clone(&state))?;
-    let mut under = Underlay::find(&opts.underlay, opts.public_ip)?;
-    let start = LeaseSource::start(
-        &opts.source,
-        under.public_ip,
-        &opts.subnet_file,
-        advertised(&opts),
-        Installed::check,
-    );
+    let mut placed: Option<(Underlay, Stack)> = None;
+    let place = |config: &NetworkConfig| {
+        Installed::check(config)?;
+        let stack = stack_of(config)?;
+        let under = Underlay::find(&opts.underlay, given(&opts), stack)?;
+        let publics = under.publics();
+        placed = Some((under, stack));
+        Ok(publics)
+    };
+    let start = LeaseSource::start(&opts.source, &opts.subnet_file, advertised(&opts), place);
     let Some(started) = runtime.block_on(unless_stopped(start))? else {
         // Waiting for etcd's config or our Node's podCIDR: nothing set up yet.
         tracing::info!("stopped by a signal before a lease was held");
         return Ok(());
     };
+    let (mut under, stack) =
+        placed.expect("every lease source places the underlay before it holds a lease");
     let Started {
         config,
         local,
@@ -117,10 +125,16 @@ pub fn run(opts: Options) -> Result<()> {
     if let Some(stats) = kube_stats {
         state.set_kube(stats);
     }
-    if local.public_ip != under.public_ip {
-        // The source named another public IP (Kubernetes' node-public-ip
-        // annotation), which flanneld takes as --public-ip: chosen again with it.
-        under = Underlay::find(&opts.underlay, Some(local.public_ip))?;
+    let v6_moved = local.public_ipv6.is_some() && local.public_ipv6 != under.public_ipv6;
+    if local.public_ip != under.public_ip || v6_moved {
+        // The source named another public address (Kubernetes' node-public-ip
+        // and node-public-ipv6 annotations, which flanneld takes as --public-ip
+        // and --public-ipv6; a static lease's PublicIPv6): chosen again with it.
+        let again = Given {
+            public_ip: Some(local.public_ip).filter(|a| !a.is_unspecified()),
+            public_ipv6: local.public_ipv6.or(opts.public_ipv6),
+        };
+        under = Underlay::find(&opts.underlay, again, stack)?;
     }
     let table = Table::new();
     table.publish(control::build_snapshot(&config, &leases, &local.key));
@@ -147,6 +161,25 @@ pub fn run(opts: Options) -> Result<()> {
     drop(masq);
     drop(backend);
     result
+}
+
+/// The public addresses the flags give.
+fn given(opts: &Options) -> Given {
+    Given {
+        public_ip: opts.public_ip,
+        public_ipv6: opts.public_ipv6,
+    }
+}
+
+/// The address families of `config` (EnableIPv4, EnableIPv6).
+fn stack_of(config: &NetworkConfig) -> Result<Stack> {
+    Stack::of(config.ipv4.is_some(), config.ipv6.is_some()).ok_or_else(|| {
+        Error::invalid(
+            "EnableIPv4",
+            false,
+            "true, or EnableIPv6 true: the network config enables no address family",
+        )
+    })
 }
 
 /// `start`, unless SIGTERM or SIGINT comes first (`None`): a lease source may
@@ -201,6 +234,7 @@ fn lease_info(config: &NetworkConfig, local: &LocalLease, backend: &Installed) -
     LeaseInfo {
         subnet: ops::subnets(&local.key),
         public_ip: local.public_ip,
+        public_ipv6: local.public_ipv6,
         vtep_mac: matches!(config.backend, Backend::Vxlan { .. })
             .then(|| local.vtep_mac.to_string()),
         backend: config.backend.backend_type().as_str().to_owned(),
@@ -221,15 +255,22 @@ fn log_ready(
     match backend {
         Installed::Tunnel(t) => tracing::info!(
             tun = %t.tun_name(), subnet = %local.key, public_ip = %under.public_ip,
+            public_ipv6 = %show6(under.public_ipv6),
             iface = %under.iface, mtu, backend = backend_type,
             workers = t.dataplane().stats().len(), peers,
             "ready: forwarding"
         ),
         Installed::HostGw(_) => tracing::info!(
-            subnet = %local.key, public_ip = %under.public_ip, iface = %under.iface, mtu,
+            subnet = %local.key, public_ip = %under.public_ip,
+            public_ipv6 = %show6(under.public_ipv6), iface = %under.iface, mtu,
             backend = backend_type, peers,
             "ready: routing (host-gw, route protocol {})",
             crate::backend::routes::ROUTE_PROTOCOL
         ),
     }
+}
+
+/// An optional IPv6 address for a log line: `-` for none.
+fn show6(a: Option<Ipv6Addr>) -> String {
+    a.map_or_else(|| "-".to_owned(), |a| a.to_string())
 }

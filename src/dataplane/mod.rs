@@ -10,12 +10,13 @@
 pub mod icmp;
 pub mod offload;
 pub mod peers;
+pub mod route;
 pub mod stats;
 pub mod worker;
 
 use std::fmt;
 use std::io;
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::UdpSocket;
 use std::os::fd::OwnedFd;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::sys::eventfd::EventFd;
 use crate::table::Table;
 
 pub use crate::encap::Tunnel;
+pub use route::Underlays;
 pub use stats::{Counter, Report, Stats};
 
 /// The offloads the workers use; each can be switched on its own so that its
@@ -112,8 +114,11 @@ pub struct WorkerConfig {
     pub port: u16,
     /// Our lease, VNI and VTEP MAC.
     pub local: Local,
-    /// Our overlay address: the source of ICMP errors.
-    pub gateway: Ipv4Addr,
+    /// Our overlay addresses: the sources of ICMP errors.
+    pub gateways: icmp::Gateways,
+    /// The underlay families we tunnel over. The sockets are IPv6 exactly when
+    /// this says IPv6 (and then dual-stack if it says IPv4 too).
+    pub underlays: Underlays,
     /// Receive with multishot recvmsg into a provided-buffer ring.
     pub multishot: bool,
     /// The offloads in use (the TUN queues must have been opened to match).
@@ -167,7 +172,8 @@ impl Dataplane {
                 tunnel: settings.tunnel,
                 port: settings.port,
                 local: settings.local,
-                gateway: settings.gateway,
+                gateways: settings.gateways,
+                underlays: settings.underlays,
                 table: table.reader(),
                 stats: stats.clone(),
                 stop: stop.clone(),

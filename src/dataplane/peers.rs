@@ -1,16 +1,18 @@
 //! Per-peer traffic counters of one worker: datagrams and bytes sent to and
-//! received from each peer, keyed by the peer's public IPv4 address.
+//! received from each peer, keyed by the peer's public address (either family:
+//! a dual-stack peer is counted under each address it was reached at).
 //!
 //! The worker is the only writer. A fixed open-addressed table of
-//! [`CAPACITY`] entries is allocated once; an entry's key is claimed with a
-//! release store the first time the worker sees the address and never changes
-//! afterwards, so readers (the status socket) can walk the table at any time
+//! [`CAPACITY`] entries is allocated once; an entry's key (the address as an
+//! IPv6 address, IPv4 ones mapped, in two halves) is written the first time the
+//! worker sees the address and published by a release store of its `claimed`
+//! flag; it never changes afterwards, so readers (the status socket) can walk the table at any time
 //! and see each counter's latest value. Addresses beyond the capacity are not
 //! counted per peer (the per-worker totals still count them), and
 //! [`PeerCounters::overflow`] says how many datagrams that was.
 
-use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Peers one worker can count separately (a power of two).
 pub const CAPACITY: usize = 1024;
@@ -39,8 +41,10 @@ impl std::ops::AddAssign for PeerTraffic {
 
 #[derive(Debug, Default)]
 struct Entry {
-    /// The peer's address as a big-endian `u32`; 0 while the entry is free.
-    key: AtomicU32,
+    /// The key's high and low halves, valid once `claimed` is set.
+    key_hi: AtomicU64,
+    key_lo: AtomicU64,
+    claimed: AtomicBool,
     tx_packets: AtomicU64,
     tx_bytes: AtomicU64,
     rx_packets: AtomicU64,
@@ -69,26 +73,56 @@ fn bump(c: &AtomicU64, n: u64) {
     c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
 }
 
+/// The table key of `ip`: the address as 128 bits, IPv4 mapped (and an
+/// IPv4-mapped IPv6 address so the same as the IPv4 one); `None` for an
+/// unspecified address, which names no peer.
+#[inline]
+fn key_of(ip: IpAddr) -> Option<u128> {
+    let v6 = match ip.to_canonical() {
+        IpAddr::V4(a) if !a.is_unspecified() => a.to_ipv6_mapped(),
+        IpAddr::V6(a) if !a.is_unspecified() => a,
+        _ => return None,
+    };
+    Some(u128::from(v6))
+}
+
+/// Where the probe for `key` starts.
+#[inline]
+fn home(key: u128) -> usize {
+    let folded = (key as u64) ^ ((key >> 64) as u64);
+    // Fibonacci hashing spreads consecutive addresses.
+    (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) as usize & (CAPACITY - 1)
+}
+
+impl Entry {
+    /// The entry's key, if it is claimed (`order` for the flag).
+    #[inline]
+    fn key(&self, order: Ordering) -> Option<u128> {
+        self.claimed.load(order).then(|| {
+            u128::from(self.key_hi.load(Ordering::Relaxed)) << 64
+                | u128::from(self.key_lo.load(Ordering::Relaxed))
+        })
+    }
+}
+
 impl PeerCounters {
     /// The entry of `ip`, claimed if new (only the owning worker may call this).
     #[inline]
-    fn entry(&self, ip: Ipv4Addr) -> Option<&Entry> {
-        let key = u32::from(ip);
-        if key == 0 {
-            return None;
-        }
-        let mask = CAPACITY - 1;
-        // Fibonacci hashing spreads consecutive addresses.
-        let mut i = (key.wrapping_mul(0x9E37_79B9) >> 22) as usize & mask;
+    fn entry(&self, ip: IpAddr) -> Option<&Entry> {
+        let key = key_of(ip)?;
+        let mut i = home(key);
         for _ in 0..CAPACITY {
             let e = &self.entries[i];
-            match e.key.load(Ordering::Relaxed) {
-                k if k == key => return Some(e),
-                0 => {
-                    e.key.store(key, Ordering::Release);
+            match e.key(Ordering::Relaxed) {
+                Some(k) if k == key => return Some(e),
+                None => {
+                    e.key_hi.store((key >> 64) as u64, Ordering::Relaxed);
+                    e.key_lo.store(key as u64, Ordering::Relaxed);
+                    // Publishes the key: a reader that sees the flag sees both halves.
+                    e.claimed.store(true, Ordering::Release);
                     return Some(e);
                 }
-                _ => i = (i + 1) & mask,
+                Some(_) => i = (i + 1) & (CAPACITY - 1),
             }
         }
         None
@@ -96,7 +130,7 @@ impl PeerCounters {
 
     /// Counts `packets` datagrams of `bytes` in all sent to `ip`.
     #[inline]
-    pub fn sent(&self, ip: Ipv4Addr, packets: u64, bytes: u64) {
+    pub fn sent(&self, ip: IpAddr, packets: u64, bytes: u64) {
         match self.entry(ip) {
             Some(e) => {
                 bump(&e.tx_packets, packets);
@@ -108,7 +142,7 @@ impl PeerCounters {
 
     /// Counts one datagram of `bytes` received from `ip` and delivered.
     #[inline]
-    pub fn received(&self, ip: Ipv4Addr, bytes: u64) {
+    pub fn received(&self, ip: IpAddr, bytes: u64) {
         match self.entry(ip) {
             Some(e) => {
                 bump(&e.rx_packets, 1);
@@ -119,14 +153,15 @@ impl PeerCounters {
     }
 
     /// What was counted for `ip` (zeros if nothing was).
-    pub fn get(&self, ip: Ipv4Addr) -> PeerTraffic {
-        let key = u32::from(ip);
-        let mask = CAPACITY - 1;
-        let mut i = (key.wrapping_mul(0x9E37_79B9) >> 22) as usize & mask;
+    pub fn get(&self, ip: IpAddr) -> PeerTraffic {
+        let Some(key) = key_of(ip) else {
+            return PeerTraffic::default();
+        };
+        let mut i = home(key);
         for _ in 0..CAPACITY {
             let e = &self.entries[i];
-            match e.key.load(Ordering::Acquire) {
-                k if k == key && key != 0 => {
+            match e.key(Ordering::Acquire) {
+                Some(k) if k == key => {
                     return PeerTraffic {
                         tx_packets: e.tx_packets.load(Ordering::Relaxed),
                         tx_bytes: e.tx_bytes.load(Ordering::Relaxed),
@@ -134,8 +169,8 @@ impl PeerCounters {
                         rx_bytes: e.rx_bytes.load(Ordering::Relaxed),
                     }
                 }
-                0 => break,
-                _ => i = (i + 1) & mask,
+                None => break,
+                Some(_) => i = (i + 1) & (CAPACITY - 1),
             }
         }
         PeerTraffic::default()
@@ -150,12 +185,16 @@ impl PeerCounters {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("literal")
+    }
 
     #[test]
     fn counts_per_address_and_reports_zeros_for_strangers() {
         let c = PeerCounters::default();
-        let a = Ipv4Addr::new(192, 0, 2, 1);
-        let b = Ipv4Addr::new(192, 0, 2, 2);
+        let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
         c.sent(a, 3, 4200);
         c.sent(a, 1, 100);
         c.received(a, 1400);
@@ -170,27 +209,41 @@ mod tests {
             }
         );
         assert_eq!(c.get(b).rx_packets, 1);
-        assert_eq!(c.get(Ipv4Addr::new(192, 0, 2, 3)), PeerTraffic::default());
+        assert_eq!(c.get(ip("192.0.2.3")), PeerTraffic::default());
         assert_eq!(c.overflow(), 0);
+    }
+
+    #[test]
+    fn ipv6_addresses_are_keys_and_mapped_ones_are_their_ipv4_address() {
+        let c = PeerCounters::default();
+        c.sent(ip("2001:db8::1"), 2, 200);
+        // An address whose low 64 bits are zero is a key like any other.
+        c.sent(ip("2001:db8:1::"), 1, 10);
+        c.received(ip("::ffff:192.0.2.1"), 50);
+        c.received(ip("192.0.2.1"), 50);
+        assert_eq!(c.get(ip("2001:db8::1")).tx_packets, 2);
+        assert_eq!(c.get(ip("2001:db8:1::")).tx_bytes, 10);
+        assert_eq!(c.get(ip("192.0.2.1")).rx_packets, 2);
+        assert_eq!(c.get(ip("::ffff:192.0.2.1")).rx_bytes, 100);
+        assert_eq!(c.get(ip("2001:db8::2")), PeerTraffic::default());
     }
 
     #[test]
     fn a_full_table_counts_the_rest_as_overflow() {
         let c = PeerCounters::default();
+        let nth = |n: u32| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n));
         for n in 1..=CAPACITY as u32 {
-            c.sent(Ipv4Addr::from(0x0a00_0000 + n), 1, 10);
+            c.sent(nth(n), 1, 10);
         }
         for n in 1..=CAPACITY as u32 {
-            assert_eq!(c.get(Ipv4Addr::from(0x0a00_0000 + n)).tx_packets, 1);
+            assert_eq!(c.get(nth(n)).tx_packets, 1);
         }
-        c.sent(Ipv4Addr::new(198, 51, 100, 7), 5, 50);
+        c.sent(ip("198.51.100.7"), 5, 50);
         assert_eq!(c.overflow(), 5);
-        assert_eq!(
-            c.get(Ipv4Addr::new(198, 51, 100, 7)),
-            PeerTraffic::default()
-        );
-        // 0.0.0.0 is never a key.
-        c.received(Ipv4Addr::UNSPECIFIED, 1);
-        assert_eq!(c.overflow(), 6);
+        assert_eq!(c.get(ip("198.51.100.7")), PeerTraffic::default());
+        // Neither unspecified address is ever a key.
+        c.received(ip("0.0.0.0"), 1);
+        c.received(ip("::"), 1);
+        assert_eq!(c.overflow(), 7);
     }
 }

@@ -30,6 +30,7 @@ fn local_b() -> Local {
         subnets: key("100.96.2.0/24&fd00:100:96:2::/64"),
         vni: 1,
         vtep_mac: MAC_B,
+        vtep_mac_v6: MAC_B,
     }
 }
 

@@ -41,6 +41,7 @@ fn host2_and_sender() -> (Local, SubnetKey) {
         },
         vni: 1,
         vtep_mac: MacAddr([0x0e, 0, 0, 0, 2, 0]),
+        vtep_mac_v6: MacAddr([0x0e, 0, 0, 0, 2, 0]),
     };
     let sender = SubnetKey {
         v4: "100.96.1.0/24".parse().ok(),

@@ -4,7 +4,7 @@
 //! node's own lease.
 
 use crate::backend::mtu::tunnel_mtu;
-use crate::control::{build_snapshot, find_local, subnet_env, StaticLeases};
+use crate::control::{build_snapshot, find_local, subnet_env, Publics, StaticLeases};
 
 /// Runs the target on one input; it panics (a failed check) only on a bug.
 pub fn run(data: &[u8]) {
@@ -12,13 +12,17 @@ pub fn run(data: &[u8]) {
         return;
     };
     for lease in &file.leases {
-        let Ok(local) = find_local(&file.leases, lease.attrs.public_ip) else {
+        let public = Publics {
+            v4: lease.attrs.public_ip,
+            v6: lease.attrs.public_ipv6,
+        };
+        let Ok(local) = find_local(&file.leases, public) else {
             continue;
         };
         let snapshot = build_snapshot(&file.config, &file.leases, &local.key);
         assert_eq!(snapshot.len(), file.leases.len() - 1);
         assert!(snapshot.peers().iter().all(|p| p.key != local.key));
-        let mtu = tunnel_mtu(&file.config.backend, 1500);
+        let mtu = tunnel_mtu(&file.config.backend, 1500, false);
         let env = subnet_env::render(&file.config, &local.key, mtu, true);
         assert!(env.ends_with("FLANNEL_IPMASQ=true\n"), "{env}");
     }

@@ -162,13 +162,14 @@ fn lease(o: &mut String, l: &LeaseInfo) {
         o,
         "ringlay_lease_info",
         "gauge",
-        "This host's lease: subnet, public IP and backend (value always 1).",
+        "This host's lease: subnet, public IPs and backend (value always 1).",
     );
     let _ = writeln!(
         o,
-        "ringlay_lease_info{{subnet=\"{}\",public_ip=\"{}\",backend=\"{}\",vtep_mac=\"{}\"}} 1",
+        "ringlay_lease_info{{subnet=\"{}\",public_ip=\"{}\",public_ipv6=\"{}\",backend=\"{}\",vtep_mac=\"{}\"}} 1",
         escape(&l.subnet),
         l.public_ip,
+        l.public_ipv6.map(|a| a.to_string()).unwrap_or_default(),
         escape(&l.backend),
         escape(l.vtep_mac.as_deref().unwrap_or(""))
     );
@@ -345,6 +346,7 @@ mod tests {
             lease: Some(LeaseInfo {
                 subnet: "100.96.1.0/24".into(),
                 public_ip: "192.0.2.1".parse().expect("literal"),
+                public_ipv6: None,
                 vtep_mac: None,
                 backend: "udp".into(),
                 tun: Some("ringlay0".into()),
@@ -371,7 +373,7 @@ mod tests {
             "ringlay_table_updates_seen_total{worker=\"0\"} 5",
             "ringlay_table_updates_seen_total{worker=\"1\"} 0",
             "ringlay_tun_tx_dropped_total 7",
-            "ringlay_lease_info{subnet=\"100.96.1.0/24\",public_ip=\"192.0.2.1\",backend=\"udp\",vtep_mac=\"\"} 1",
+            "ringlay_lease_info{subnet=\"100.96.1.0/24\",public_ip=\"192.0.2.1\",public_ipv6=\"\",backend=\"udp\",vtep_mac=\"\"} 1",
             "# TYPE ringlay_drops_total counter",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");

@@ -37,8 +37,11 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct LeaseInfo {
     /// The lease's subnets (e.g. `100.96.1.0/24`; see [`subnets`]).
     pub subnet: String,
-    /// The public IP peers reach us at.
+    /// The public IP peers reach us at (`0.0.0.0` in an IPv6-only network).
     pub public_ip: Ipv4Addr,
+    /// The public IPv6 address peers reach us at, when the network has IPv6.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_ipv6: Option<std::net::Ipv6Addr>,
     /// Our VTEP MAC (vxlan), if any.
     pub vtep_mac: Option<String>,
     /// The backend type: `udp`, `vxlan` or `host-gw`.

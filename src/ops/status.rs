@@ -54,8 +54,11 @@ fn netns_inode() -> Option<u64> {
 pub struct PeerStatus {
     /// The peer's subnets (see [`super::subnets`]).
     pub subnet: String,
-    /// Its public IP.
+    /// Its public IP (`0.0.0.0` for an IPv6-only peer).
     pub public_ip: String,
+    /// Its public IPv6 address, if it has one.
+    #[serde(default)]
+    pub public_ipv6: Option<String>,
     /// Its VTEP MAC (vxlan), if any.
     pub vtep_mac: Option<String>,
     /// Its backend type.
@@ -160,13 +163,17 @@ impl Status {
                         let t = (!s.workers.is_empty()).then(|| {
                             let mut t = PeerTraffic::default();
                             for w in &s.workers {
-                                t += w.peers.get(p.public_ip);
+                                t += w.peers.get(p.public_ip.into());
+                                if let Some(v6) = p.public_ipv6 {
+                                    t += w.peers.get(v6.into());
+                                }
                             }
                             t
                         });
                         PeerStatus {
                             subnet: super::subnets(&p.key),
                             public_ip: p.public_ip.to_string(),
+                            public_ipv6: p.public_ipv6.map(|a| a.to_string()),
                             vtep_mac: p.vtep_mac.map(|m| m.to_string()),
                             backend: p.backend.as_str().to_owned(),
                             tx_packets: t.map(|t| t.tx_packets),
@@ -245,17 +252,26 @@ impl Status {
         );
         match &self.lease {
             Some(l) => {
+                // An IPv6-only lease's PublicIP is 0.0.0.0: its IPv6 address
+                // is the one to show first.
+                let (first, also) = match l.public_ipv6 {
+                    Some(v6) if l.public_ip.is_unspecified() => (v6.to_string(), None),
+                    v6 => (l.public_ip.to_string(), v6),
+                };
                 let _ = writeln!(
                     o,
                     "lease     {} via {} ({}{})",
                     l.subnet,
-                    l.public_ip,
+                    first,
                     l.backend,
                     l.vtep_mac
                         .as_deref()
                         .map(|m| format!(", VtepMAC {m}"))
                         .unwrap_or_default()
                 );
+                if let Some(v6) = also {
+                    let _ = writeln!(o, "          and via {v6} (IPv6)");
+                }
             }
             None => o.push_str("lease     (none yet)\n"),
         }
@@ -325,7 +341,10 @@ impl Status {
                 "{:<19} {:<15} {:<17} {:<7} {:>8} {:>8}",
                 // The IPv6 subnet, if any, is in --json: one family fits 80 columns.
                 p.subnet.split(',').next().unwrap_or_default(),
-                p.public_ip,
+                match (&p.public_ipv6, p.public_ip.as_str()) {
+                    (Some(v6), "0.0.0.0") => v6.as_str(),
+                    _ => p.public_ip.as_str(),
+                },
                 p.vtep_mac.as_deref().unwrap_or("-"),
                 p.backend,
                 cell(p.tx_packets, p.tx_bytes),
@@ -487,6 +506,7 @@ mod tests {
             lease: Some(LeaseInfo {
                 subnet: "100.96.1.0/24".into(),
                 public_ip: "192.0.2.1".parse().expect("literal"),
+                public_ipv6: Some("2001:db8::1".parse().expect("literal")),
                 vtep_mac: Some("0e:00:00:00:01:00".into()),
                 backend: "vxlan".into(),
                 tun: Some("ringlay0".into()),
@@ -501,6 +521,7 @@ mod tests {
             peers: vec![PeerStatus {
                 subnet: "100.96.200.0/24".into(),
                 public_ip: "198.51.100.200".into(),
+                public_ipv6: None,
                 vtep_mac: Some("0e:00:00:00:c8:00".into()),
                 backend: "vxlan".into(),
                 tx_packets: None,
@@ -521,6 +542,8 @@ mod tests {
             assert!(line.chars().count() <= 80, "{line:?} is too wide");
         }
         assert!(text.contains("100.96.200.0/24"), "{text}");
+        assert!(text.contains("via 192.0.2.1 (vxlan"), "{text}");
+        assert!(text.contains("and via 2001:db8::1 (IPv6)"), "{text}");
         assert!(text.contains("spoofed_source"), "{text}");
         assert!(
             text.contains("table generation 3, workers switched tables 2 times"),

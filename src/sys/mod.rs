@@ -12,6 +12,7 @@ pub mod eventfd;
 mod ifreq;
 pub mod netdev;
 pub mod netlink;
+pub mod sockaddr;
 pub mod socket;
 pub mod tun;
 pub mod uring;

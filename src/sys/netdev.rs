@@ -372,21 +372,32 @@ pub fn iface_with_ipv4(addr: Ipv4Addr) -> io::Result<Option<String>> {
 /// table, if there is one (what `/proc/net/route` would show first).
 pub fn default_route_iface() -> io::Result<Option<String>> {
     let mut sock = RouteSocket::open()?;
-    default_route_index_on(&mut sock)?
+    default_route_index_on(&mut sock, AddressFamily::Inet)?
         .map(|oif| name_of(&mut sock, oif))
         .transpose()
 }
 
 /// The index of [`default_route_iface`]'s interface.
 pub fn default_route_index() -> io::Result<Option<u32>> {
-    default_route_index_on(&mut RouteSocket::open()?)
+    default_route_index_on(&mut RouteSocket::open()?, AddressFamily::Inet)
 }
 
-fn default_route_index_on(sock: &mut RouteSocket) -> io::Result<Option<u32>> {
+/// The index of the IPv6 default route's interface, chosen as for IPv4 (`::/0`,
+/// unicast, main table, the lowest metric, one next hop on a link), if any:
+/// flanneld's `GetDefaultV6GatewayInterface`. A multipath default (`RTA_MULTIPATH`,
+/// no `RTA_OIF`) names no single interface and is skipped, as for IPv4.
+pub fn default_route6_index() -> io::Result<Option<u32>> {
+    default_route_index_on(&mut RouteSocket::open()?, AddressFamily::Inet6)
+}
+
+fn default_route_index_on(
+    sock: &mut RouteSocket,
+    family: AddressFamily,
+) -> io::Result<Option<u32>> {
     let answer = sock.dump(
         || {
             let mut msg = RouteMessage::default();
-            msg.header.address_family = AddressFamily::Inet;
+            msg.header.address_family = family;
             RouteNetlinkMessage::GetRoute(msg)
         },
         "RTM_GETROUTE dump",
@@ -395,17 +406,20 @@ fn default_route_index_on(sock: &mut RouteSocket) -> io::Result<Option<u32>> {
         RouteNetlinkMessage::NewRoute(r) => Some(r),
         _ => None,
     });
-    Ok(default_route_oif(routes))
+    Ok(default_route_oif(family, routes))
 }
 
-/// The outgoing interface of the lowest-metric IPv4 default route (prefix length
-/// 0, unicast, main table, one next hop on a link) among `routes`; the first one
-/// listed on a tie. A route without `RTA_PRIORITY` has metric 0.
-fn default_route_oif<'a>(routes: impl Iterator<Item = &'a RouteMessage>) -> Option<u32> {
+/// The outgoing interface of the lowest-metric default route of `family` (prefix
+/// length 0, unicast, main table, one next hop on a link) among `routes`; the
+/// first one listed on a tie. A route without `RTA_PRIORITY` has metric 0.
+fn default_route_oif<'a>(
+    family: AddressFamily,
+    routes: impl Iterator<Item = &'a RouteMessage>,
+) -> Option<u32> {
     let mut best: Option<(u32, u32)> = None;
     for r in routes {
         let h = &r.header;
-        if h.address_family != AddressFamily::Inet
+        if h.address_family != family
             || h.destination_prefix_length != 0
             || h.kind != RouteType::Unicast
         {
@@ -457,7 +471,10 @@ mod tests {
             route(0, MAIN, 2, Some(100), RouteType::Unicast),
             route(24, MAIN, 2, Some(100), RouteType::Unicast),
         ];
-        assert_eq!(default_route_oif(table.iter()), Some(2));
+        assert_eq!(
+            default_route_oif(AddressFamily::Inet, table.iter()),
+            Some(2)
+        );
     }
 
     #[test]
@@ -467,18 +484,24 @@ mod tests {
             route(0, MAIN, 5, Some(100), RouteType::Unicast),
             route(0, MAIN, 4, Some(100), RouteType::Unicast),
         ];
-        assert_eq!(default_route_oif(table.iter()), Some(5));
+        assert_eq!(
+            default_route_oif(AddressFamily::Inet, table.iter()),
+            Some(5)
+        );
         // No RTA_PRIORITY is metric 0, which beats any other.
         let table = [
             route(0, MAIN, 3, Some(1), RouteType::Unicast),
             route(0, MAIN, 6, None, RouteType::Unicast),
         ];
-        assert_eq!(default_route_oif(table.iter()), Some(6));
+        assert_eq!(
+            default_route_oif(AddressFamily::Inet, table.iter()),
+            Some(6)
+        );
     }
 
     #[test]
     fn no_default_route() {
-        assert_eq!(default_route_oif([].iter()), None);
+        assert_eq!(default_route_oif(AddressFamily::Inet, [].iter()), None);
         // A non-/0 destination, another table, an unreachable default and an
         // IPv6 default are not the IPv4 default route of the main table.
         let mut v6 = route(0, MAIN, 9, None, RouteType::Unicast);
@@ -492,7 +515,30 @@ mod tests {
             route(0, MAIN, 4, None, RouteType::Unreachable),
             v6,
         ];
-        assert_eq!(default_route_oif(table.iter()), None);
+        assert_eq!(default_route_oif(AddressFamily::Inet, table.iter()), None);
+    }
+
+    #[test]
+    fn ipv6_default_route_by_the_same_rules() {
+        let v6 = |oif, metric, kind| {
+            let mut r = route(0, MAIN, oif, metric, kind);
+            r.header.address_family = AddressFamily::Inet6;
+            r
+        };
+        let table = [
+            route(0, MAIN, 2, None, RouteType::Unicast),
+            v6(7, Some(1024), RouteType::Unreachable),
+            v6(3, Some(1024), RouteType::Unicast),
+            v6(4, Some(100), RouteType::Unicast),
+        ];
+        assert_eq!(
+            default_route_oif(AddressFamily::Inet6, table.iter()),
+            Some(4)
+        );
+        assert_eq!(
+            default_route_oif(AddressFamily::Inet, table.iter()),
+            Some(2)
+        );
     }
 
     #[test]

@@ -6,12 +6,13 @@
 
 use std::io;
 use std::mem::size_of;
-use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use super::error::{context, cvt, invalid_input};
+use super::sockaddr::RawSockAddr;
 
 /// A listening unix stream socket at `path` whose file is created with at most
 /// `mode` (less the umask): the socket inode's mode is set with `fchmod` before
@@ -83,6 +84,28 @@ fn set_int_opt(
 /// fragment, so IPv6 sockets keep the default (`IPV6_PMTUDISC_WANT`), which
 /// fragments at the source to the learned path MTU.
 pub fn udp_socket(bind: SocketAddr, reuseport: bool, buf_bytes: usize) -> io::Result<UdpSocket> {
+    build_udp_socket(bind, true, reuseport, buf_bytes)
+}
+
+/// Like [`udp_socket`], an IPv6 socket on `[::]:port` that takes IPv4 as well
+/// (`IPV6_V6ONLY` off): one socket for a node that tunnels over both underlay
+/// families. IPv4 peers are its IPv4-mapped addresses (`::ffff:a.b.c.d`), and
+/// its IPv4 datagrams leave with DF clear as an IPv4 socket's do.
+pub fn dual_stack_udp_socket(
+    port: u16,
+    reuseport: bool,
+    buf_bytes: usize,
+) -> io::Result<UdpSocket> {
+    let any = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0));
+    build_udp_socket(any, false, reuseport, buf_bytes)
+}
+
+fn build_udp_socket(
+    bind: SocketAddr,
+    v6_only: bool,
+    reuseport: bool,
+    buf_bytes: usize,
+) -> io::Result<UdpSocket> {
     let udp = |e, what: &str| context(e, format!("udp socket {bind}: {what}"));
     // socket2 creates sockets with SOCK_CLOEXEC, and blocking.
     let sock = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP))
@@ -93,15 +116,20 @@ pub fn udp_socket(bind: SocketAddr, reuseport: bool, buf_bytes: usize) -> io::Re
         sock.set_reuse_port(true)
             .map_err(|e| udp(e, "SO_REUSEPORT"))?;
     }
-    match bind {
-        SocketAddr::V4(_) => set_int_opt(
+    if let SocketAddr::V6(_) = bind {
+        sock.set_only_v6(v6_only)
+            .map_err(|e| udp(e, "IPV6_V6ONLY"))?;
+    }
+    // For the IPv4 traffic of an IPv4 or a dual-stack socket (the option is the
+    // IPv4 layer's, which a dual-stack socket's IPv4 datagrams go through).
+    if bind.is_ipv4() || !v6_only {
+        set_int_opt(
             sock.as_fd(),
             libc::IPPROTO_IP,
             libc::IP_MTU_DISCOVER,
             libc::IP_PMTUDISC_DONT,
         )
-        .map_err(|e| udp(e, "IP_MTU_DISCOVER"))?,
-        SocketAddr::V6(_) => sock.set_only_v6(true).map_err(|e| udp(e, "IPV6_V6ONLY"))?,
+        .map_err(|e| udp(e, "IP_MTU_DISCOVER"))?;
     }
     if buf_bytes > 0 {
         set_buffers(sock.as_fd(), buf_bytes).map_err(|e| udp(e, "buffer sizes"))?;
@@ -171,15 +199,16 @@ pub fn cpu_steering_program(groups: u32) -> [libc::sock_filter; 3] {
 /// default 4-tuple hash would instead spread flows over workers regardless of
 /// where they arrive.
 pub fn attach_reuseport_cpu_steering(sock: &UdpSocket, groups: u32) -> io::Result<()> {
-    attach_reuseport_program(sock, groups, cpu_steering_program, "cpu")
+    attach_reuseport_program(sock, groups, &mut cpu_steering_program(groups), "cpu")
 }
 
-/// Attaches `program(groups)` to the reuseport group of `sock`
-/// (`SO_ATTACH_REUSEPORT_CBPF`); `what` names the steering key in errors.
+/// Attaches `program`, which picks one of `groups` sockets, to the reuseport
+/// group of `sock` (`SO_ATTACH_REUSEPORT_CBPF`); `what` names the steering key
+/// in errors.
 fn attach_reuseport_program(
     sock: &UdpSocket,
     groups: u32,
-    program: fn(u32) -> [libc::sock_filter; 3],
+    program: &mut [libc::sock_filter],
     what: &str,
 ) -> io::Result<()> {
     if groups == 0 {
@@ -187,7 +216,6 @@ fn attach_reuseport_program(
             "reuseport steering: groups must be at least 1",
         ));
     }
-    let mut program = program(groups);
     let prog = libc::sock_fprog {
         len: program.len() as libc::c_ushort,
         filter: program.as_mut_ptr(),
@@ -217,22 +245,29 @@ fn attach_reuseport_program(
 ///
 /// For a UDP reuseport group the program runs with the packet's data starting
 /// after the UDP header, so the port is read relative to the network header
-/// (`SKF_NET_OFF`), assuming the 20-byte IPv4 header that tunnel peers send; an
-/// IPv4 header with options only makes the choice arbitrary, never invalid.
-pub fn port_steering_program(groups: u32) -> [libc::sock_filter; 3] {
-    let insn = |code: u32, k: u32| libc::sock_filter {
+/// (`SKF_NET_OFF`): after the 20-byte IPv4 header, or the 40-byte IPv6 one,
+/// whichever the version nibble says (a dual-stack socket's group gets both).
+/// Tunnel peers send neither IPv4 options nor IPv6 extension headers; a packet
+/// with them only gets an arbitrary choice, never an invalid one.
+pub fn port_steering_program(groups: u32) -> [libc::sock_filter; 8] {
+    let insn = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
         code: code as u16,
-        jt: 0,
-        jf: 0,
+        jt,
+        jf,
         k,
     };
+    let net = |offset: i32| (libc::SKF_NET_OFF + offset) as u32;
     [
-        insn(
-            libc::BPF_LD | libc::BPF_H | libc::BPF_ABS,
-            (libc::SKF_NET_OFF + 20) as u32,
-        ),
-        insn(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, groups),
-        insn(libc::BPF_RET | libc::BPF_A, 0),
+        // A = the IP version.
+        insn(libc::BPF_LD | libc::BPF_B | libc::BPF_ABS, 0, 0, net(0)),
+        insn(libc::BPF_ALU | libc::BPF_RSH | libc::BPF_K, 0, 0, 4),
+        // IPv6: skip to the load after the 40-byte header.
+        insn(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 2, 0, 6),
+        insn(libc::BPF_LD | libc::BPF_H | libc::BPF_ABS, 0, 0, net(20)),
+        insn(libc::BPF_JMP | libc::BPF_JA, 0, 0, 1),
+        insn(libc::BPF_LD | libc::BPF_H | libc::BPF_ABS, 0, 0, net(40)),
+        insn(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, 0, 0, groups),
+        insn(libc::BPF_RET | libc::BPF_A, 0, 0, 0),
     ]
 }
 
@@ -245,7 +280,12 @@ pub fn port_steering_program(groups: u32) -> [libc::sock_filter; 3] {
 /// reordering), while different flows and different sending workers spread over
 /// all of them. Attach once, on any socket of the group.
 pub fn attach_reuseport_port_steering(sock: &UdpSocket, groups: u32) -> io::Result<()> {
-    attach_reuseport_program(sock, groups, port_steering_program, "source port")
+    attach_reuseport_program(
+        sock,
+        groups,
+        &mut port_steering_program(groups),
+        "source port",
+    )
 }
 
 /// Turns UDP GRO on or off (`UDP_GRO`, Linux 5.0): the kernel may then deliver
@@ -280,16 +320,9 @@ pub const SEND_MANY_MAX: usize = 64;
 /// Sends each of `datagrams` to `dest` on `sock` with one `sendmmsg` call (at
 /// most [`SEND_MANY_MAX`]; the rest are ignored). Returns how many the kernel
 /// took; a non-blocking socket with a full buffer takes fewer.
-pub fn send_many(sock: impl AsFd, dest: SocketAddrV4, datagrams: &[&[u8]]) -> io::Result<usize> {
+pub fn send_many(sock: impl AsFd, dest: SocketAddr, datagrams: &[&[u8]]) -> io::Result<usize> {
     let n = datagrams.len().min(SEND_MANY_MAX);
-    let mut addr = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: dest.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*dest.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
+    let (mut addr, addr_len) = RawSockAddr::encode(dest);
     let mut iov = [libc::iovec {
         iov_base: std::ptr::null_mut(),
         iov_len: 0,
@@ -302,8 +335,8 @@ pub fn send_many(sock: impl AsFd, dest: SocketAddrV4, datagrams: &[&[u8]]) -> io
             iov_len: d.len(),
         };
         let h = &mut msgs[k].msg_hdr;
-        h.msg_name = (&raw mut addr).cast();
-        h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        h.msg_name = addr.as_mut_ptr();
+        h.msg_namelen = addr_len;
         h.msg_iov = &raw mut iov[k];
         h.msg_iovlen = 1;
     }
@@ -385,9 +418,20 @@ mod tests {
         attach_reuseport_cpu_steering(&a, 1).expect("steering on a reuseport socket");
         attach_reuseport_port_steering(&a, 2).expect("port steering on a reuseport socket");
         let p = port_steering_program(3);
-        // ld h [SKF_NET_OFF + 20]: BPF_LD|BPF_H|BPF_ABS = 0x28, the UDP source port.
-        assert_eq!((p[0].code, p[0].k), (0x28, (libc::SKF_NET_OFF + 20) as u32));
-        assert_eq!((p[1].code, p[1].k), (0x94, 3));
+        let net = |o: i32| (libc::SKF_NET_OFF + o) as u32;
+        // ld b [SKF_NET_OFF]; rsh #4: the version nibble.
+        assert_eq!((p[0].code, p[0].k), (0x30, net(0)));
+        assert_eq!((p[1].code, p[1].k), (0x74, 4));
+        // jeq #6 jumps over the IPv4 load and its ja, to the IPv6 load.
+        assert_eq!((p[2].code, p[2].jt, p[2].jf, p[2].k), (0x15, 2, 0, 6));
+        // ld h [SKF_NET_OFF + 20 or 40]: BPF_LD|BPF_H|BPF_ABS = 0x28, the UDP
+        // source port after either header.
+        assert_eq!((p[3].code, p[3].k), (0x28, net(20)));
+        assert_eq!((p[4].code, p[4].k), (0x05, 1));
+        assert_eq!((p[5].code, p[5].k), (0x28, net(40)));
+        assert_eq!((p[6].code, p[6].k), (0x94, 3));
+        let dual = dual_stack_udp_socket(0, true, 0).expect("dual-stack socket");
+        attach_reuseport_port_steering(&dual, 2).expect("port steering, dual-stack");
         assert_eq!(
             attach_reuseport_cpu_steering(&a, 0)
                 .expect_err("zero groups")

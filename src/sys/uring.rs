@@ -9,7 +9,7 @@
 //!
 //! * the packet memory is one heap allocation of `slots × slot_size` bytes owned by
 //!   the ring, never moved or resized, together with one `msghdr` / `iovec` /
-//!   `sockaddr_in` per slot for the socket operations; it is made resident when
+//!   socket address per slot for the socket operations; it is made resident when
 //!   the ring is built, so that the resident size does not creep up with use;
 //! * every operation takes a slot index and marks the slot busy; [`Ring::buf`] and
 //!   [`Ring::buf_mut`] refuse (panic, a program bug) to hand out a busy slot, and
@@ -24,7 +24,7 @@
 //! submission ring is full).
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::os::fd::RawFd;
 
@@ -32,6 +32,7 @@ use io_uring::{opcode, squeue, types, IoUring, Probe};
 
 pub use super::cmsg::gro_segment;
 use super::cmsg::{IntCmsg, SPACE_INT};
+use super::sockaddr::{self, RawSockAddr, SOCKADDR_MAX};
 
 /// Index of a buffer slot of a [`Ring`].
 pub type Slot = u32;
@@ -142,7 +143,8 @@ struct Meta {
     hdr: libc::msghdr,
     /// The pieces of a send, in order; a receive uses the first.
     iov: [libc::iovec; GATHER_MAX],
-    addr: libc::sockaddr_in,
+    /// The destination of a send, the source of a receive.
+    addr: RawSockAddr,
     /// Control messages: `UDP_SEGMENT` on a send, `UDP_GRO` on a receive.
     ctrl: IntCmsg,
 }
@@ -150,8 +152,8 @@ struct Meta {
 /// One datagram (or, with `UDP_GRO`, a train of them) taken by a receive.
 #[derive(Debug, Clone, Copy)]
 pub struct Datagram<'a> {
-    /// The sender, if it is an IPv4 address.
-    pub source: Option<SocketAddrV4>,
+    /// The sender, if it has an IP address (IPv4-mapped senders read as IPv4).
+    pub source: Option<SocketAddr>,
     /// The bytes received.
     pub payload: &'a [u8],
     /// With `UDP_GRO`: the size of every datagram of the train but the last.
@@ -340,13 +342,10 @@ impl Ring {
     }
 
     /// The source address of the datagram last received into `slot` by
-    /// [`Ring::recv_from`].
-    pub fn source(&self, slot: Slot) -> SocketAddrV4 {
-        let a = &self.meta[slot as usize].addr;
-        SocketAddrV4::new(
-            Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
-            u16::from_be(a.sin_port),
-        )
+    /// [`Ring::recv_from`], if it has an IP address.
+    pub fn source(&self, slot: Slot) -> Option<SocketAddr> {
+        let m = &self.meta[slot as usize];
+        m.addr.decode_len(m.hdr.msg_namelen as usize)
     }
 
     /// The GRO segment size of the datagrams last received into `slot` by
@@ -428,7 +427,7 @@ impl Ring {
         fd: RawFd,
         slot: Slot,
         range: Range<usize>,
-        dest: SocketAddrV4,
+        dest: SocketAddr,
         segment: Option<u16>,
         tag: u16,
     ) -> io::Result<()> {
@@ -449,7 +448,7 @@ impl Ring {
         fd: RawFd,
         slot: Slot,
         pieces: &[Range<usize>],
-        dest: SocketAddrV4,
+        dest: SocketAddr,
         segment: Option<u16>,
         tag: u16,
     ) -> io::Result<()> {
@@ -465,7 +464,8 @@ impl Ring {
         }
         let (base, _) = self.claim(slot, 0..self.slot_size).map_err(busy_err)?;
         let m = &mut self.meta[slot as usize];
-        m.addr = sockaddr(dest);
+        let (addr, addr_len) = RawSockAddr::encode(dest);
+        m.addr = addr;
         for (iov, piece) in m.iov.iter_mut().zip(pieces) {
             *iov = libc::iovec {
                 // In bounds: every piece was checked against the slot above.
@@ -473,8 +473,8 @@ impl Ring {
                 iov_len: piece.len(),
             };
         }
-        m.hdr.msg_name = (&raw mut m.addr).cast();
-        m.hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        m.hdr.msg_name = m.addr.as_mut_ptr();
+        m.hdr.msg_namelen = addr_len;
         m.hdr.msg_iov = m.iov.as_mut_ptr();
         m.hdr.msg_iovlen = pieces.len();
         match segment {
@@ -506,8 +506,8 @@ impl Ring {
             iov_base: ptr.cast(),
             iov_len: len as usize,
         };
-        m.hdr.msg_name = (&raw mut m.addr).cast();
-        m.hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        m.hdr.msg_name = m.addr.as_mut_ptr();
+        m.hdr.msg_namelen = SOCKADDR_MAX as u32;
         m.hdr.msg_iov = m.iov.as_mut_ptr();
         m.hdr.msg_iovlen = 1;
         m.hdr.msg_control = (&raw mut m.ctrl).cast();
@@ -551,7 +551,8 @@ impl Ring {
             .ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
         // SAFETY: all-zero is a valid msghdr; the lengths are set right below.
         let mut hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
-        hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        // Room for either family's address: the kernel reports the length it wrote.
+        hdr.msg_namelen = SOCKADDR_MAX as u32;
         hdr.msg_controllen = SPACE_INT;
         let mut br = BufRing {
             entries,
@@ -608,18 +609,7 @@ impl Ring {
         if out.is_payload_truncated() || out.is_name_data_truncated() {
             return None;
         }
-        let name = out.name_data();
-        let source = match name {
-            [f0, f1, p0, p1, a, b, c, d, ..]
-                if u16::from_ne_bytes([*f0, *f1]) == libc::AF_INET as u16 =>
-            {
-                Some(SocketAddrV4::new(
-                    Ipv4Addr::new(*a, *b, *c, *d),
-                    u16::from_be_bytes([*p0, *p1]),
-                ))
-            }
-            _ => None,
-        };
+        let source = sockaddr::decode(out.name_data());
         let segment = gro_segment(out.control_data());
         let payload = out.payload_data();
         let offset = payload.as_ptr() as usize - buf.as_ptr() as usize;
@@ -729,17 +719,6 @@ fn busy_err(e: SlotBusy) -> io::Error {
     io::Error::other(e)
 }
 
-fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: a.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*a.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -838,7 +817,7 @@ mod tests {
 
         // sendmsg with an IPv4 destination on a unix socket: the kernel refuses it,
         // and the refusal arrives as a completion that frees the slot.
-        let dest = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 2), 8472);
+        let dest: SocketAddr = "192.0.2.2:8472".parse().expect("literal");
         ring.send_to(tx.as_raw_fd(), 1, 100..105, dest, Some(100), 5)
             .expect("send");
         let done = wait_for(&mut ring, 1);
@@ -866,7 +845,7 @@ mod tests {
             );
             let bid = c.buffer.expect("a provided buffer");
             let d = ring.received(bid, c.result as usize).expect("parsed");
-            assert_eq!(d.source, None, "a unix socket has no IPv4 source");
+            assert_eq!(d.source, None, "a unix socket has no IP source");
             assert_eq!(d.payload, &[i; 5]);
             assert_eq!(d.segment, None);
             ring.recycle(bid);

@@ -31,7 +31,8 @@
 //! comes before its secondaries, as `ip addr` lists them.
 //!
 //! The rules are written for either [`Family`]: flanneld chooses per family of
-//! the network (EnableIPv4, EnableIPv6) and requires one interface for both.
+//! the network (EnableIPv4, EnableIPv6) and requires one interface for both;
+//! [`stack`](super::stack) applies them per family.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -53,9 +54,9 @@ const IFA_F_PERMANENT: u32 = 0x80;
 /// The address family the underlay address is chosen in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
-    /// IPv4: what ringlay's underlay uses.
+    /// IPv4.
     V4,
-    /// IPv6, for a dual-stack underlay (flanneld's `--public-ipv6`).
+    /// IPv6.
     V6,
 }
 
@@ -246,7 +247,7 @@ pub enum Rule {
     Regex(Regex),
     /// `--iface-can-reach`.
     CanReach(IpAddr),
-    /// `--public-ip`, when no other flag is given.
+    /// `--public-ip` (or `--public-ipv6` for IPv6), when no other flag is given.
     PublicIp(IpAddr),
     /// The default route, when nothing is given.
     DefaultRoute,
@@ -258,7 +259,8 @@ impl fmt::Display for Rule {
             Rule::Iface(a) => write!(f, "--iface {a}"),
             Rule::Regex(r) => write!(f, "--iface-regex {}", r.as_str()),
             Rule::CanReach(ip) => write!(f, "--iface-can-reach {ip}"),
-            Rule::PublicIp(ip) => write!(f, "--public-ip {ip}"),
+            Rule::PublicIp(ip @ IpAddr::V4(_)) => write!(f, "--public-ip {ip}"),
+            Rule::PublicIp(ip @ IpAddr::V6(_)) => write!(f, "--public-ipv6 {ip}"),
             Rule::DefaultRoute => f.write_str("the default route"),
         }
     }
@@ -373,7 +375,11 @@ fn choose_by_default(
 fn default_error(rule: &Rule, why: &str) -> Error {
     match rule {
         Rule::PublicIp(ip) => Error::invalid(
-            "--public-ip",
+            if ip.is_ipv4() {
+                "--public-ip"
+            } else {
+                "--public-ipv6"
+            },
             ip,
             format!(
                 "{why}: without --iface, --iface-regex or --iface-can-reach the public IP \

@@ -20,6 +20,7 @@ use crate::config::{
     Backend, Features, Ipv4Config, Ipv6Config, LeaseAttrs, NetworkConfig, SubnetKey,
     VxlanBackendData,
 };
+use crate::control::Publics;
 use crate::wire::MacAddr;
 use crate::{Error, Result};
 
@@ -259,21 +260,32 @@ pub fn choose_free(config: &NetworkConfig, taken: &Taken, rng: &mut Rng) -> Resu
     Ok(SubnetKey { v4, v6 })
 }
 
-/// The lease value this host writes, as flanneld's backend of the same type does:
-/// vxlan writes `BackendType` and `BackendData {VNI, VtepMAC}` (and `BackendV6Data`
-/// for an IPv6 subnet: ringlay has one VTEP for both families); udp writes only
-/// `PublicIP` and `PublicIPv6: null`, with no `BackendType`, as flannel's udp backend;
-/// `features` (none: flanneld's value exactly) are added as [`Features`] says.
+/// The lease value this host writes, as flanneld's backend of the same type does
+/// (`newSubnetAttrs` in flannel's `pkg/backend/vxlan/vxlan.go`, `RegisterNetwork`
+/// in `pkg/backend/hostgw/hostgw.go` and `pkg/backend/udp/udp_amd64.go`):
+///
+/// * `PublicIP` is `public.v4` when the lease has an IPv4 subnet, else `0.0.0.0`
+///   (an IPv6-only lease); `PublicIPv6` is `public.v6` when it has an IPv6 subnet,
+///   else `null`;
+/// * vxlan writes `BackendType` and, per family the lease has, `BackendData` and
+///   `BackendV6Data` `{VNI, VtepMAC}`: an IPv6-only lease has no `BackendData`.
+///   ringlay has one VTEP for both families, so both carry `vtep_mac`;
+/// * host-gw writes `BackendType` only;
+/// * udp writes no `BackendType`, as flannel's udp backend. flannel's udp has no
+///   IPv6 at all; ringlay's writes `PublicIPv6` as the others do, without which
+///   an IPv6-only lease would name no address;
+/// * `features` (none: flanneld's value exactly) are added as [`Features`] says.
 pub fn lease_value(
     backend: &Backend,
-    public_ip: Ipv4Addr,
+    public: Publics,
     vtep_mac: MacAddr,
     key: &SubnetKey,
     features: Features,
 ) -> LeaseAttrs {
+    let public_ipv6 = key.v6.and(public.v6);
     let mut attrs = LeaseAttrs {
-        public_ip,
-        public_ipv6: None,
+        public_ip: key.v4.map_or(Ipv4Addr::UNSPECIFIED, |_| public.v4),
+        public_ipv6,
         backend_type: None,
         backend_data: None,
         backend_v6_data: None,
@@ -284,7 +296,7 @@ pub fn lease_value(
             let data = VxlanBackendData { vni, vtep_mac };
             attrs.backend_type = Some(crate::config::BackendType::Vxlan);
             attrs.backend_data = key.v4.map(|_| data);
-            attrs.backend_v6_data = key.v6.map(|_| data);
+            attrs.backend_v6_data = public_ipv6.map(|_| data);
         }
         Backend::HostGw => {
             attrs.backend_type = Some(crate::config::BackendType::HostGw);
@@ -419,19 +431,74 @@ mod tests {
             direct_routing: false,
         };
         assert_eq!(
-            lease_value(&vx, ip, mac, &key("100.96.1.0-24"), Features::default()).to_json(),
+            lease_value(
+                &vx,
+                ip.into(),
+                mac,
+                &key("100.96.1.0-24"),
+                Features::default()
+            )
+            .to_json(),
             r#"{"PublicIP":"192.0.2.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0e:72:c0:00:02:01"}}"#
         );
         assert_eq!(
             lease_value(
                 &Backend::DEFAULT,
-                ip,
+                ip.into(),
                 mac,
                 &key("100.96.1.0-24"),
                 Features::default()
             )
             .to_json(),
             r#"{"PublicIP":"192.0.2.1","PublicIPv6":null}"#
+        );
+    }
+
+    #[test]
+    fn dual_stack_and_ipv6_only_lease_values_are_flannels() {
+        let mac: MacAddr = "0e:72:c0:00:02:01".parse().expect("mac");
+        let v6: Ipv6Addr = "2001:db8::1".parse().expect("v6");
+        let dual = Publics {
+            v4: Ipv4Addr::new(192, 0, 2, 1),
+            v6: Some(v6),
+        };
+        let vx = Backend::Vxlan {
+            vni: 1,
+            port: 8472,
+            mtu: None,
+            direct_routing: false,
+        };
+        let dual_key = key("100.96.1.0-24&fd00:100:96:1::-64");
+        assert_eq!(
+            lease_value(&vx, dual, mac, &dual_key, Features::default()).to_json(),
+            r#"{"PublicIP":"192.0.2.1","PublicIPv6":"2001:db8::1","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0e:72:c0:00:02:01"},"BackendV6Data":{"VNI":1,"VtepMAC":"0e:72:c0:00:02:01"}}"#
+        );
+        // IPv6 only: flanneld's zero PublicIP, and no BackendData.
+        let only = Publics {
+            v4: Ipv4Addr::UNSPECIFIED,
+            v6: Some(v6),
+        };
+        let v6_key = SubnetKey {
+            v4: None,
+            v6: Some("fd00:100:96:1::/64".parse().expect("net")),
+        };
+        let mac6 = only.derived_vtep_mac();
+        assert_eq!(
+            lease_value(&vx, only, mac6, &v6_key, Features::default()).to_json(),
+            r#"{"PublicIP":"0.0.0.0","PublicIPv6":"2001:db8::1","BackendType":"vxlan","BackendV6Data":{"VNI":1,"VtepMAC":"0e:76:20:01:0d:b9"}}"#
+        );
+        assert_eq!(
+            lease_value(&Backend::HostGw, only, mac6, &v6_key, Features::default()).to_json(),
+            r#"{"PublicIP":"0.0.0.0","PublicIPv6":"2001:db8::1","BackendType":"host-gw"}"#
+        );
+        assert_eq!(
+            lease_value(&Backend::HostGw, dual, mac, &dual_key, Features::default()).to_json(),
+            r#"{"PublicIP":"192.0.2.1","PublicIPv6":"2001:db8::1","BackendType":"host-gw"}"#
+        );
+        // An IPv4-only lease never carries an IPv6 address, whatever was given.
+        assert_eq!(
+            lease_value(&vx, dual, mac, &key("100.96.1.0-24"), Features::default()).to_json(),
+            r#"{"PublicIP":"192.0.2.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0e:72:c0:00:02:01"}}"#
         );
     }
 

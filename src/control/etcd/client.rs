@@ -21,7 +21,7 @@
 //! cluster can be checked: one list and one watch stream, then nothing per event.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +37,7 @@ use super::leases::{classify, config_key, subnets_prefix, Applied, Key, LeaseSet
 use super::timing::LEASE_TTL;
 use super::Settings;
 use crate::config::{Features, LeaseAttrs, NetworkConfig, SubnetKey};
-use crate::control::derive_vtep_mac;
+use crate::control::Publics;
 use crate::wire::MacAddr;
 use crate::{Error, Result};
 
@@ -92,13 +92,35 @@ pub struct Held {
 }
 
 impl Held {
-    /// The VTEP MAC the lease names: `BackendData.VtepMAC`, else the derived one.
+    /// The VTEP MAC the lease names: `BackendData.VtepMAC` (an IPv6-only
+    /// lease's `BackendV6Data.VtepMAC`), else the derived one.
     pub fn vtep_mac(&self) -> MacAddr {
-        self.attrs
-            .backend_data
-            .map(|d| d.vtep_mac)
-            .unwrap_or_else(|| derive_vtep_mac(self.attrs.public_ip))
+        vtep_mac_of(&self.attrs)
     }
+
+    /// The IPv6 VTEP MAC the lease names: `BackendV6Data.VtepMAC`, else
+    /// [`Held::vtep_mac`].
+    pub fn vtep_mac_v6(&self) -> MacAddr {
+        self.attrs
+            .backend_v6_data
+            .map_or_else(|| self.vtep_mac(), |d| d.vtep_mac)
+    }
+}
+
+/// The VTEP MAC a lease value names, for either family, else the one its
+/// address derives.
+fn vtep_mac_of(attrs: &LeaseAttrs) -> MacAddr {
+    let data = attrs.backend_data.or(attrs.backend_v6_data);
+    data.map_or_else(
+        || {
+            let public = Publics {
+                v4: attrs.public_ip,
+                v6: attrs.public_ipv6,
+            };
+            public.derived_vtep_mac()
+        },
+        |d| d.vtep_mac,
+    )
 }
 
 /// How a lease was obtained.
@@ -280,8 +302,10 @@ impl Registry {
         Ok(listing)
     }
 
-    /// Acquires a lease for `public_ip`, as flanneld does: the lease that already has
-    /// our PublicIP (keeping its VtepMAC), else `previous` (the subnet in subnet.env)
+    /// Acquires a lease for this host at `public`, as flanneld does: the lease that
+    /// already has our PublicIP (keeping its VtepMAC; on an IPv6-only host, our
+    /// PublicIPv6: flanneld looks for PublicIP there too, but every IPv6-only
+    /// lease has 0.0.0.0, so it would take another node's), else `previous` (the subnet in subnet.env)
     /// if nobody holds it, else a random free subnet. Each write is a compare-guarded
     /// transaction; a lost race lists again and chooses again.
     ///
@@ -291,10 +315,12 @@ impl Registry {
     pub async fn acquire(
         &mut self,
         config: &NetworkConfig,
-        public_ip: Ipv4Addr,
+        public: impl Into<Publics>,
         previous: Option<SubnetKey>,
         rng: &mut Rng,
     ) -> Result<Held> {
+        let public = public.into();
+        let derived = public.derived_vtep_mac();
         for _ in 0..ACQUIRE_ATTEMPTS {
             let listing = self.list(config).await?;
             // The follower's first listing warns about these, once.
@@ -304,16 +330,12 @@ impl Registry {
             let mine = listing
                 .leases
                 .iter()
-                .filter(|(k, e)| e.attrs.public_ip == public_ip && fits(config, k))
+                .filter(|(k, e)| public.own(&e.attrs) && fits(config, k))
                 .min_by_key(|(k, _)| *k)
                 .map(|(k, e)| (*k, *e));
             if let Some((key, entry)) = mine {
-                let vtep = entry
-                    .attrs
-                    .backend_data
-                    .map(|d| d.vtep_mac)
-                    .unwrap_or_else(|| derive_vtep_mac(public_ip));
-                let attrs = lease_value(&config.backend, public_ip, vtep, &key, self.features);
+                let vtep = vtep_mac_of(&entry.attrs);
+                let attrs = lease_value(&config.backend, public, vtep, &key, self.features);
                 let guard =
                     Compare::mod_revision(self.key(&key), CompareOp::Equal, entry.mod_revision);
                 if let Some(held) = self.put_if(&key, attrs, guard, Acquired::Reused).await? {
@@ -326,7 +348,7 @@ impl Registry {
                 listing
                     .refused
                     .get(&p)
-                    .filter(|r| r.claimant.is_none_or(|a| a == IpAddr::V4(public_ip)))
+                    .filter(|r| r.claimant.is_none_or(|a| a == public.address()))
                     .map(|r| (p, r))
             });
             if let Some((p, r)) = garbage {
@@ -335,13 +357,7 @@ impl Registry {
                     "the subnet recorded in subnet.env holds a value that is no node's lease ({}); taking it back",
                     r.reason
                 );
-                let attrs = lease_value(
-                    &config.backend,
-                    public_ip,
-                    derive_vtep_mac(public_ip),
-                    &p,
-                    self.features,
-                );
+                let attrs = lease_value(&config.backend, public, derived, &p, self.features);
                 let guard = Compare::mod_revision(self.key(&p), CompareOp::Equal, r.mod_revision);
                 if let Some(held) = self.put_if(&p, attrs, guard, Acquired::Previous).await? {
                     return Ok(held);
@@ -353,13 +369,7 @@ impl Registry {
                 Some(p) => (p, Acquired::Previous),
                 None => (choose_free(config, &listing.taken, rng)?, Acquired::New),
             };
-            let attrs = lease_value(
-                &config.backend,
-                public_ip,
-                derive_vtep_mac(public_ip),
-                &key,
-                self.features,
-            );
+            let attrs = lease_value(&config.backend, public, derived, &key, self.features);
             let guard = Compare::version(self.key(&key), CompareOp::Equal, 0);
             if let Some(held) = self.put_if(&key, attrs, guard, how).await? {
                 return Ok(held);

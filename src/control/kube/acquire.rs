@@ -7,7 +7,7 @@
 //! subresource, as flanneld's `PatchStatus`: kube-flannel.yml's ClusterRole allows
 //! exactly that, and no write of any Node's spec.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, NodeCondition};
@@ -19,7 +19,7 @@ use super::node::NodeLease;
 use super::{Settings, WAIT_LOG};
 use crate::config::{Features, Lease, NetworkConfig, SubnetKey};
 use crate::control::etcd::alloc::lease_value;
-use crate::control::{derive_vtep_mac, LocalLease};
+use crate::control::{LocalLease, Publics};
 use crate::{Error, Result};
 
 /// How often our Node is read again while its podCIDR is missing.
@@ -39,20 +39,22 @@ pub struct Acquired {
 }
 
 /// Waits for our Node's podCIDR, then writes our annotations (advertising
-/// `features` in `backend-data`) and the condition.
+/// `features` in `backend-data`) and the condition. `public` is where the
+/// underlay placed us; the Node's `node-public-ip` and `node-public-ipv6`
+/// annotations win over it, as flanneld takes them over its flags.
 pub async fn acquire(
     client: &Client,
     settings: &Settings,
     node_name: &str,
     config: &NetworkConfig,
-    public_ip: Ipv4Addr,
+    public: Publics,
     features: Features,
 ) -> Result<Acquired> {
     let nodes: Api<NodeLease> = Api::all(client.clone());
     let (node, key) = wait_for_pod_cidr(&nodes, node_name, config).await?;
-    let public_ip = stored_public_ip(settings, &node, public_ip)?;
-    let advertised = advertised_ip(settings, &node, public_ip)?;
-    let vtep_mac = recorded_vtep_mac(settings, &node).unwrap_or_else(|| derive_vtep_mac(public_ip));
+    let public = stored_public(settings, &node, config, public)?;
+    let advertised = advertised(settings, &node, config, public)?;
+    let vtep_mac = recorded_vtep_mac(settings, &node).unwrap_or_else(|| public.derived_vtep_mac());
     let attrs = lease_value(&config.backend, advertised, vtep_mac, &key, features);
     let wanted = settings.prefix.ours(&attrs);
     let current = node.metadata.annotations.clone().unwrap_or_default();
@@ -72,10 +74,10 @@ pub async fn acquire(
     }
     let local = LocalLease {
         key,
-        public_ip,
-        public_ipv6: None,
+        public_ip: public.v4,
+        public_ipv6: key.v6.and(public.v6),
         vtep_mac,
-        vtep_mac_v6: vtep_mac,
+        vtep_mac_v6: attrs.backend_v6_data.map_or(vtep_mac, |d| d.vtep_mac),
         vtep_mac_derived: false,
     };
     Ok(Acquired {
@@ -120,7 +122,11 @@ fn pod_cidr_key(node: &NodeLease, config: &NetworkConfig) -> Result<Option<Subne
     if cidrs.is_empty() {
         return Ok(None);
     }
-    let key = super::annotations::subnet_key(&cidrs)?;
+    let mut key = super::annotations::subnet_key(&cidrs)?;
+    // A family the network does not enable is no part of our lease (flanneld
+    // skips such a podCIDR too).
+    key.v4 = key.v4.filter(|_| config.ipv4.is_some());
+    key.v6 = key.v6.filter(|_| config.ipv6.is_some());
     let outside = |what: String, network: String| {
         Error::invalid(
             "spec.podCIDR",
@@ -152,38 +158,81 @@ fn pod_cidr_key(node: &NodeLease, config: &NetworkConfig) -> Result<Option<Subne
     Ok(Some(key))
 }
 
-/// Our public IP: the `node-public-ip` annotation if set (flanneld takes it over
-/// `--public-ip`), else the underlay's.
-fn stored_public_ip(settings: &Settings, node: &NodeLease, underlay: Ipv4Addr) -> Result<Ipv4Addr> {
-    let Some(text) = settings.prefix.stored_public_ip(node) else {
-        return Ok(underlay);
-    };
-    let ip = parse_annotation_ip(settings, "node-public-ip", text)?;
-    if ip != underlay {
-        tracing::info!(public_ip = %ip, "using the public IP of the node's node-public-ip annotation");
+/// Our public addresses: the `node-public-ip` and `node-public-ipv6`
+/// annotations where set (flanneld takes them over `--public-ip` and
+/// `--public-ipv6`) for the families the network has, else the underlay's.
+fn stored_public(
+    settings: &Settings,
+    node: &NodeLease,
+    config: &NetworkConfig,
+    underlay: Publics,
+) -> Result<Publics> {
+    let p = &settings.prefix;
+    let mut public = underlay;
+    if let (Some(_), Some(text)) = (config.ipv4, p.stored_public_ip(node)) {
+        public.v4 = parse_annotation_ip(settings, "node-public-ip", text)?;
     }
-    Ok(ip)
+    if let (Some(_), Some(text)) = (config.ipv6, p.stored_public_ipv6(node)) {
+        public.v6 = Some(parse_annotation_ip(settings, "node-public-ipv6", text)?);
+    }
+    if public != underlay {
+        tracing::info!(%public, "using the public address of the node's node-public-ip(v6) annotation");
+    }
+    Ok(public)
 }
 
-/// The address peers are told to reach us at: the `public-ip-overwrite`
-/// annotation if set (a node behind NAT), else our public IP.
-fn advertised_ip(settings: &Settings, node: &NodeLease, public_ip: Ipv4Addr) -> Result<Ipv4Addr> {
-    let Some(text) = settings.prefix.overwrite(node) else {
-        return Ok(public_ip);
-    };
-    let ip = parse_annotation_ip(settings, "public-ip-overwrite", text)?;
-    tracing::info!(public_ip = %ip, "advertising the address of the node's public-ip-overwrite annotation");
-    Ok(ip)
+/// The addresses peers are told to reach us at: the `public-ip-overwrite` and
+/// `public-ipv6-overwrite` annotations where set (a node behind NAT), else ours.
+fn advertised(
+    settings: &Settings,
+    node: &NodeLease,
+    config: &NetworkConfig,
+    public: Publics,
+) -> Result<Publics> {
+    let p = &settings.prefix;
+    let mut out = public;
+    if let (Some(_), Some(text)) = (config.ipv4, p.overwrite(node)) {
+        out.v4 = parse_annotation_ip(settings, "public-ip-overwrite", text)?;
+    }
+    if let (Some(_), Some(text)) = (config.ipv6, p.overwrite6(node)) {
+        out.v6 = Some(parse_annotation_ip(
+            settings,
+            "public-ipv6-overwrite",
+            text,
+        )?);
+    }
+    if out != public {
+        tracing::info!(advertised = %out, "advertising the address of the node's public-ip(v6)-overwrite annotation");
+    }
+    Ok(out)
 }
 
-fn parse_annotation_ip(settings: &Settings, name: &str, text: &str) -> Result<Ipv4Addr> {
+/// An address annotation's value, of the family `T` (IPv4 or IPv6).
+fn parse_annotation_ip<T: std::str::FromStr + AddressKind>(
+    settings: &Settings,
+    name: &str,
+    text: &str,
+) -> Result<T> {
     text.parse().map_err(|_| {
         Error::invalid(
             format!("annotation {}{name}", settings.prefix.as_str()),
             text,
-            "an IPv4 address like 192.168.1.10: fix or remove the annotation",
+            format!("{}: fix or remove the annotation", T::EXAMPLE),
         )
     })
+}
+
+/// What an address annotation of each family should hold, for its error.
+trait AddressKind {
+    const EXAMPLE: &'static str;
+}
+
+impl AddressKind for Ipv4Addr {
+    const EXAMPLE: &'static str = "an IPv4 address like 192.168.1.10";
+}
+
+impl AddressKind for Ipv6Addr {
+    const EXAMPLE: &'static str = "an IPv6 address like 2001:db8::10";
 }
 
 /// The VtepMAC our own annotations recorded (a restart keeps it, so peers' fdb
@@ -247,5 +296,50 @@ async fn patch_status(
         tracing::warn!(node = node_name, "{what}: {e}; retrying in {delay:?}");
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(cidrs: &[&str]) -> NodeLease {
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "n" },
+            "spec": { "podCIDRs": cidrs },
+        }))
+        .expect("node")
+    }
+
+    fn key_of(cidrs: &[&str], config: &str) -> Option<String> {
+        let config = NetworkConfig::parse(config).expect("valid config");
+        pod_cidr_key(&node(cidrs), &config)
+            .expect("inside the network")
+            .map(|k| k.to_string())
+    }
+
+    const DUAL: &str =
+        r#"{"Network":"100.96.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:100:96::/48"}"#;
+    const V6_ONLY: &str =
+        r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:100:96::/48"}"#;
+
+    #[test]
+    fn pod_cidrs_of_both_families_make_a_dual_stack_key() {
+        let both = ["100.96.1.0/24", "fd00:100:96:1::/64"];
+        assert_eq!(
+            key_of(&both, DUAL).as_deref(),
+            Some("100.96.1.0-24&fd00:100:96:1::-64")
+        );
+        // A dual-stack network waits for both families.
+        assert_eq!(key_of(&both[..1], DUAL), None);
+        // A family the network lacks is no part of the lease, as for flanneld.
+        assert_eq!(
+            key_of(&both, r#"{"Network":"100.96.0.0/16"}"#).as_deref(),
+            Some("100.96.1.0-24")
+        );
+        assert_eq!(
+            key_of(&both, V6_ONLY).as_deref(),
+            Some("0.0.0.0-0&fd00:100:96:1::-64")
+        );
     }
 }

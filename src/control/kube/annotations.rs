@@ -14,7 +14,8 @@
 //! and, where the node has an IPv6 lease, `backend-v6-data` and `public-ipv6`. The
 //! udp backend's `backend-data` is `null`. A user may set `public-ip-overwrite`
 //! (flanneld then publishes that address instead of its interface's) and
-//! `node-public-ip` (k3s's name for the same).
+//! `node-public-ip` (taken as `--public-ip`), and for IPv6 `public-ipv6-overwrite`
+//! and `node-public-ipv6`.
 //!
 //! A Node is a lease once it carries `kube-subnet-manager: true` and a podCIDR; its
 //! annotations are assembled into the lease value flannel would have written in
@@ -42,7 +43,9 @@ const BACKEND_V6_DATA: &str = "backend-v6-data";
 const PUBLIC_IP: &str = "public-ip";
 const PUBLIC_IPV6: &str = "public-ipv6";
 const PUBLIC_IP_OVERWRITE: &str = "public-ip-overwrite";
+const PUBLIC_IPV6_OVERWRITE: &str = "public-ipv6-overwrite";
 const NODE_PUBLIC_IP: &str = "node-public-ip";
+const NODE_PUBLIC_IPV6: &str = "node-public-ipv6";
 
 /// A validated `--kube-annotation-prefix`, normalized as flannel normalizes it:
 /// `example.com` → `example.com/`, `example.com/flannel` → `example.com/flannel-`.
@@ -154,6 +157,20 @@ impl Prefix {
     /// takes it as if given with `--public-ip`, over the flag.
     pub fn stored_public_ip<'a>(&self, node: &'a NodeLease) -> Option<&'a str> {
         node.annotation(&self.key(NODE_PUBLIC_IP))
+            .filter(|v| !v.is_empty())
+    }
+
+    /// [`Prefix::overwrite`] for IPv6 (`public-ipv6-overwrite`): flanneld copies
+    /// it into its own `public-ipv6` annotation.
+    pub fn overwrite6<'a>(&self, node: &'a NodeLease) -> Option<&'a str> {
+        node.annotation(&self.key(PUBLIC_IPV6_OVERWRITE))
+            .filter(|v| !v.is_empty())
+    }
+
+    /// [`Prefix::stored_public_ip`] for IPv6 (`node-public-ipv6`): flanneld takes
+    /// it as if given with `--public-ipv6`.
+    pub fn stored_public_ipv6<'a>(&self, node: &'a NodeLease) -> Option<&'a str> {
+        node.annotation(&self.key(NODE_PUBLIC_IPV6))
             .filter(|v| !v.is_empty())
     }
 
@@ -506,5 +523,90 @@ mod tests {
         assert_eq!(prefix().overwrite(&n), Some("203.0.113.7"));
         assert_eq!(prefix().stored_public_ip(&n), Some("192.0.2.9"));
         assert_eq!(prefix().overwrite(&node(&[], &[])), None);
+        let n = node(
+            &[],
+            &[
+                ("public-ipv6-overwrite", "2001:db8:7::7"),
+                ("node-public-ipv6", "2001:db8::9"),
+                ("public-ip-overwrite", ""),
+            ],
+        );
+        assert_eq!(prefix().overwrite6(&n), Some("2001:db8:7::7"));
+        assert_eq!(prefix().stored_public_ipv6(&n), Some("2001:db8::9"));
+        assert_eq!(
+            prefix().overwrite(&n),
+            None,
+            "empty is unset, as for flanneld"
+        );
+    }
+
+    #[test]
+    fn dual_stack_and_ipv6_only_nodes_write_flanneld_annotations() {
+        // What flanneld's vxlan backend writes on a dual-stack node (with its
+        // two devices' MACs; ringlay's one VTEP makes them equal).
+        let dual = keyed(&prefix().ours(&vxlan_attrs(true)));
+        assert_eq!(
+            dual,
+            [
+                ("backend-data", r#"{"VNI":1,"VtepMAC":"0e:8a:3c:11:22:33"}"#),
+                ("backend-type", "vxlan"),
+                (
+                    "backend-v6-data",
+                    r#"{"VNI":1,"VtepMAC":"0e:8a:3c:11:22:33"}"#
+                ),
+                ("kube-subnet-manager", "true"),
+                ("public-ip", "192.168.1.10"),
+                ("public-ipv6", "2001:db8::10"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        // IPv6 only: no BackendData, so neither backend-data nor public-ip.
+        let mut only = vxlan_attrs(true);
+        only.public_ip = std::net::Ipv4Addr::UNSPECIFIED;
+        only.backend_data = None;
+        assert_eq!(
+            keyed(&prefix().ours(&only)),
+            [
+                ("backend-type", "vxlan"),
+                (
+                    "backend-v6-data",
+                    r#"{"VNI":1,"VtepMAC":"0e:8a:3c:11:22:33"}"#
+                ),
+                ("kube-subnet-manager", "true"),
+                ("public-ipv6", "2001:db8::10"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        // host-gw IPv6 only: flanneld's `null` data, and its PublicIP 0.0.0.0.
+        only.backend_type = Some(BackendType::HostGw);
+        only.backend_v6_data = None;
+        assert_eq!(
+            keyed(&prefix().ours(&only)),
+            [
+                ("backend-data", "null"),
+                ("backend-type", "host-gw"),
+                ("backend-v6-data", "null"),
+                ("kube-subnet-manager", "true"),
+                ("public-ip", "0.0.0.0"),
+                ("public-ipv6", "2001:db8::10"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        // And read back, an IPv6-only Node is that lease.
+        let n = node(
+            &["fd00:10:244:1::/64"],
+            &[
+                ("kube-subnet-manager", "true"),
+                ("backend-type", "vxlan"),
+                (
+                    "backend-v6-data",
+                    r#"{"VNI":1,"VtepMAC":"0e:8a:3c:11:22:33"}"#,
+                ),
+                ("public-ipv6", "2001:db8::10"),
+            ],
+        );
+        let lease = prefix().lease_of(&n).expect("valid").expect("a lease");
+        assert_eq!(lease.attrs.address().to_string(), "2001:db8::10");
+        assert_eq!(lease.key.to_string(), "0.0.0.0-0&fd00:10:244:1::-64");
     }
 }

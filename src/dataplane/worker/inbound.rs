@@ -8,7 +8,7 @@
 //! a receive is re-armed after every completion that ends it.
 
 use std::io;
-use std::net::{IpAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 use crate::drop_reason::DropReason;
@@ -114,14 +114,11 @@ impl Inbound<'_> {
     /// Decapsulates one datagram and writes (or hands the coalescer) the inner
     /// packet, or counts why not.
     #[inline]
-    fn deliver(&mut self, source: SocketAddrV4, payload: &[u8]) {
+    fn deliver(&mut self, source: SocketAddr, payload: &[u8]) {
         let stats = self.out.stats;
         stats.add(Counter::TunnelRxPackets, 1);
         stats.add(Counter::TunnelRxBytes, payload.len() as u64);
-        let sender = self
-            .snapshot
-            .by_public_ip(IpAddr::V4(*source.ip()))
-            .map(|p| &p.key);
+        let sender = self.snapshot.by_public_ip(source.ip()).map(|p| &p.key);
         let inner = match self.tunnel {
             Tunnel::Udp => encap::decap_udp(payload, self.local, sender),
             Tunnel::Vxlan => encap::decap_vxlan(payload, self.local, sender),
@@ -130,7 +127,7 @@ impl Inbound<'_> {
             Ok(r) => r,
             Err(reason) => return stats.count_drop(reason),
         };
-        stats.peers.received(*source.ip(), payload.len() as u64);
+        stats.peers.received(source.ip(), payload.len() as u64);
         match self.coalescer.as_deref_mut() {
             Some(c) => {
                 let out = &self.out;
@@ -237,7 +234,7 @@ fn on_recv(
     }
     let n = c.result as usize;
     let d = Datagram {
-        source: Some(ring.source(c.slot)),
+        source: ring.source(c.slot),
         payload: &ring.buf(c.slot)[HEADROOM..HEADROOM + n],
         segment: ring.segment(c.slot),
     };

@@ -39,7 +39,7 @@ mod outbound;
 pub mod slots;
 
 use std::io;
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::UdpSocket;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,7 +50,9 @@ use crate::sys::tun;
 use crate::sys::uring::{Completion, Ring, Slot};
 use crate::table::Reader;
 
+use super::icmp::Gateways;
 use super::offload::{Coalescer, DEFAULT_FLOWS};
+use super::route::Underlays;
 use super::stats::{Counter, Stats};
 use super::Offload;
 use outbound::{IcmpBudget, ICMP_PER_SECOND};
@@ -114,8 +116,11 @@ pub struct WorkerParams {
     pub port: u16,
     /// Our lease, VNI and VTEP MAC.
     pub local: Local,
-    /// Our overlay address: the source of ICMP errors.
-    pub gateway: Ipv4Addr,
+    /// Our overlay addresses: the sources of ICMP errors.
+    pub gateways: Gateways,
+    /// The underlay families we tunnel over; the sockets are IPv6 when it
+    /// includes IPv6.
+    pub underlays: Underlays,
     /// The subnet table.
     pub table: Reader,
     /// This worker's counters.
@@ -148,7 +153,8 @@ struct Worker {
     tunnel: Tunnel,
     port: u16,
     local: Local,
-    gateway: Ipv4Addr,
+    gateways: Gateways,
+    underlays: Underlays,
     stats: Arc<Stats>,
     icmp: IcmpBudget,
     offload: Offload,
@@ -188,7 +194,8 @@ pub fn run(p: WorkerParams) -> io::Result<()> {
         tunnel: p.tunnel,
         port: p.port,
         local: p.local,
-        gateway: p.gateway,
+        gateways: p.gateways,
+        underlays: p.underlays,
         stats: p.stats,
         icmp: IcmpBudget {
             window: Instant::now(),

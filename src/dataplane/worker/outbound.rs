@@ -9,21 +9,22 @@
 //! its send completes) or returned at once; nothing is allocated per packet.
 
 use std::io;
-use std::net::{IpAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::Instant;
 
 use crate::drop_reason::DropReason;
 use crate::encap::{self, Tunnel, VxlanHeader};
-use crate::sys::socket;
 use crate::sys::tun;
 use crate::sys::uring::{Completion, Slot, GATHER_MAX};
+use crate::sys::{sockaddr, socket};
 use crate::table::Snapshot;
 use crate::wire::{ipv4, ipv6, virtio};
 
 use super::super::icmp;
 use super::super::offload::{complete_checksum, Split};
+use super::super::route;
 use super::super::stats::Counter;
 use super::inbound::TunOut;
 use super::slots::{self, Batch, Op};
@@ -102,7 +103,8 @@ struct SuperPacket<'r> {
 
 /// Where an outbound packet goes: the peer's address and, for vxlan, the headers.
 struct Route {
-    dest: SocketAddrV4,
+    /// The peer's address, in the form our socket sends to.
+    dest: SocketAddr,
     vxlan: Option<VxlanHeader>,
     /// The peer completes partial inner checksums: segments go to it unfinished.
     partial_csum: bool,
@@ -207,15 +209,21 @@ impl Worker {
     fn route(&self, snapshot: &Snapshot, packet: &[u8]) -> Result<Route, DropReason> {
         let dst = destination(packet)?;
         let peer = snapshot.lookup(dst).ok_or_else(|| miss(dst))?;
+        let hop =
+            route::hop(peer, dst.is_ipv6(), self.underlays).ok_or(DropReason::NoUnderlayAddress)?;
         let vxlan = match self.tunnel {
             Tunnel::Udp => None,
             Tunnel::Vxlan => {
-                let mac = peer.vtep_mac.ok_or(DropReason::NoVtepMac)?;
-                Some(VxlanHeader::new(self.local.vni, self.local.vtep_mac, mac))
+                let mac = hop.vtep_mac.ok_or(DropReason::NoVtepMac)?;
+                let ours = match hop.ip {
+                    IpAddr::V4(_) => self.local.vtep_mac,
+                    IpAddr::V6(_) => self.local.vtep_mac_v6,
+                };
+                Some(VxlanHeader::new(self.local.vni, ours, mac))
             }
         };
         Ok(Route {
-            dest: SocketAddrV4::new(peer.public_ip, self.port),
+            dest: sockaddr::for_socket(SocketAddr::new(hop.ip, self.port), self.underlays.v6),
             vxlan,
             partial_csum: peer.partial_csum,
         })
@@ -452,7 +460,7 @@ impl Worker {
     /// Queues the send of `range` of `slot` (a send that cannot even be queued is
     /// a broken ring: counted and the slot returned).
     #[inline]
-    fn send(&mut self, slot: Slot, range: Range<usize>, dest: SocketAddrV4, segment: Option<u16>) {
+    fn send(&mut self, slot: Slot, range: Range<usize>, dest: SocketAddr, segment: Option<u16>) {
         self.send_pieces(slot, &[range], dest, segment);
     }
 
@@ -462,7 +470,7 @@ impl Worker {
         &mut self,
         slot: Slot,
         pieces: &[Range<usize>],
-        dest: SocketAddrV4,
+        dest: SocketAddr,
         segment: Option<u16>,
     ) {
         let tx = self.tx.as_raw_fd();
@@ -477,7 +485,7 @@ impl Worker {
                 if segment.is_some() {
                     self.stats.add(Counter::GsoSends, 1);
                 }
-                self.stats.peers.sent(*dest.ip(), datagrams, bytes as u64);
+                self.stats.peers.sent(dest.ip(), datagrams, bytes as u64);
             }
             Err(e) => {
                 tracing::debug!(worker = self.index, "cannot queue a send: {e}");
@@ -489,7 +497,7 @@ impl Worker {
 
     /// Sends the datagrams laid out every `chunk` bytes in `slot[..end]` one by
     /// one, with `sendmmsg` (no segmentation offload).
-    fn send_each(&mut self, slot: Slot, end: usize, chunk: usize, dest: SocketAddrV4) {
+    fn send_each(&mut self, slot: Slot, end: usize, chunk: usize, dest: SocketAddr) {
         let buf = self.ring.buf(slot);
         let mut datagrams: [&[u8]; socket::SEND_MANY_MAX] = [&[]; socket::SEND_MANY_MAX];
         let mut k = 0;
@@ -505,7 +513,7 @@ impl Worker {
                     let bytes: usize = datagrams[sent..sent + m].iter().map(|d| d.len()).sum();
                     self.stats.add(Counter::TunnelTxPackets, m as u64);
                     self.stats.add(Counter::TunnelTxBytes, bytes as u64);
-                    self.stats.peers.sent(*dest.ip(), m as u64, bytes as u64);
+                    self.stats.peers.sent(dest.ip(), m as u64, bytes as u64);
                     sent += m;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -517,11 +525,12 @@ impl Worker {
         }
     }
 
-    /// Writes an ICMP network-unreachable back into the TUN for the packet in `slot`.
+    /// Writes an ICMP network-unreachable (ICMPv6 no-route) back into the TUN
+    /// for the packet in `slot`.
     fn answer_unreachable(&mut self, slot: Slot, n: usize, now: Instant) {
         let mut msg = [0u8; icmp::MAX_LEN];
         let packet = &self.ring.buf(slot)[HEADROOM..HEADROOM + n];
-        let Some(len) = icmp::net_unreachable_v4(packet, self.gateway, &mut msg) else {
+        let Some(len) = self.gateways.unreachable(packet, &mut msg) else {
             return;
         };
         if !self.icmp.take(now) {

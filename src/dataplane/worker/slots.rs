@@ -9,7 +9,7 @@
 //! Invariants: a slot is in the free list exactly when no operation uses it; a
 //! batch never exceeds [`GSO_MAX_SEGMENTS`] datagrams nor [`GSO_MAX_BYTES`] bytes.
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 
 use crate::sys::socket;
 use crate::sys::uring::Slot;
@@ -177,7 +177,7 @@ pub struct Batch {
     /// The slot the datagrams are gathered in.
     pub slot: Slot,
     /// The peer they go to.
-    pub dest: SocketAddrV4,
+    pub dest: SocketAddr,
     /// Where the first datagram starts in the slot.
     pub start: usize,
     /// Where the next one would start.
@@ -192,7 +192,7 @@ impl Batch {
     /// Whether a datagram of `size` bytes to `dest` may join: same peer, same size,
     /// and the send stays within the segment and byte limits.
     #[inline]
-    pub fn fits(&self, dest: SocketAddrV4, size: usize) -> bool {
+    pub fn fits(&self, dest: SocketAddr, size: usize) -> bool {
         self.dest == dest
             && self.size == size
             && self.count < GSO_MAX_SEGMENTS
@@ -248,7 +248,10 @@ mod tests {
         );
     }
 
-    const PEER: SocketAddrV4 = SocketAddrV4::new(std::net::Ipv4Addr::new(10, 0, 0, 2), 8285);
+    const PEER: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+        std::net::Ipv4Addr::new(10, 0, 0, 2),
+        8285,
+    ));
 
     fn batch(size: usize, count: usize) -> Batch {
         Batch {
@@ -297,7 +300,7 @@ mod tests {
     fn a_short_or_foreign_datagram_ends_the_batch() {
         let b = batch(1400, 3);
         assert!(!b.fits(PEER, 1399), "a last short segment leaves alone");
-        let other = SocketAddrV4::new(std::net::Ipv4Addr::new(10, 0, 0, 3), 8285);
+        let other: SocketAddr = "10.0.0.3:8285".parse().expect("literal");
         assert!(!b.fits(other, 1400));
     }
 
