@@ -414,6 +414,21 @@ fn ipv6_only_vxlan_cluster_with_etcd_on_ipv6() {
         let v6 = moved(&before[i - 1], &after[i - 1], &format!("v6_{j}"));
         assert!(v6.1 as usize > TRANSFER, "host {i} -> {j}: {v6:?}");
     }
+    // An overlay address no lease covers gets ICMPv6 no-route from the TUN's
+    // address, as an IPv4 one gets network unreachable.
+    let subnet = |m: &Member| m.v6.segments()[3];
+    let free = (1..=u16::MAX)
+        .find(|n| members.iter().all(|m| subnet(m) != *n))
+        .expect("a /64 no member holds");
+    let out = c.container(a.host).sh(&format!(
+        "ping -6 -c 1 -W 2 fd00:100:96:{free:x}::9 2>&1 || true"
+    ));
+    let [p0, p1, p2, p3, ..] = a.v6.segments();
+    let gateway = format!("From {}", Ipv6Addr::new(p0, p1, p2, p3, 0, 0, 0, 0));
+    assert!(
+        out.contains(&gateway) && out.contains("No route"),
+        "ping to a subnet without a lease: {out}"
+    );
 }
 
 #[test]
