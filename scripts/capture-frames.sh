@@ -18,7 +18,8 @@
 #                                 IPv4 underlay, inner IPv6 over the IPv6 one
 #
 # and then extracts UDP payloads from those captures into the cargo-fuzz seed
-# corpora fuzz/corpus/{decap_vxlan,decap_udp,ip_parse}/. tests/data/README.md
+# corpora fuzz/corpus/{decap_vxlan,decap_udp,ip_parse}/ (next to any seeds made
+# by hand, which are left alone). tests/data/README.md
 # describes what each capture holds.
 #
 # Regenerate (as root; needs iproute2, tcpdump, tshark, ping, python3, xxd, gcc):
@@ -419,8 +420,9 @@ seed() {
 
 extract_corpora() {
     local vx=$DATA/kernel-vxlan.pcap udp=$DATA/flannel-udp.pcap d
+    # Each extracted seed is written over by name; seeds written by hand in the
+    # same directories (e.g. ip_parse's IPv6 extension-header cases) are kept.
     for d in decap_vxlan decap_udp ip_parse; do
-        rm -rf -- "${CORPUS:?}/$d"
         mkdir -p "$CORPUS/$d"
     done
 
