@@ -14,6 +14,8 @@
 //!   restart keeps the VtepMAC our annotation recorded.
 //! - the apiserver restarted and its etcd compacted during traffic: no packet
 //!   lost, and the watch re-lists and follows again.
+//! - dual-stack Nodes: the IPv6 annotations as flanneld writes them, and IPv6
+//!   between containers over the IPv6 underlay.
 //!
 //! Needs root, etcd, kubectl, openssl, curl and the kube-apiserver binary
 //! (`scripts/kube-apiserver.sh`); skips with a reason without them, fails with
@@ -57,12 +59,19 @@ struct KubeCluster {
 }
 
 fn start(tag: &str, hosts: usize, backend: &str) -> Option<KubeCluster> {
+    let conf = format!(r#"{{"Network": "100.96.0.0/16", "Backend": {{"Type": "{backend}"}}}}"#);
+    start_with(tag, &conf, || Cluster::hosts(tag, hosts))
+}
+
+/// A cluster of `cluster()`'s hosts with an apiserver, every node reading
+/// `conf` as its `net-conf.json`.
+fn start_with(tag: &str, conf: &str, cluster: impl FnOnce() -> Cluster) -> Option<KubeCluster> {
     if !require_root(tag) || !require_command(tag, "kubectl", "kubectl") {
         return None;
     }
     let bin = require_kube(tag)?;
     let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let c = Cluster::hosts(tag, hosts);
+    let c = cluster();
     let api_ns = Netns::new(&format!("{tag}-api"));
     c.attach_to_switch(&api_ns, API_IP);
     let api = KubeApiserver::start_in(&api_ns, API_IP, &bin, tag, &[RINGLAY_SA_USER]);
@@ -86,7 +95,6 @@ fn start(tag: &str, hosts: usize, backend: &str) -> Option<KubeCluster> {
     );
     let kubeconfig = api.write_kubeconfig(sa);
     let net_conf = c.dir().join("net-conf.json");
-    let conf = format!(r#"{{"Network": "100.96.0.0/16", "Backend": {{"Type": "{backend}"}}}}"#);
     std::fs::write(&net_conf, conf).expect("write net-conf.json");
     Some(KubeCluster {
         c,
@@ -112,15 +120,25 @@ impl KubeCluster {
     /// Registers node-i as a kubelet would, with `pod_cidr` if given and
     /// `annotations`.
     fn create_node(&self, i: usize, pod_cidr: Option<&str>, annotations: serde_json::Value) {
+        self.create_node_with(i, pod_cidr.as_slice(), annotations);
+    }
+
+    /// node-i with `pod_cidrs` (the first is also `podCIDR`, as the node IPAM
+    /// controller sets them; none: no podCIDR yet).
+    fn create_node_with(&self, i: usize, pod_cidrs: &[&str], annotations: serde_json::Value) {
         let mut node = serde_json::json!({
             "apiVersion": "v1", "kind": "Node",
             "metadata": { "name": format!("node-{i}"), "annotations": annotations },
             "spec": {},
         });
-        if let Some(cidr) = pod_cidr {
-            node["spec"] = serde_json::json!({ "podCIDR": cidr, "podCIDRs": [cidr] });
+        if let Some(first) = pod_cidrs.first() {
+            node["spec"] = serde_json::json!({ "podCIDR": first, "podCIDRs": pod_cidrs });
         }
-        self.admin("POST", "/api/v1/nodes", Some((JSON, &node.to_string())));
+        let made = self.admin("POST", "/api/v1/nodes", Some((JSON, &node.to_string())));
+        assert_eq!(
+            made["kind"], "Node",
+            "the apiserver refused node-{i}: {made}"
+        );
     }
 
     fn node(&self, i: usize) -> serde_json::Value {
@@ -656,6 +674,65 @@ fn forwarding_goes_on_while_the_apiserver_restarts_and_the_watch_recovers_from_c
 const CNI_BIN: &str = "/usr/lib/cni";
 
 /// A `KEY=value` line of a subnet.env.
+/// Dual-stack Nodes (`podCIDRs` of both families, `EnableIPv6` in
+/// net-conf.json, hosts with an IPv6 underlay): each ringlay node writes the
+/// IPv6 annotations as flanneld does (`public-ipv6`, `backend-v6-data` with the
+/// VNI and its VtepMAC) beside the IPv4 ones, and the containers reach each
+/// other over both families, IPv6 over the IPv6 underlay only.
+#[test]
+fn dual_stack_nodes_write_the_ipv6_annotations_and_carry_ipv6_over_ipv6() {
+    let conf = r#"{"Network": "100.96.0.0/16", "EnableIPv6": true, "IPv6Network": "fd00:100:96::/48", "IPv6SubnetLen": 64, "Backend": {"Type": "vxlan"}}"#;
+    let Some(k) = start_with("kdual", conf, || Cluster::dual_stack("kdual", 2)) else {
+        return;
+    };
+    for i in 1..=2 {
+        let (v4, v6) = (format!("100.96.{i}.0/24"), format!("fd00:100:96:{i}::/64"));
+        k.create_node_with(i, &[&v4, &v6], serde_json::json!({}));
+        k.c.count_underlay_sends(i, 8472);
+    }
+    let daemons: Vec<Daemon> = (1..=2)
+        .map(|i| {
+            let v6 = k.c.underlay_ip6(i).to_string();
+            k.ringlay(i, &["--public-ipv6", &v6])
+                .unwrap_or_else(|e| panic!("{e}"))
+        })
+        .collect();
+    for i in 1..=2 {
+        let a = k.annotations(i);
+        let get = |name: &str| {
+            a.get(&format!("{PREFIX}/{name}"))
+                .cloned()
+                .unwrap_or_default()
+        };
+        assert_eq!(get("public-ip"), k.c.underlay_ip(i).to_string(), "{a:?}");
+        assert_eq!(get("public-ipv6"), k.c.underlay_ip6(i).to_string(), "{a:?}");
+        let v4 = json(&get("backend-data"));
+        let v6 = json(&get("backend-v6-data"));
+        assert_eq!(v6["VNI"], 1, "{a:?}");
+        assert_eq!(v6["VtepMAC"], v4["VtepMAC"], "one VTEP MAC for both: {a:?}");
+        let env = subnet_env(&daemons[i - 1], "FLANNEL_IPV6_SUBNET");
+        assert_eq!(env, format!("fd00:100:96:{i}::1/64"));
+    }
+    let v6_before = k.c.underlay_sends(1);
+    for (from, to) in [(1, 2), (2, 1)] {
+        let v6 = IpAddr::V6(k.c.container_ip6(to));
+        assert!(k.c.ping(from, v6, 3), "container {from} -> {to} over IPv6");
+    }
+    let v6_after = k.c.underlay_sends(1);
+    let sent = |m: &BTreeMap<String, (u64, u64)>, name: &str| m.get(name).map_or(0, |c| c.0);
+    assert!(
+        sent(&v6_after, "v6_2") >= 3 + sent(&v6_before, "v6_2"),
+        "IPv6 pings went over the IPv6 underlay: {v6_before:?} -> {v6_after:?}"
+    );
+    assert_eq!(
+        sent(&v6_after, "v4_2"),
+        sent(&v6_before, "v4_2"),
+        "and none over the IPv4 one: {v6_before:?} -> {v6_after:?}"
+    );
+    k.assert_all_pairs(&[1, 2]);
+    drop(daemons);
+}
+
 fn subnet_env(d: &Daemon, key: &str) -> String {
     let text = std::fs::read_to_string(d.subnet_file()).expect("subnet.env");
     text.lines()

@@ -282,6 +282,9 @@ impl KubeApiserver {
             format!("--token-auth-file={}", d("tokens.csv")),
             "--authorization-mode=RBAC".into(),
             format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+            // Nodes with a podCIDR of each family (alpha in 1.20, default since
+            // 1.21): what a dual-stack cluster's node IPAM assigns.
+            "--feature-gates=IPv6DualStack=true".into(),
             format!("--service-account-key-file={}", d("sa.pub")),
             format!("--service-account-signing-key-file={}", d("sa.key")),
             "--service-account-issuer=https://kubernetes.default.svc".into(),
