@@ -269,12 +269,12 @@ fn family_split(c: &Cluster, members: &[Member], inner_v6: bool) {
 /// A dual-stack cluster of `n` ringlay nodes over `backend` (etcd on the
 /// switch at 192.0.2.254): leases, subnet.env, status, then inner IPv6 over
 /// the IPv6 underlay only and inner IPv4 over the IPv4 underlay only, and the
-/// per-peer counts covering both.
-fn dual_stack_cluster(tag: &str, backend: &str, port: u16, n: usize) {
+/// per-peer counts covering both. `extra` goes to every `ringlay run`.
+fn dual_stack_cluster(tag: &str, backend: &str, port: u16, n: usize, extra: &[&str]) {
     let c = Cluster::dual_stack(tag, n);
     let (_etcd_ns, e) = etcd_on_switch_at(&c, tag, ETCD_IP.into(), &dual_config(backend));
     let hosts: Vec<usize> = (1..=n).collect();
-    let members = join_dual(&c, &e, &hosts, &[]);
+    let members = join_dual(&c, &e, &hosts, extra);
 
     // Leases: dual keys, flannel's IPv6 fields.
     for m in &members {
@@ -343,7 +343,23 @@ fn vxlan_dual_stack_v6_over_v6_and_v4_over_v4() {
     if !can_run("vxlan_dual_stack") {
         return;
     }
-    dual_stack_cluster("dsvx", "vxlan", VXLAN_PORT, 3);
+    dual_stack_cluster("dsvx", "vxlan", VXLAN_PORT, 3, &[]);
+}
+
+/// The same without offloads (one datagram per send, `sendmmsg` to IPv4-mapped
+/// and IPv6 peers alike) and with two workers per node.
+#[test]
+fn vxlan_dual_stack_without_offloads() {
+    if !can_run("vxlan_dual_stack_without_offloads") {
+        return;
+    }
+    dual_stack_cluster(
+        "dsvo",
+        "vxlan",
+        VXLAN_PORT,
+        2,
+        &["--offload", "off", "--queues", "2"],
+    );
 }
 
 #[test]
@@ -351,7 +367,7 @@ fn udp_dual_stack_v6_over_v6_and_v4_over_v4() {
     if !can_run("udp_dual_stack") {
         return;
     }
-    dual_stack_cluster("dsud", "udp", UDP_PORT, 2);
+    dual_stack_cluster("dsud", "udp", UDP_PORT, 2, &[]);
 }
 
 #[test]
