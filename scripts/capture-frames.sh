@@ -204,13 +204,13 @@ build_base() {
     done
 }
 
-# flannel's vxlan backend on host N (1 = hA, 2 = hB), with the peer's lease:
-# the device, the lease subnet's .0 address, a route to the peer subnet via the
-# peer's .0 onlink, a permanent neighbour for it (its VtepMAC) and an fdb entry
-# sending that MAC to the peer's public IP. The same for IPv6, over the same
-# IPv4-underlay device.
-flannel_vxlan() {
-    local n=$1 ns ip mac peer peer_ip peer_mac
+# The IPv4 half of flannel's vxlan node on host N (1 = hA, 2 = hB), with the
+# peer's lease: flannel.1 over the IPv4 underlay, the lease subnet's .0 address,
+# a route to the peer subnet via the peer's .0 onlink, a permanent neighbour for
+# it (its VtepMAC) and an fdb entry sending that MAC to the peer's public IP.
+# Sets ns, peer and peer_mac for the caller.
+flannel_vxlan_v4() {
+    local n=$1 ip mac peer_ip
     if [[ $n == 1 ]]; then
         ns=$NS_HA ip=192.0.2.1 mac=$MAC_A peer=2 peer_ip=192.0.2.2 peer_mac=$MAC_B
     else
@@ -224,37 +224,37 @@ flannel_vxlan() {
     ip -n "$ns" addr add "100.96.$n.0/32" dev flannel.1
     ip -n "$ns" route add "100.96.$peer.0/24" via "100.96.$peer.0" dev flannel.1 onlink
     ip -n "$ns" neigh add "100.96.$peer.0" lladdr "$peer_mac" dev flannel.1 nud permanent
+    bridge -n "$ns" fdb append "$peer_mac" dev flannel.1 dst "$peer_ip"
+}
+
+# flannel's vxlan backend on host N: flannel_vxlan_v4, and the same for IPv6
+# over the same IPv4-underlay device.
+flannel_vxlan() {
+    local n=$1 ns peer peer_mac
+    flannel_vxlan_v4 "$n"
     ip -n "$ns" addr add "fd00:100:96:$n::/128" dev flannel.1 nodad
     ip -n "$ns" -6 route add "fd00:100:96:$peer::/64" via "fd00:100:96:$peer::" dev flannel.1 onlink
     ip -n "$ns" -6 neigh add "fd00:100:96:$peer::" lladdr "$peer_mac" dev flannel.1 nud permanent
-    bridge -n "$ns" fdb append "$peer_mac" dev flannel.1 dst "$peer_ip"
     log "$(ip -n "$ns" -d -o link show flannel.1 | sed 's/  */ /g')"
 }
 
-# flanneld's dual-stack vxlan node on host N (EnableIPv6): flannel.1 over the
-# IPv4 underlay for the IPv4 lease only, and flannel-v6.1 over the IPv6 underlay
-# (2001:db8::N, added here) for the IPv6 lease: VNI 1, dstport 8472,
-# nolearning, MTU 1430 (the kernel's cap for a 1500 IPv6 underlay; flanneld asks
-# for 1450 and gets that), its own VtepMAC, fd00:100:96:N::/128, a /64 route via
-# the peer's fd00:100:96:M:: onlink, a permanent neighbour with the peer's
-# BackendV6Data VtepMAC and an fdb entry sending it to 2001:db8::M. Checksum
-# settings are the kernel's defaults (UDP checksums over IPv6).
+# flanneld's dual-stack vxlan node on host N (EnableIPv6): flannel_vxlan_v4 for
+# the IPv4 lease only, and flannel-v6.1 over the IPv6 underlay (2001:db8::N,
+# added here) for the IPv6 lease: VNI 1, dstport 8472, nolearning, MTU 1430
+# (the kernel's cap for a 1500 IPv6 underlay; flanneld asks for 1450 and gets
+# that), its own VtepMAC, fd00:100:96:N::/128, a /64 route via the peer's
+# fd00:100:96:M:: onlink, a permanent neighbour with the peer's BackendV6Data
+# VtepMAC and an fdb entry sending it to 2001:db8::M. Checksum settings are the
+# kernel's defaults (UDP checksums over IPv6).
 flannel_vxlan_dual() {
-    local n=$1 ns ip mac mac6 peer peer_ip peer_mac peer_mac6
+    local n=$1 ns peer peer_mac mac6 peer_mac6
     if [[ $n == 1 ]]; then
-        ns=$NS_HA ip=192.0.2.1 mac=$MAC_A mac6=$MAC6_A peer=2 peer_ip=192.0.2.2 peer_mac=$MAC_B peer_mac6=$MAC6_B
+        mac6=$MAC6_A peer_mac6=$MAC6_B
     else
-        ns=$NS_HB ip=192.0.2.2 mac=$MAC_B mac6=$MAC6_B peer=1 peer_ip=192.0.2.1 peer_mac=$MAC_A peer_mac6=$MAC6_A
+        mac6=$MAC6_B peer_mac6=$MAC6_A
     fi
+    flannel_vxlan_v4 "$n"
     ip -n "$ns" addr add "2001:db8::$n/64" dev eth0 nodad
-    ip -n "$ns" link add flannel.1 address "$mac" type vxlan id "$VNI" local "$ip" \
-        dev eth0 dstport "$VXLAN_PORT" nolearning
-    ip -n "$ns" link set flannel.1 addrgenmode none
-    ip -n "$ns" link set flannel.1 mtu 1450 up
-    ip -n "$ns" addr add "100.96.$n.0/32" dev flannel.1
-    ip -n "$ns" route add "100.96.$peer.0/24" via "100.96.$peer.0" dev flannel.1 onlink
-    ip -n "$ns" neigh add "100.96.$peer.0" lladdr "$peer_mac" dev flannel.1 nud permanent
-    bridge -n "$ns" fdb append "$peer_mac" dev flannel.1 dst "$peer_ip"
     ip -n "$ns" link add flannel-v6.1 address "$mac6" type vxlan id "$VNI" local "2001:db8::$n" \
         dev eth0 dstport "$VXLAN_PORT" nolearning
     # No link-local address here either: only forwarded traffic in the capture.

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use super::local::{derive_vtep_mac, derive_vtep_mac_v6};
+use super::local::VtepMacs;
 use crate::config::Lease;
 use crate::config::{BackendType, NetworkConfig, SubnetKey};
 use crate::table::{Peer, Snapshot, SnapshotBuilder};
@@ -34,28 +34,15 @@ pub fn build_snapshot(config: &NetworkConfig, leases: &[Lease], local: &SubnetKe
 fn peer(lease: &Lease) -> Peer {
     let a = &lease.attrs;
     let backend = a.backend();
-    let vtep_mac = match backend {
-        BackendType::Vxlan => a
-            .backend_data
-            .map(|d| d.vtep_mac)
-            .or_else(|| (!a.public_ip.is_unspecified()).then(|| derive_vtep_mac(a.public_ip))),
-        BackendType::Udp | BackendType::HostGw => None,
-    };
+    // A peer's lease names its MACs by the rule our own lease follows, so a
+    // ringlay node that lists none is reached at the MAC it derives.
+    let macs = (backend == BackendType::Vxlan).then(|| VtepMacs::of(a));
     Peer {
         key: lease.key,
         public_ip: a.public_ip,
         public_ipv6: a.public_ipv6,
-        vtep_mac,
-        vtep_mac_v6: match backend {
-            BackendType::Vxlan => a.backend_v6_data.map(|d| d.vtep_mac).or_else(|| {
-                // An IPv6-only ringlay node without a listed VtepMAC derives it
-                // from its PublicIPv6 (see `local`).
-                a.public_ipv6
-                    .filter(|_| a.public_ip.is_unspecified())
-                    .map(derive_vtep_mac_v6)
-            }),
-            BackendType::Udp | BackendType::HostGw => None,
-        },
+        vtep_mac: macs.map(|m| m.v4),
+        vtep_mac_v6: macs.map(|m| m.v6),
         backend,
         partial_csum: a.features.partial_csum,
     }
@@ -108,6 +95,7 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
+    use crate::control::derive_vtep_mac;
     use crate::control::static_leases::tests::{parse, VXLAN};
 
     fn key(s: &str) -> SubnetKey {

@@ -48,8 +48,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::config::Lease;
 use crate::config::SubnetKey;
+use crate::config::{Lease, LeaseAttrs};
 use crate::wire::MacAddr;
 use crate::{Error, Result};
 
@@ -72,33 +72,70 @@ pub struct Publics {
 }
 
 impl Publics {
+    /// The addresses a lease value names.
+    pub fn of(attrs: &LeaseAttrs) -> Publics {
+        Publics {
+            v4: attrs.public_ip,
+            v6: attrs.public_ipv6,
+        }
+    }
+
+    /// The IPv6 address of an IPv6-only host (`v4` 0.0.0.0): the one address
+    /// that names it. `None` for a host with an IPv4 address.
+    fn v6_only(&self) -> Option<Ipv6Addr> {
+        self.v6.filter(|_| self.v4.is_unspecified())
+    }
+
     /// The MAC a lease of this host without a `VtepMAC` gets: the IPv4 layout,
     /// or on an IPv6-only host the IPv6 one (see the module docs).
     pub fn derived_vtep_mac(&self) -> MacAddr {
-        match (self.v4.is_unspecified(), self.v6) {
-            (true, Some(v6)) => derive_vtep_mac_v6(v6),
-            _ => derive_vtep_mac(self.v4),
-        }
+        self.v6_only()
+            .map_or_else(|| derive_vtep_mac(self.v4), derive_vtep_mac_v6)
     }
 
     /// The address a lease of ours is claimed by ([`LeaseAttrs::address`]):
     /// the IPv4 one, or on an IPv6-only host the IPv6 one.
-    ///
-    /// [`LeaseAttrs::address`]: crate::config::LeaseAttrs::address
     pub fn address(&self) -> IpAddr {
-        match self.v6 {
-            Some(v6) if self.v4.is_unspecified() => IpAddr::V6(v6),
-            _ => IpAddr::V4(self.v4),
-        }
+        self.v6_only().map_or(IpAddr::V4(self.v4), IpAddr::V6)
     }
 
     /// Whether `lease` is this host's: the same `PublicIP`, or on an IPv6-only
     /// host the same `PublicIPv6` (all IPv6-only leases share `PublicIP`
     /// 0.0.0.0, so that names no one).
-    pub fn own(&self, lease: &crate::config::LeaseAttrs) -> bool {
-        match (self.v4.is_unspecified(), self.v6) {
-            (true, Some(v6)) => lease.public_ipv6 == Some(v6),
-            _ => lease.public_ip == self.v4,
+    pub fn own(&self, lease: &LeaseAttrs) -> bool {
+        match self.v6_only() {
+            Some(v6) => lease.public_ipv6 == Some(v6),
+            None => lease.public_ip == self.v4,
+        }
+    }
+}
+
+/// The VTEP MACs a lease names, one rule for our own lease and every peer's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VtepMacs {
+    /// The IPv4 VTEP's: `BackendData.VtepMAC` (an IPv6-only lease's
+    /// `BackendV6Data.VtepMAC`), else the one its address derives
+    /// ([`Publics::derived_vtep_mac`]).
+    pub v4: MacAddr,
+    /// The IPv6 VTEP's: `BackendV6Data.VtepMAC`, else [`VtepMacs::v4`] (one VTEP
+    /// for both families, as a ringlay node has).
+    pub v6: MacAddr,
+    /// The lease lists neither and `v4` was derived.
+    pub derived: bool,
+}
+
+impl VtepMacs {
+    /// The MACs of the lease value `attrs`.
+    pub fn of(attrs: &LeaseAttrs) -> VtepMacs {
+        let given = attrs
+            .backend_data
+            .or(attrs.backend_v6_data)
+            .map(|d| d.vtep_mac);
+        let v4 = given.unwrap_or_else(|| Publics::of(attrs).derived_vtep_mac());
+        VtepMacs {
+            v4,
+            v6: attrs.backend_v6_data.map_or(v4, |d| d.vtep_mac),
+            derived: given.is_none(),
         }
     }
 }
@@ -149,7 +186,7 @@ pub struct LocalLease {
 /// all (0.0.0.0 and no IPv6 address: flannel's "no IPv4 address" names no host).
 pub fn find_local(leases: &[Lease], public: impl Into<Publics>) -> Result<LocalLease> {
     let public = public.into();
-    let by_v6 = public.v4.is_unspecified().then_some(public.v6).flatten();
+    let by_v6 = public.v6_only();
     let (flag, ours, field) = match by_v6 {
         Some(v6) => (
             "public IPv6 (--public-ipv6, or the IPv6 address of --iface)",
@@ -183,19 +220,15 @@ pub fn find_local(leases: &[Lease], public: impl Into<Publics>) -> Result<LocalL
             ),
         ));
     }
-    let given = lease
-        .attrs
-        .backend_data
-        .or(lease.attrs.backend_v6_data)
-        .map(|d| d.vtep_mac);
-    let vtep_mac = given.unwrap_or_else(|| public.derived_vtep_mac());
+    // Our lease names our own addresses, so it derives the MAC ours would.
+    let macs = VtepMacs::of(&lease.attrs);
     Ok(LocalLease {
         key: lease.key,
         public_ip: public.v4,
         public_ipv6: lease.attrs.public_ipv6,
-        vtep_mac,
-        vtep_mac_v6: lease.attrs.backend_v6_data.map_or(vtep_mac, |d| d.vtep_mac),
-        vtep_mac_derived: given.is_none(),
+        vtep_mac: macs.v4,
+        vtep_mac_v6: macs.v6,
+        vtep_mac_derived: macs.derived,
     })
 }
 

@@ -41,7 +41,7 @@ pub mod subnet_env;
 pub mod watch;
 
 pub use lease_table::{build_snapshot, diff, LeaseDiff};
-pub use local::{derive_vtep_mac, derive_vtep_mac_v6, find_local, LocalLease, Publics};
+pub use local::{derive_vtep_mac, derive_vtep_mac_v6, find_local, LocalLease, Publics, VtepMacs};
 pub use static_leases::StaticLeases;
 pub use watch::FileStamp;
 

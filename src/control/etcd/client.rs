@@ -37,7 +37,7 @@ use super::leases::{classify, config_key, subnets_prefix, Applied, Key, LeaseSet
 use super::timing::LEASE_TTL;
 use super::Settings;
 use crate::config::{Features, LeaseAttrs, NetworkConfig, SubnetKey};
-use crate::control::Publics;
+use crate::control::{Publics, VtepMacs};
 use crate::wire::MacAddr;
 use crate::{Error, Result};
 
@@ -95,32 +95,14 @@ impl Held {
     /// The VTEP MAC the lease names: `BackendData.VtepMAC` (an IPv6-only
     /// lease's `BackendV6Data.VtepMAC`), else the derived one.
     pub fn vtep_mac(&self) -> MacAddr {
-        vtep_mac_of(&self.attrs)
+        VtepMacs::of(&self.attrs).v4
     }
 
     /// The IPv6 VTEP MAC the lease names: `BackendV6Data.VtepMAC`, else
     /// [`Held::vtep_mac`].
     pub fn vtep_mac_v6(&self) -> MacAddr {
-        self.attrs
-            .backend_v6_data
-            .map_or_else(|| self.vtep_mac(), |d| d.vtep_mac)
+        VtepMacs::of(&self.attrs).v6
     }
-}
-
-/// The VTEP MAC a lease value names, for either family, else the one its
-/// address derives.
-fn vtep_mac_of(attrs: &LeaseAttrs) -> MacAddr {
-    let data = attrs.backend_data.or(attrs.backend_v6_data);
-    data.map_or_else(
-        || {
-            let public = Publics {
-                v4: attrs.public_ip,
-                v6: attrs.public_ipv6,
-            };
-            public.derived_vtep_mac()
-        },
-        |d| d.vtep_mac,
-    )
 }
 
 /// How a lease was obtained.
@@ -334,7 +316,7 @@ impl Registry {
                 .min_by_key(|(k, _)| *k)
                 .map(|(k, e)| (*k, *e));
             if let Some((key, entry)) = mine {
-                let vtep = vtep_mac_of(&entry.attrs);
+                let vtep = VtepMacs::of(&entry.attrs).v4;
                 let attrs = lease_value(&config.backend, public, vtep, &key, self.features);
                 let guard =
                     Compare::mod_revision(self.key(&key), CompareOp::Equal, entry.mod_revision);
