@@ -16,11 +16,10 @@ use crate::table::{Peer, Snapshot, SnapshotBuilder};
 /// Builds the table of every lease except `local` (this host's own, which the
 /// kernel routes to the local bridge, not the tunnel).
 ///
-/// A vxlan lease's VTEP MAC is its `BackendData.VtepMAC`; a vxlan lease without one
-/// gets [`derive_vtep_mac`] of its public IP, the MAC a ringlay node without a listed
-/// `VtepMAC` gives itself; an IPv6-only one (`PublicIP` 0.0.0.0) gets
-/// [`derive_vtep_mac_v6`] of its `PublicIPv6` as its IPv6 VTEP. Other backends
-/// have no VTEP (`vtep_mac` is `None`).
+/// A vxlan lease's VTEP MACs are the ones [`VtepMacs::of`] reads from it: its
+/// `BackendData.VtepMAC` and `BackendV6Data.VtepMAC`, else the MAC a ringlay node
+/// without a listed `VtepMAC` derives for itself from its address. Other
+/// backends have no VTEP (`vtep_mac` is `None`).
 pub fn build_snapshot(config: &NetworkConfig, leases: &[Lease], local: &SubnetKey) -> Snapshot {
     let geometry = config.ipv4.map(|c| (c.network, c.subnet_len));
     let mut builder = SnapshotBuilder::with_capacity(geometry, leases.len());
