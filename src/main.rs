@@ -297,6 +297,16 @@ struct RunArgs {
         value_parser = clap::value_parser!(u64).range(0..=10_000)
     )]
     busy_poll: u64,
+    /// How workers read the TUN queues: `auto` (a multishot io_uring read, where
+    /// the kernel has one: Linux 6.7; else `poll`) or `poll` (an io_uring poll,
+    /// then one read syscall per packet).
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "auto",
+        env = "RINGLAY_TUN_READ"
+    )]
+    tun_read: ringlay::dataplane::TunRead,
     /// Serve Prometheus metrics (and /healthz, /readyz) on this address, e.g.
     /// 127.0.0.1:9465. Off by default.
     #[arg(long, value_name = "HOST:PORT")]
@@ -384,6 +394,7 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
         pin_workers: args.pin_workers,
         offload: args.offload,
         busy_poll: std::time::Duration::from_micros(args.busy_poll),
+        tun_read: args.tun_read,
         endpoints,
         ip_masq: args.ip_masq,
     })?;

@@ -249,6 +249,26 @@ fn busy_poll_is_bounded() {
 }
 
 #[test]
+fn tun_read_names_the_modes() {
+    let out = ringlay(
+        &[
+            "run",
+            "--static-leases",
+            "/nonexistent",
+            "--tun-read",
+            "uring",
+        ],
+        "",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--tun-read") && err.contains("expected `auto` or `poll`"),
+        "{err}"
+    );
+}
+
+#[test]
 fn public_ipv6_must_be_an_ipv6_address() {
     // Refused while parsing the flags (exit 2), naming the flag and the value,
     // whether given as the flag or through flanneld's variable.

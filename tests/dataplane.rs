@@ -174,6 +174,12 @@ fn two_hosts_ping_and_tcp(prefix: &str, backend: &str, mtu: u32, offload: &str, 
     args.extend_from_slice(extra);
     let d1 = c.ringlay(1, &leases, &args);
     let d2 = c.ringlay(2, &leases, &args);
+    let reads = tun_reads_expected(extra);
+    assert!(
+        d1.log().contains(reads),
+        "host 1 should read the TUN by {reads:?}:\n{}",
+        d1.log()
+    );
 
     // subnet.env, and the TUN as flanneld would set up its device.
     let env = fs::read_to_string(d1.subnet_file()).expect("subnet.env of host 1");
@@ -256,12 +262,38 @@ fn two_hosts_ping_and_tcp(prefix: &str, backend: &str, mtu: u32, offload: &str, 
     }
 }
 
+/// How the daemon must say it reads the TUN queues: by a multishot read where
+/// the kernel has one (6.7) unless `--tun-read poll` is among `extra`.
+fn tun_reads_expected(extra: &[&str]) -> &'static str {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").expect("kernel release");
+    let mut parts = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    let polled = extra.windows(2).any(|w| w == ["--tun-read", "poll"]);
+    if polled || version < (6, 7) {
+        "TUN reads by a poll and a read syscall per packet"
+    } else {
+        "TUN reads by a multishot read into the TX slots"
+    }
+}
+
 #[test]
 fn udp_two_hosts_ping_and_tcp() {
     if !netns::require_root("udp_two_hosts_ping_and_tcp") {
         return;
     }
     two_hosts_ping_and_tcp("dpudp", "udp", 1472, "all", &[]);
+}
+
+#[test]
+fn udp_two_hosts_with_polled_tun_reads() {
+    if !netns::require_root("udp_two_hosts_with_polled_tun_reads") {
+        return;
+    }
+    // The way kernels before 6.7 read the TUN, chosen on any kernel.
+    two_hosts_ping_and_tcp("dpudppoll", "udp", 1472, "all", &["--tun-read", "poll"]);
 }
 
 #[test]

@@ -32,7 +32,9 @@ use super::{mtu, Underlay};
 use crate::config::{Backend, Lease, NetworkConfig};
 use crate::control::LocalLease;
 use crate::dataplane::icmp::Gateways;
-use crate::dataplane::{Dataplane, Offload, Report, Tunnel, Underlays, WorkerConfig, WorkerIo};
+use crate::dataplane::{
+    Dataplane, Offload, Report, TunRead, Tunnel, Underlays, WorkerConfig, WorkerIo,
+};
 use crate::encap::Local;
 use crate::sys::uring::Features;
 use crate::sys::{cpu, netdev, socket, tun};
@@ -55,6 +57,8 @@ pub struct TunnelOptions {
     pub offload: Offload,
     /// How long a busy worker spins before it sleeps.
     pub busy_poll: std::time::Duration,
+    /// How the workers read the TUN queues.
+    pub tun_read: TunRead,
 }
 
 /// A running tunnel backend: the TUN device, its workers and (with
@@ -96,7 +100,7 @@ impl TunnelBackend {
             v4: !local.public_ip.is_unspecified(),
             v6: local.public_ipv6.is_some(),
         };
-        let multishot = probe_uring()?;
+        let uring = probe_uring(opts.tun_read)?;
         if config.backend_defaulted {
             tracing::info!("the network config names no Backend: using udp, as flannel does");
         }
@@ -128,7 +132,8 @@ impl TunnelBackend {
                 v6: overlay.v6.map(|(_, subnet)| subnet.network()),
             },
             underlays,
-            multishot,
+            multishot: uring.buf_ring,
+            tun_read_multi: uring.read_multi,
             offload,
             mtu,
             busy_poll: opts.busy_poll,
@@ -254,27 +259,36 @@ fn overlay(config: &NetworkConfig, local: &LocalLease) -> Result<Overlay> {
     Ok(Overlay { v4, v6 })
 }
 
-/// Checks that io_uring has what the workers need; says whether socket receives
-/// can be multishot into a provided buffer ring.
-fn probe_uring() -> Result<bool> {
-    let features = Features::probe().map_err(|e| Error::setup("probing io_uring", e))?;
+/// Checks that io_uring has what the workers need, and says (and logs) how they
+/// receive from the sockets and read the TUN queues.
+fn probe_uring(tun_read: TunRead) -> Result<Features> {
+    let mut features = Features::probe().map_err(|e| Error::setup("probing io_uring", e))?;
     if let Some(what) = features.missing() {
         return Err(Error::setup(
             "probing io_uring",
             std::io::Error::other(format!("this kernel lacks {what}")),
         ));
     }
+    features.read_multi &= tun_read == TunRead::Auto;
+    let tun_reads = match (features.read_multi, tun_read) {
+        (true, _) => "a multishot read into the TX slots",
+        (false, TunRead::Poll) => "a poll and a read syscall per packet (--tun-read poll)",
+        (false, TunRead::Auto) => {
+            "a poll and a read syscall per packet (no IORING_OP_READ_MULTISHOT before Linux 6.7)"
+        }
+    };
     tracing::info!(
         buffer_ring = features.buf_ring,
         cancel_any = features.cancel_any,
-        "io_uring: socket receives by {}",
+        read_multishot = features.read_multi,
+        "io_uring: socket receives by {}; TUN reads by {tun_reads}",
         if features.buf_ring {
             "multishot recvmsg into a provided buffer ring"
         } else {
             "single-shot recvmsg (no buffer rings before Linux 5.19)"
         }
     );
-    Ok(features.buf_ring)
+    Ok(features)
 }
 
 /// The TUN device with `queues` queues (one if the kernel refuses multi-queue),

@@ -38,7 +38,7 @@ use crate::backend::{Installed, TunnelOptions, Underlay};
 use crate::config::{Backend, Features, NetworkConfig};
 use crate::control::source::{LeaseSource, Started};
 use crate::control::{self, LocalLease};
-use crate::dataplane::Offload;
+use crate::dataplane::{Offload, TunRead};
 use crate::ops::{self, LeaseInfo};
 use crate::sys::caps;
 use crate::table::Table;
@@ -70,6 +70,8 @@ pub struct Options {
     pub offload: Offload,
     /// How long a busy worker spins before it sleeps (`--busy-poll`).
     pub busy_poll: std::time::Duration,
+    /// How the workers read the TUN queues (`--tun-read`).
+    pub tun_read: TunRead,
     /// The operator endpoints: metrics, health, the status socket.
     pub endpoints: ops::http::Endpoints,
     /// Masquerade traffic leaving the cluster network (flanneld's `--ip-masq`).
@@ -84,6 +86,7 @@ impl Options {
             pin_workers: self.pin_workers,
             offload: self.offload,
             busy_poll: self.busy_poll,
+            tun_read: self.tun_read,
         }
     }
 }

@@ -105,6 +105,38 @@ impl FromStr for Offload {
     }
 }
 
+/// How the workers read their TUN queues (`--tun-read`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TunRead {
+    /// A multishot io_uring read where the kernel has one (Linux 6.7), else
+    /// [`TunRead::Poll`].
+    #[default]
+    Auto,
+    /// An io_uring poll, then a `read` syscall per packet.
+    Poll,
+}
+
+impl fmt::Display for TunRead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TunRead::Auto => "auto",
+            TunRead::Poll => "poll",
+        })
+    }
+}
+
+impl FromStr for TunRead {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<TunRead, String> {
+        match s {
+            "auto" => Ok(TunRead::Auto),
+            "poll" => Ok(TunRead::Poll),
+            other => Err(format!("`{other}`: expected `auto` or `poll`")),
+        }
+    }
+}
+
 /// What every worker is configured with (the same for all of them).
 #[derive(Debug, Clone, Copy)]
 pub struct WorkerConfig {
@@ -121,6 +153,9 @@ pub struct WorkerConfig {
     pub underlays: Underlays,
     /// Receive with multishot recvmsg into a provided-buffer ring.
     pub multishot: bool,
+    /// Read the TUN queues with a multishot io_uring read into the TX slots
+    /// (Linux 6.7); otherwise a poll and plain reads.
+    pub tun_read_multi: bool,
     /// The offloads in use (the TUN queues must have been opened to match).
     pub offload: Offload,
     /// The TUN device's MTU: no packet written to it without segmentation is
@@ -178,6 +213,7 @@ impl Dataplane {
                 stats: stats.clone(),
                 stop: stop.clone(),
                 multishot: settings.multishot,
+                tun_read_multi: settings.tun_read_multi,
                 offload: settings.offload,
                 mtu: settings.mtu,
                 busy_poll: settings.busy_poll,

@@ -9,11 +9,14 @@
 //!   exists (another process's TUN, a persistent one, or a different kind of
 //!   device) is refused with `EBUSY`;
 //! - the fds are created blocking and close-on-exec. The data path makes them
-//!   non-blocking ([`set_nonblocking`]), waits for readability with an io_uring
-//!   poll and reads and writes with plain syscalls ([`read_packet`],
-//!   [`write_packet`]): the TUN file does not advertise `FMODE_NOWAIT`, so io_uring
-//!   would hand each read or write to one of its kernel worker threads, a thread
-//!   hop per packet.
+//!   non-blocking ([`set_nonblocking`]). Since Linux 6.4 the TUN file supports
+//!   io_uring's non-blocking attempt (`FMODE_NOWAIT`), and since 6.7 io_uring
+//!   has multishot reads: there the workers read with io_uring (a read that
+//!   finds the queue empty waits on its poll, no kernel thread). Before, they
+//!   wait for readability with an io_uring poll and read with plain syscalls
+//!   ([`read_packet`]), because io_uring would hand each read to one of its
+//!   kernel worker threads, a thread hop per packet. Writes are plain syscalls
+//!   ([`write_packet`]).
 
 use std::fs::OpenOptions;
 use std::io;

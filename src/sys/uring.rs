@@ -79,6 +79,11 @@ pub struct Features {
     /// Provided-buffer rings for multishot receives (`IORING_REGISTER_PBUF_RING`,
     /// 5.19; multishot recvmsg 6.0).
     pub buf_ring: bool,
+    /// Multishot reads into a provided-buffer ring (`IORING_OP_READ_MULTISHOT`,
+    /// 6.7), used for the TUN queue: TUN files support io_uring's non-blocking
+    /// attempt (`FMODE_NOWAIT`) since 6.4, so a read that finds the queue empty
+    /// waits on the queue's poll instead of blocking a kernel worker thread.
+    pub read_multi: bool,
 }
 
 impl Features {
@@ -90,12 +95,14 @@ impl Features {
         let msg =
             probe.is_supported(opcode::SendMsg::CODE) && probe.is_supported(opcode::RecvMsg::CODE);
         let mut scratch = Ring::new(2, 0, 0)?;
+        let buf_ring = msg && scratch.enable_recv_ring(1, 64).is_ok();
         Ok(Features {
             read: probe.is_supported(opcode::Read::CODE),
             msg,
             poll: probe.is_supported(opcode::PollAdd::CODE),
             cancel_any: probe.is_supported(opcode::AsyncCancel2::CODE),
-            buf_ring: msg && scratch.enable_recv_ring(1, 64).is_ok(),
+            buf_ring,
+            read_multi: buf_ring && probe.is_supported(opcode::ReadMulti::CODE),
         })
     }
 
@@ -121,7 +128,8 @@ pub struct SlotBusy(pub Slot);
 /// The outcome of one operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Completion {
-    /// The slot the operation used (now idle again).
+    /// The slot the operation used (now idle again); for a read into the TUN
+    /// read ring ([`Ring::read_multi`]), the slot the kernel filled.
     pub slot: Slot,
     /// The caller's tag for the operation kind.
     pub tag: u16,
@@ -170,42 +178,85 @@ pub struct Ring {
     busy: Vec<bool>,
     slot_size: usize,
     inflight: usize,
-    recv_ring: Option<BufRing>,
+    recv_ring: Option<RecvRing>,
+    /// The TUN read ring: its buffers are slots, lent with [`Ring::lend`].
+    read_ring: Option<BufRing>,
 }
 
 /// The buffer group id of the receive ring.
 const RECV_GROUP: u16 = 0;
+/// The buffer group id of the TUN read ring.
+const READ_GROUP: u16 = 1;
 /// The slot token reported by multishot receives (they use no slot).
 pub const RECV_MULTI_TOKEN: Slot = u32::MAX - 1;
+/// The slot token a multishot read is submitted with; its completions report
+/// the slot they filled instead.
+const READ_MULTI_TOKEN: Slot = u32::MAX - 2;
 
-/// A provided-buffer ring (`IORING_REGISTER_PBUF_RING`, 5.19): buffers the kernel
-/// picks from for multishot receives, each handed back with [`Ring::recycle`].
+/// A provided-buffer ring (`IORING_REGISTER_PBUF_RING`, 5.19): the shared ring of
+/// `struct io_uring_buf` entries naming the buffers a multishot operation of its
+/// group may fill, in the order they were published.
 struct BufRing {
-    /// The shared ring of `struct io_uring_buf` entries, page-aligned.
+    /// The entries, page-aligned.
     entries: std::ptr::NonNull<u8>,
     layout: std::alloc::Layout,
-    /// The buffers themselves.
-    mem: Box<[u8]>,
     count: u16,
-    size: usize,
     tail: u16,
-    /// The `msghdr` every multishot recvmsg of this ring uses (only its name and
-    /// control lengths matter): boxed so its address is stable.
-    hdr: Box<libc::msghdr>,
 }
 
 impl BufRing {
-    /// Publishes buffer `bid` to the kernel at the ring's tail.
-    fn push(&mut self, bid: u16) {
+    /// An empty ring of `count` (a power of two) entries, registered as buffer
+    /// group `group` of `ring`.
+    ///
+    /// # Safety
+    ///
+    /// The returned ring must outlive the registration: be dropped only once
+    /// `ring` is closed.
+    unsafe fn register(ring: &IoUring, count: u16, group: u16) -> io::Result<BufRing> {
+        if !count.is_power_of_two() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "buffer count must be a power of two",
+            ));
+        }
+        let layout = std::alloc::Layout::from_size_align(usize::from(count) * 16, 4096)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: the layout has a non-zero size (count ≥ 1).
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        let entries = std::ptr::NonNull::new(ptr)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        let br = BufRing {
+            entries,
+            layout,
+            count,
+            tail: 0,
+        };
+        // SAFETY: the entries stay allocated and unmoved as long as `br`, which
+        // the caller keeps until the ring is closed.
+        unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                entries.as_ptr() as u64,
+                count,
+                group,
+                0,
+            )?;
+        }
+        Ok(br)
+    }
+
+    /// Publishes buffer `bid`, `len` bytes at `addr`, to the kernel at the tail.
+    ///
+    /// The caller keeps the memory valid, and untouched, until the kernel
+    /// reports the buffer used (or the ring is closed).
+    fn push(&mut self, addr: *mut u8, len: u32, bid: u16) {
         let idx = usize::from(self.tail & (self.count - 1));
-        let addr = self.mem[usize::from(bid) * self.size..].as_mut_ptr() as u64;
         // SAFETY: `idx < count`, so the 16-byte entry lies inside the allocation;
         // the kernel reads entries only below the published tail, and this one is
         // at the tail, so nothing reads it while it is written.
         unsafe {
             let e = self.entries.as_ptr().add(idx * 16);
-            e.cast::<u64>().write_unaligned(addr);
-            e.add(8).cast::<u32>().write_unaligned(self.size as u32);
+            e.cast::<u64>().write_unaligned(addr as u64);
+            e.add(8).cast::<u32>().write_unaligned(len);
             e.add(12).cast::<u16>().write_unaligned(bid);
         }
         self.tail = self.tail.wrapping_add(1);
@@ -221,9 +272,29 @@ impl BufRing {
 
 impl Drop for BufRing {
     fn drop(&mut self) {
-        // SAFETY: allocated in `Ring::enable_recv_ring` with this layout; the ring
+        // SAFETY: allocated in `BufRing::register` with this layout; the ring
         // that registered it is closed (or the registration failed) by now.
         unsafe { std::alloc::dealloc(self.entries.as_ptr(), self.layout) }
+    }
+}
+
+/// The receive ring: buffers of its own for multishot receives, each handed
+/// back with [`Ring::recycle`].
+struct RecvRing {
+    ring: BufRing,
+    /// The buffers themselves.
+    mem: Box<[u8]>,
+    size: usize,
+    /// The `msghdr` every multishot recvmsg of this ring uses (only its name and
+    /// control lengths matter): boxed so its address is stable.
+    hdr: Box<libc::msghdr>,
+}
+
+impl RecvRing {
+    /// Hands buffer `bid` (back) to the kernel.
+    fn push(&mut self, bid: u16) {
+        let addr = self.mem[usize::from(bid) * self.size..].as_mut_ptr();
+        self.ring.push(addr, self.size as u32, bid);
     }
 }
 
@@ -277,6 +348,7 @@ impl Ring {
             slot_size,
             inflight: 0,
             recv_ring: None,
+            read_ring: None,
         })
     }
 
@@ -537,49 +609,67 @@ impl Ring {
     /// Registers a ring of `count` (a power of two) provided buffers of `size`
     /// bytes for [`Ring::recv_multi`]. Fails on kernels without buffer rings.
     pub fn enable_recv_ring(&mut self, count: u16, size: usize) -> io::Result<()> {
-        if !count.is_power_of_two() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "buffer count must be a power of two",
-            ));
-        }
-        let layout = std::alloc::Layout::from_size_align(usize::from(count) * 16, 4096)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        // SAFETY: the layout has a non-zero size (count ≥ 1).
-        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
-        let entries = std::ptr::NonNull::new(ptr)
-            .ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        // SAFETY: the receive ring is a field of this ring, dropped after the
+        // io_uring is closed (field order, and `Drop for Ring` drains first).
+        let ring = unsafe { BufRing::register(&self.ring, count, RECV_GROUP)? };
         // SAFETY: all-zero is a valid msghdr; the lengths are set right below.
         let mut hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         // Room for either family's address: the kernel reports the length it wrote.
         hdr.msg_namelen = SOCKADDR_MAX as u32;
         hdr.msg_controllen = SPACE_INT;
-        let mut br = BufRing {
-            entries,
-            layout,
+        let mut rr = RecvRing {
+            ring,
             mem: resident_zeroed(usize::from(count) * size),
-            count,
             size,
-            tail: 0,
             hdr,
         };
-        // SAFETY: the entries stay allocated, unmoved, until `br` is dropped, which
-        // happens after the io_uring (and with it the registration) is closed:
-        // `recv_ring` is a field of the ring that owns the io_uring, dropped after
-        // `Drop for Ring` drained every operation.
-        unsafe {
-            self.ring.submitter().register_buf_ring_with_flags(
-                entries.as_ptr() as u64,
-                count,
-                RECV_GROUP,
-                0,
-            )?;
-        }
         for bid in 0..count {
-            br.push(bid);
+            rr.push(bid);
         }
-        self.recv_ring = Some(br);
+        self.recv_ring = Some(rr);
         Ok(())
+    }
+
+    /// Registers the TUN read ring, which holds the slots lent to it
+    /// ([`Ring::lend`]) for [`Ring::read_multi`]. Fails on kernels without
+    /// buffer rings.
+    pub fn enable_read_ring(&mut self) -> io::Result<()> {
+        let count = u16::try_from(self.slots().next_power_of_two())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many slots"))?;
+        // SAFETY: as for the receive ring: a field dropped after the io_uring.
+        self.read_ring = Some(unsafe { BufRing::register(&self.ring, count, READ_GROUP)? });
+        Ok(())
+    }
+
+    /// Lends idle `slot` to the TUN read ring: a multishot read may fill
+    /// `range` of it. The slot stays busy until a completion reports it filled.
+    pub fn lend(&mut self, slot: Slot, range: Range<usize>) -> io::Result<()> {
+        let bid = u16::try_from(slot).map_err(|_| busy_err(SlotBusy(slot)))?;
+        if self.read_ring.is_none() {
+            return Err(io::Error::other("no read buffer ring"));
+        }
+        let (ptr, len) = self.claim(slot, range).map_err(busy_err)?;
+        if let Some(r) = self.read_ring.as_mut() {
+            r.push(ptr, len, bid);
+        }
+        Ok(())
+    }
+
+    /// Arms a multishot read of `fd` into the slots lent to the read ring: a
+    /// completion with `tag` per read, its [`Completion::slot`] the slot filled,
+    /// until one arrives with `more == false` (`-ENOBUFS` when no lent slot was
+    /// left: lend more and arm again).
+    pub fn read_multi(&mut self, fd: RawFd, tag: u16) -> io::Result<()> {
+        if self.read_ring.is_none() {
+            return Err(io::Error::other("no read buffer ring"));
+        }
+        let e = opcode::ReadMulti::new(types::Fd(fd), 0, READ_GROUP)
+            .build()
+            .user_data(encode(READ_MULTI_TOKEN, tag));
+        // SAFETY: the kernel writes only into buffers of the read ring: slots
+        // claimed (busy) by `lend` until the completion naming them is reaped,
+        // in memory freed only after every operation has drained.
+        unsafe { self.push(&e) }
     }
 
     /// Arms a multishot `recvmsg` on socket `fd` into the provided-buffer ring:
@@ -623,9 +713,9 @@ impl Ring {
 
     /// Hands provided buffer `bid` back to the kernel.
     pub fn recycle(&mut self, bid: u16) {
-        if let Some(br) = self.recv_ring.as_mut() {
-            if bid < br.count {
-                br.push(bid);
+        if let Some(rr) = self.recv_ring.as_mut() {
+            if bid < rr.ring.count {
+                rr.push(bid);
             }
         }
     }
@@ -661,8 +751,17 @@ impl Ring {
             if cqe.user_data() == INTERNAL {
                 continue;
             }
-            let (slot, tag) = decode(cqe.user_data());
-            if !more {
+            let (mut slot, tag) = decode(cqe.user_data());
+            let buffer = io_uring::cqueue::buffer_select(cqe.flags());
+            if slot == READ_MULTI_TOKEN {
+                // A read names the lent slot it filled, which is idle again.
+                if let Some(bid) = buffer {
+                    slot = Slot::from(bid);
+                    if let Some(b) = self.busy.get_mut(slot as usize) {
+                        *b = false;
+                    }
+                }
+            } else if !more {
                 if let Some(b) = self.busy.get_mut(slot as usize) {
                     *b = false;
                 }
@@ -672,7 +771,7 @@ impl Ring {
                 tag,
                 result: cqe.result(),
                 more,
-                buffer: io_uring::cqueue::buffer_select(cqe.flags()),
+                buffer,
             });
         }
     }
@@ -851,6 +950,46 @@ mod tests {
             ring.recycle(bid);
         }
         assert!(ring.enable_recv_ring(3, 64).is_err(), "not a power of two");
+    }
+
+    #[test]
+    fn multishot_read_into_lent_slots() {
+        let features = Features::probe().expect("io_uring available");
+        if !features.read_multi {
+            eprintln!("skipped: this kernel has no IORING_OP_READ_MULTISHOT (Linux 6.7)");
+            return;
+        }
+        let (tx, rx) = UnixDatagram::pair().expect("socketpair");
+        let mut ring = Ring::new(16, 3, 256).expect("ring");
+        ring.enable_read_ring().expect("read ring");
+        ring.lend(0, 10..256).expect("lend");
+        ring.lend(1, 10..256).expect("lend");
+        assert!(ring.lend(1, 10..256).is_err(), "a lent slot is busy");
+        ring.read_multi(rx.as_raw_fd(), 4).expect("read_multi");
+        tx.send(b"one").expect("send");
+        tx.send(b"two").expect("send");
+        let done = wait_for(&mut ring, 2);
+        let filled: Vec<_> = done
+            .iter()
+            .map(|c| (c.slot, c.tag, c.result, c.more))
+            .collect();
+        assert_eq!(
+            filled,
+            [(0, 4, 3, true), (1, 4, 3, true)],
+            "in the order lent"
+        );
+        assert_eq!(&ring.buf(0)[10..13], b"one");
+        assert_eq!(&ring.buf(1)[10..13], b"two");
+
+        // No lent slot left: the read ends, and the datagram waits in the socket.
+        tx.send(b"three").expect("send");
+        let done = wait_for(&mut ring, 1);
+        assert_eq!((done[0].result, done[0].more), (-libc::ENOBUFS, false));
+        ring.lend(2, 0..256).expect("lend");
+        ring.read_multi(rx.as_raw_fd(), 4).expect("read_multi");
+        let done = wait_for(&mut ring, 1);
+        assert_eq!((done[0].slot, done[0].result), (2, 5));
+        assert_eq!(&ring.buf(2)[..5], b"three");
     }
 
     #[test]

@@ -4,10 +4,13 @@
 //!
 //! Socket I/O goes through io_uring: [`RX_SLOTS`] receives stay in flight on the
 //! worker's socket in the receive group, and every datagram to a peer is a
-//! `sendmsg` from the worker's own sending socket. The TUN queue is watched by a
-//! multishot io_uring poll and read and written with plain non-blocking syscalls,
-//! because the kernel's TUN file does not support io_uring's non-blocking attempt
-//! and would cost a kernel-thread hop per packet (see [`crate::sys::tun`]).
+//! `sendmsg` from the worker's own sending socket. The TUN queue is read by io_uring
+//! too, where the kernel allows it (see [`TunReads`]): a multishot read fills the
+//! free TX slots lent to the ring's read ring, in the kernel, so a burst of
+//! packets costs no syscall per packet; a slot's packet leaves from where it was
+//! read, and the slot is lent again once its send completes. On kernels before
+//! 6.7 a multishot poll on the queue says when to read, and plain non-blocking
+//! `read`s drain it. TUN writes are plain `write`s.
 //!
 //! Each turn of the loop: one `io_uring_enter` submits everything queued and waits
 //! for at least one completion; the ready completions are reaped as one batch; the
@@ -16,9 +19,10 @@
 //! ```text
 //!  recvmsg done ─▶ sender lookup + decap in place ─▶ write(TUN) ─▶ recvmsg again
 //!  sendmsg done ─▶ its slot is free again
-//!  TUN readable ─▶ read(TUN) into free slots until empty (or none is free):
+//!  TUN read done ─▶ (or, polled: TUN readable ─▶ read(TUN) into free slots)
 //!                  lookup + encap in place ─▶ sendmsg to the peer
 //!                  no lease ─▶ ICMP unreachable written back to the TUN
+//!  end of turn  ─▶ free slots lent to the read ring; the read re-armed if it ended
 //! ```
 //!
 //! No packet is copied: a TUN read lands [`HEADROOM`] bytes into its slot, so the
@@ -130,6 +134,9 @@ pub struct WorkerParams {
     /// Receive with multishot recvmsg into a provided-buffer ring (the kernel
     /// has one, see [`crate::sys::uring::Features`]).
     pub multishot: bool,
+    /// Read the TUN queue with a multishot io_uring read into lent TX slots
+    /// (the kernel has `IORING_OP_READ_MULTISHOT`); otherwise poll and `read`.
+    pub tun_read_multi: bool,
     /// The offloads in use; the TUN queue was opened with `IFF_VNET_HDR` exactly
     /// when [`Offload::vnet_hdr`] says so.
     pub offload: Offload,
@@ -163,9 +170,29 @@ struct Worker {
     tx_slots: TxSlots,
     /// Plain packets read in this pass, waiting to leave together.
     batch: Option<Batch>,
-    /// The TUN queue may hold packets not read yet.
-    readable: bool,
+    /// How the TUN queue is read, and where that stands.
+    tun_reads: TunReads,
     spin: Spin,
+}
+
+/// How a worker reads its TUN queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TunReads {
+    /// A multishot poll says when the queue is readable; plain `read`s into
+    /// free slots then drain it (kernels before 6.7).
+    Polled {
+        /// The queue may hold packets not read yet.
+        readable: bool,
+    },
+    /// A multishot io_uring read fills the free slots lent to the ring's read
+    /// ring, in the kernel, without a syscall per packet; each slot is lent
+    /// again once its packet has left.
+    Multishot {
+        /// The read is in flight (it ends when it finds no lent slot).
+        armed: bool,
+        /// Slots lent and not yet filled.
+        lent: usize,
+    },
 }
 
 /// Runs a worker until its stop event fires. Errors are setup failures or a
@@ -208,7 +235,14 @@ pub fn run(p: WorkerParams) -> io::Result<()> {
             .then(|| Coalescer::with_mtu(DEFAULT_FLOWS, p.mtu as usize)),
         tx_slots: TxSlots::new(TX_SLOTS),
         batch: None,
-        readable: true,
+        tun_reads: if p.tun_read_multi {
+            TunReads::Multishot {
+                armed: false,
+                lent: 0,
+            }
+        } else {
+            TunReads::Polled { readable: true }
+        },
         spin: Spin::new(p.busy_poll),
     };
     w.arm(multishot, stop_slot)?;
@@ -237,8 +271,16 @@ impl Worker {
         }
         self.ring
             .read(self.stop.as_fd().as_raw_fd(), stop_slot, 0, Op::Stop.tag())?;
-        self.ring
-            .poll_readable(self.tun.as_raw_fd(), self.poll_token, Op::TunPoll.tag())
+        match self.tun_reads {
+            TunReads::Polled { .. } => {
+                self.ring
+                    .poll_readable(self.tun.as_raw_fd(), self.poll_token, Op::TunPoll.tag())
+            }
+            TunReads::Multishot { .. } => {
+                self.ring.enable_read_ring()?;
+                self.lend_free_slots()
+            }
+        }
     }
 
     /// The loop: submit and wait, reap a batch, load the table once for it, handle
@@ -251,9 +293,13 @@ impl Worker {
         let mut generation = table.snapshot().generation();
         loop {
             // Wait only when there is nothing left to read from the TUN; otherwise
-            // just submit and collect what is ready.
+            // just submit and collect what is ready. A multishot read reads in
+            // the kernel: its packets arrive as completions.
             let starved = self.tx_slots.free() < slots::reserve(self.offload.tso);
-            let mut want = usize::from(!self.readable || starved);
+            let mut want = match self.tun_reads {
+                TunReads::Polled { readable } => usize::from(!readable || starved),
+                TunReads::Multishot { .. } => 1,
+            };
             if want == 1 && self.spin.worth_it(Instant::now()) {
                 // Submit what is queued, then spin a while for the next
                 // completion instead of sleeping into a wake-up.
@@ -275,25 +321,37 @@ impl Worker {
                 self.spin.saw_work(now);
             }
             self.receive_all(snapshot, &done)?;
-            if self.complete(&done)? == Flow::Stop {
+            if self.complete(snapshot, &done, now)? == Flow::Stop {
                 tracing::debug!(worker = self.index, "worker stopping");
                 // Dropping the ring cancels and drains every operation in flight
                 // before the slots are freed.
                 return Ok(());
             }
-            if self.readable {
-                self.drain_tun(snapshot, now)?;
+            match self.tun_reads {
+                TunReads::Polled { readable: true } => self.drain_tun(snapshot, now)?,
+                TunReads::Polled { readable: false } => {}
+                TunReads::Multishot { .. } => {
+                    self.flush_batch();
+                    self.lend_free_slots()?;
+                }
             }
         }
     }
 
-    /// Handles the completions other than receives: sends, the TUN poll, stop.
-    fn complete(&mut self, done: &[Completion]) -> io::Result<Flow> {
+    /// Handles the completions other than receives: sends, TUN reads, the TUN
+    /// poll, stop.
+    fn complete(
+        &mut self,
+        snapshot: &crate::table::Snapshot,
+        done: &[Completion],
+        now: Instant,
+    ) -> io::Result<Flow> {
         for c in done {
             match Op::from_tag(c.tag) {
                 Some(Op::Send) => self.on_send(c),
+                Some(Op::TunRead) => self.on_tun_read(snapshot, c, now),
                 Some(Op::TunPoll) => {
-                    self.readable = true;
+                    self.tun_reads = TunReads::Polled { readable: true };
                     if !c.more {
                         let tun = self.tun.as_raw_fd();
                         self.ring

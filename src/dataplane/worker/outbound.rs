@@ -28,7 +28,7 @@ use super::super::route;
 use super::super::stats::Counter;
 use super::inbound::TunOut;
 use super::slots::{self, Batch, Op};
-use super::{Worker, HEADROOM, PACKET_AREA, SEGMENT_HEADERS_MAX, SLOT_SIZE};
+use super::{TunReads, Worker, HEADROOM, PACKET_AREA, SEGMENT_HEADERS_MAX, SLOT_SIZE};
 
 /// ICMP errors each worker may write back per second (the kernel's default
 /// `icmp_ratelimit` allows about a thousand per second per host).
@@ -119,25 +119,24 @@ impl Worker {
         }
     }
 
-    /// Reads packets from the TUN queue into free slots until it is empty or no
-    /// slot is free, forwarding each.
-    pub(super) fn drain_tun(&mut self, snapshot: &Snapshot, now: Instant) -> io::Result<()> {
-        let vnet = if self.offload.vnet_hdr() {
+    /// Bytes of `virtio_net_hdr` in front of every packet read from the TUN.
+    fn vnet_len(&self) -> usize {
+        if self.offload.vnet_hdr() {
             virtio::HEADER_LEN
         } else {
             0
-        };
-        let result = self.drain_tun_batched(snapshot, now, vnet);
-        self.flush_batch();
-        result
+        }
     }
 
-    fn drain_tun_batched(
-        &mut self,
-        snapshot: &Snapshot,
-        now: Instant,
-        vnet: usize,
-    ) -> io::Result<()> {
+    /// Reads packets from the TUN queue into free slots until it is empty or no
+    /// slot is free, forwarding each (the polled way, see [`TunReads`]).
+    pub(super) fn drain_tun(&mut self, snapshot: &Snapshot, now: Instant) -> io::Result<()> {
+        self.drain_tun_batched(snapshot, now, self.vnet_len());
+        self.flush_batch();
+        Ok(())
+    }
+
+    fn drain_tun_batched(&mut self, snapshot: &Snapshot, now: Instant, vnet: usize) {
         // A super-packet needs free slots to be cut into: keep them, rather than
         // read packets that could not be sent.
         let reserve = slots::reserve(self.offload.tso);
@@ -149,14 +148,14 @@ impl Worker {
                 self.tun.as_fd(),
                 &mut self.ring.buf_mut(slot)[HEADROOM - vnet..PACKET_AREA],
             );
-            let n = match read {
-                Ok(n) if n > vnet => n - vnet,
+            match read {
+                Ok(n) if n > vnet => self.forward_read(snapshot, slot, n - vnet, now),
                 // An empty read or an error: wait for the next poll wake-up rather
                 // than spin on a queue that is not delivering.
                 Ok(_) => {
                     self.tx_slots.give_back(slot);
-                    self.readable = false;
-                    return Ok(());
+                    self.tun_reads = TunReads::Polled { readable: false };
+                    return;
                 }
                 Err(e) => {
                     self.tx_slots.give_back(slot);
@@ -166,42 +165,101 @@ impl Worker {
                     if e.kind() != io::ErrorKind::WouldBlock {
                         self.stats.add(Counter::TunReadErrors, 1);
                     }
-                    self.readable = false;
-                    return Ok(());
-                }
-            };
-            self.stats.add(Counter::TunRxPackets, 1);
-            self.stats.add(Counter::TunRxBytes, n as u64);
-            let hdr = if vnet > 0 {
-                let b = &self.ring.buf(slot)[HEADROOM - vnet..HEADROOM];
-                virtio::Repr::parse(&virtio::Header::new_unchecked(b)).unwrap_or_default()
-            } else {
-                virtio::Repr::default()
-            };
-            let result = if hdr.gso_type == virtio::GsoType::None {
-                // A single packet: its checksum (if left to us) completed in place,
-                // then forwarded where it lies.
-                let packet = &mut self.ring.buf_mut(slot)[HEADROOM..HEADROOM + n];
-                complete_checksum(&hdr, packet).and_then(|()| self.forward_plain(snapshot, slot, n))
-            } else {
-                // Whatever waits in the batch was read first, and may be of the
-                // same flow: it leaves first.
-                self.flush_batch();
-                self.forward_offloaded(snapshot, slot, n, &hdr)
-            };
-            match result {
-                Ok(true) => {}
-                Ok(false) => self.tx_slots.give_back(slot),
-                Err(reason) => {
-                    self.stats.count_drop(reason);
-                    if reason == DropReason::NoLease {
-                        self.answer_unreachable(slot, n, now);
-                    }
-                    self.tx_slots.give_back(slot);
+                    self.tun_reads = TunReads::Polled { readable: false };
+                    return;
                 }
             }
         }
+    }
+
+    /// Lends every free slot [`slots::to_lend`] allows to the TUN read ring,
+    /// and arms the multishot read if it has ended and a slot is lent.
+    pub(super) fn lend_free_slots(&mut self) -> io::Result<()> {
+        let TunReads::Multishot { armed, lent } = self.tun_reads else {
+            return Ok(());
+        };
+        let area = HEADROOM - self.vnet_len()..PACKET_AREA;
+        let mut lent = lent;
+        for _ in 0..slots::to_lend(self.tx_slots.free(), lent, self.offload.tso) {
+            let Some(slot) = self.tx_slots.take() else {
+                break;
+            };
+            self.ring.lend(slot, area.clone())?;
+            lent += 1;
+        }
+        let arm = !armed && lent > 0;
+        if arm {
+            self.ring
+                .read_multi(self.tun.as_raw_fd(), Op::TunRead.tag())?;
+        }
+        self.tun_reads = TunReads::Multishot {
+            armed: armed || arm,
+            lent,
+        };
         Ok(())
+    }
+
+    /// A completion of the multishot TUN read: forwards the packet it put into
+    /// a lent slot. The read ends (`more` unset) when it found no lent slot
+    /// (`ENOBUFS`, the packets wait in the TUN queue) or on an error; the next
+    /// [`Worker::lend_free_slots`] arms it again.
+    pub(super) fn on_tun_read(&mut self, snapshot: &Snapshot, c: &Completion, now: Instant) {
+        let TunReads::Multishot { armed, lent } = self.tun_reads else {
+            return;
+        };
+        let filled = c.buffer.is_some();
+        self.tun_reads = TunReads::Multishot {
+            armed: armed && c.more,
+            lent: lent - usize::from(filled),
+        };
+        if c.result < 0 && c.result != -libc::ENOBUFS {
+            self.stats.add(Counter::TunReadErrors, 1);
+        }
+        if !filled {
+            return;
+        }
+        let vnet = self.vnet_len();
+        match usize::try_from(c.result) {
+            Ok(n) if n > vnet => self.forward_read(snapshot, c.slot, n - vnet, now),
+            _ => self.tx_slots.give_back(c.slot),
+        }
+    }
+
+    /// Forwards the packet of `n` bytes a TUN read put at `HEADROOM` of `slot`
+    /// (its `virtio_net_hdr`, if any, right in front): the slot either carries
+    /// its send or is returned.
+    fn forward_read(&mut self, snapshot: &Snapshot, slot: Slot, n: usize, now: Instant) {
+        self.stats.add(Counter::TunRxPackets, 1);
+        self.stats.add(Counter::TunRxBytes, n as u64);
+        let vnet = self.vnet_len();
+        let hdr = if vnet > 0 {
+            let b = &self.ring.buf(slot)[HEADROOM - vnet..HEADROOM];
+            virtio::Repr::parse(&virtio::Header::new_unchecked(b)).unwrap_or_default()
+        } else {
+            virtio::Repr::default()
+        };
+        let result = if hdr.gso_type == virtio::GsoType::None {
+            // A single packet: its checksum (if left to us) completed in place,
+            // then forwarded where it lies.
+            let packet = &mut self.ring.buf_mut(slot)[HEADROOM..HEADROOM + n];
+            complete_checksum(&hdr, packet).and_then(|()| self.forward_plain(snapshot, slot, n))
+        } else {
+            // Whatever waits in the batch was read first, and may be of the
+            // same flow: it leaves first.
+            self.flush_batch();
+            self.forward_offloaded(snapshot, slot, n, &hdr)
+        };
+        match result {
+            Ok(true) => {}
+            Ok(false) => self.tx_slots.give_back(slot),
+            Err(reason) => {
+                self.stats.count_drop(reason);
+                if reason == DropReason::NoLease {
+                    self.answer_unreachable(slot, n, now);
+                }
+                self.tx_slots.give_back(slot);
+            }
+        }
     }
 
     /// Looks up where the packet at the start of `packet` goes.
@@ -275,7 +333,7 @@ impl Worker {
 
     /// Sends the waiting batch, if any: one datagram plainly, several with
     /// `UDP_SEGMENT`.
-    fn flush_batch(&mut self) {
+    pub(super) fn flush_batch(&mut self) {
         let Some(b) = self.batch.take() else {
             return;
         };

@@ -33,6 +33,8 @@ pub enum Op {
     RecvMulti,
     /// The multishot poll on the TUN queue.
     TunPoll,
+    /// The multishot read of the TUN queue into lent TX slots.
+    TunRead,
     /// The read of the stop eventfd.
     Stop,
 }
@@ -46,6 +48,7 @@ impl Op {
             Op::TunPoll => 5,
             Op::Stop => 6,
             Op::RecvMulti => 7,
+            Op::TunRead => 8,
         }
     }
 
@@ -57,6 +60,7 @@ impl Op {
             5 => Some(Op::TunPoll),
             6 => Some(Op::Stop),
             7 => Some(Op::RecvMulti),
+            8 => Some(Op::TunRead),
             _ => None,
         }
     }
@@ -116,6 +120,24 @@ pub const fn reserve(tso: bool) -> usize {
         3
     } else {
         1
+    }
+}
+
+/// How many of `free` slots to lend the TUN read ring, which holds `lent` already.
+///
+/// A multishot read fills every lent slot it can before the worker sees any of
+/// them, so each lent slot must find what forwarding it may take still free.
+/// Without TSO that is nothing more: a packet leaves from its own slot (or is
+/// copied into a GSO batch and its slot returned at once), so every free slot is
+/// lent. With TSO, a 64 KiB super-packet keeps one more slot busy until its send
+/// completes (the tail [`gathered_head`] leaves to be copied), and cutting one
+/// without GSO takes two for a moment: so every lent slot keeps one free slot
+/// beside it, and at least two stay free.
+pub fn to_lend(free: usize, lent: usize, tso: bool) -> usize {
+    if tso {
+        (free.saturating_sub(lent) / 2).min(free.saturating_sub(2))
+    } else {
+        free
     }
 }
 
@@ -266,7 +288,14 @@ mod tests {
 
     #[test]
     fn tags_round_trip_and_unknown_tags_are_none() {
-        for op in [Op::Send, Op::Recv, Op::RecvMulti, Op::TunPoll, Op::Stop] {
+        for op in [
+            Op::Send,
+            Op::Recv,
+            Op::RecvMulti,
+            Op::TunPoll,
+            Op::TunRead,
+            Op::Stop,
+        ] {
             assert_eq!(Op::from_tag(op.tag()), Some(op));
         }
         assert_eq!(Op::from_tag(0), None);
@@ -302,6 +331,25 @@ mod tests {
         assert!(!b.fits(PEER, 1399), "a last short segment leaves alone");
         let other: SocketAddr = "10.0.0.3:8285".parse().expect("literal");
         assert!(!b.fits(other, 1400));
+    }
+
+    #[test]
+    fn with_tso_each_lent_slot_keeps_one_free_beside_it() {
+        assert_eq!(to_lend(16, 0, false), 16, "without TSO, every free slot");
+        assert_eq!(to_lend(16, 0, true), 8);
+        assert_eq!(to_lend(8, 8, true), 0);
+        assert_eq!(to_lend(9, 7, true), 1);
+        assert_eq!(to_lend(4, 0, true), 2);
+        assert_eq!(to_lend(3, 0, true), 1, "two stay free");
+        assert_eq!(to_lend(2, 0, true), 0);
+        assert_eq!(to_lend(1, 5, true), 0);
+        for free in 0..=16 {
+            for lent in 0..=16 - free {
+                let k = to_lend(free, lent, true);
+                assert!(free - k >= lent + k || k == 0, "{free} {lent} {k}");
+                assert!(k == 0 || free - k >= 2, "{free} {lent} {k}");
+            }
+        }
     }
 
     #[test]
