@@ -401,6 +401,17 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes `text` to standard output. A reader that went away (`ringlay status |
+/// head`) is no error: it has what it wanted.
+fn print_to_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
     if path == Path::new("-") {
         let mut buf = Vec::new();
@@ -439,11 +450,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     path.display()
                 )
             })?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
+            let text = if json {
+                serde_json::to_string_pretty(&status)? + "\n"
             } else {
-                print!("{}", status.render());
-            }
+                status.render()
+            };
+            print_to_stdout(&text)?;
         }
         Command::CheckConfig { file } => {
             let bytes = read_input(&file)?;

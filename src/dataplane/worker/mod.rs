@@ -5,7 +5,7 @@
 //! Socket I/O goes through io_uring: [`RX_SLOTS`] receives stay in flight on the
 //! worker's socket in the receive group, and every datagram to a peer is a
 //! `sendmsg` from the worker's own sending socket. The TUN queue is read by io_uring
-//! too, where the kernel allows it (see [`TunReads`]): a multishot read fills the
+//! too, where the kernel allows it (see `TunReads`): a multishot read fills the
 //! free TX slots lent to the ring's read ring, in the kernel, so a burst of
 //! packets costs no syscall per packet; a slot's packet leaves from where it was
 //! read, and the slot is lent again once its send completes. On kernels before
