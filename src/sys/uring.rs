@@ -807,9 +807,12 @@ impl Ring {
 impl Drop for Ring {
     fn drop(&mut self) {
         if !self.drain() {
-            // The kernel may still write into the slots: never free them.
+            // The kernel may still write into the slots and the receive
+            // buffers, and read the buffer rings: never free any of them.
             std::mem::forget(std::mem::take(&mut self.mem));
             std::mem::forget(std::mem::take(&mut self.meta));
+            std::mem::forget(self.recv_ring.take());
+            std::mem::forget(self.read_ring.take());
         }
     }
 }

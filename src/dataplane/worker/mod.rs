@@ -349,7 +349,7 @@ impl Worker {
         for c in done {
             match Op::from_tag(c.tag) {
                 Some(Op::Send) => self.on_send(c),
-                Some(Op::TunRead) => self.on_tun_read(snapshot, c, now),
+                Some(Op::TunRead) => self.on_tun_read(snapshot, c, now)?,
                 Some(Op::TunPoll) => {
                     self.tun_reads = TunReads::Polled { readable: true };
                     if !c.more {

@@ -201,11 +201,18 @@ impl Worker {
 
     /// A completion of the multishot TUN read: forwards the packet it put into
     /// a lent slot. The read ends (`more` unset) when it found no lent slot
-    /// (`ENOBUFS`, the packets wait in the TUN queue) or on an error; the next
-    /// [`Worker::lend_free_slots`] arms it again.
-    pub(super) fn on_tun_read(&mut self, snapshot: &Snapshot, c: &Completion, now: Instant) {
+    /// (`ENOBUFS`, the packets wait in the TUN queue), and the next
+    /// [`Worker::lend_free_slots`] arms it again. It may also end on an error:
+    /// then re-arming would fail again at once, a busy loop, so the worker
+    /// reads by poll from then on (the slots still lent stay unused).
+    pub(super) fn on_tun_read(
+        &mut self,
+        snapshot: &Snapshot,
+        c: &Completion,
+        now: Instant,
+    ) -> io::Result<()> {
         let TunReads::Multishot { armed, lent } = self.tun_reads else {
-            return;
+            return Ok(());
         };
         let filled = c.buffer.is_some();
         self.tun_reads = TunReads::Multishot {
@@ -214,15 +221,26 @@ impl Worker {
         };
         if c.result < 0 && c.result != -libc::ENOBUFS {
             self.stats.add(Counter::TunReadErrors, 1);
+            if !c.more {
+                tracing::warn!(
+                    worker = self.index,
+                    errno = -c.result,
+                    "the multishot TUN read failed: reading the TUN by poll from now on"
+                );
+                self.tun_reads = TunReads::Polled { readable: true };
+                let tun = self.tun.as_raw_fd();
+                self.ring
+                    .poll_readable(tun, self.poll_token, Op::TunPoll.tag())?;
+            }
         }
-        if !filled {
-            return;
+        if filled {
+            let vnet = self.vnet_len();
+            match usize::try_from(c.result) {
+                Ok(n) if n > vnet => self.forward_read(snapshot, c.slot, n - vnet, now),
+                _ => self.tx_slots.give_back(c.slot),
+            }
         }
-        let vnet = self.vnet_len();
-        match usize::try_from(c.result) {
-            Ok(n) if n > vnet => self.forward_read(snapshot, c.slot, n - vnet, now),
-            _ => self.tx_slots.give_back(c.slot),
-        }
+        Ok(())
     }
 
     /// Forwards the packet of `n` bytes a TUN read put at `HEADROOM` of `slot`
