@@ -374,23 +374,11 @@ measure_tcp() {
 UDP_SENT=
 UDP_LOSS=
 measure_udp64() {
-    local p srvs=() clients=() total=0 sent=0 bytes rsecs
+    local p total=0 sent=0 bytes rsecs
     MEASURED='' UDP_SENT='' UDP_LOSS=''
-    for p in 5301 5302 5303 5304; do
-        tb_spawn "$C2" "$TB_TMP/udp-server-$p.log" timeout $((secs + 15)) iperf3 -s -1 -p "$p"
-        srvs+=("$TB_LAST_PID")
-    done
-    for p in 5301 5302 5303 5304; do
-        tb_wait_listening "$C2" "$p" || true
-    done
-    for p in 5301 5302 5303 5304; do
-        tb_spawn "$C1" "$TB_TMP/udp-$p.json" timeout $((secs + 10)) \
-            iperf3 ${FAMILY:+"$FAMILY"} -c "$DST" -p "$p" -u -l 64 -b 0 -t "$secs" -J
-        clients+=("$TB_LAST_PID")
-    done
-    for p in "${clients[@]}"; do tb_wait_pid "$p" $((secs + 12)) || tb_stop "$p"; done
-    for p in "${srvs[@]}"; do tb_wait_pid "$p" 5 || tb_stop "$p"; done
-    for p in 5301 5302 5303 5304; do
+    tb_udp64_start "$C1" "$C2" "$DST" "$secs" ${FAMILY:+"$FAMILY"}
+    tb_udp64_wait "$secs"
+    for p in "${TB_UDP64_PORTS[@]}"; do
         bytes=$(json_sum "$TB_TMP/udp-$p.json" sum_received bytes)
         rsecs=$(json_sum "$TB_TMP/udp-$p.json" sum_received seconds)
         [[ -n $bytes && -n $rsecs ]] || return 0

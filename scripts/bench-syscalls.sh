@@ -90,7 +90,6 @@ C1=$(tb_ctr 1)
 C2=$(tb_ctr 2)
 default_mtu=1450
 [[ $backend == udp ]] && default_mtu=1472
-UDP_PORTS=(5301 5302 5303 5304)
 
 # The command perf stat runs (its life is the counting window): snapshots of
 # PID's /proc/PID/net/dev and thread statuses, at its start and its end, to
@@ -231,23 +230,13 @@ tcp_round() {
 }
 
 # udp_round PID: unpaced 64-byte datagrams from container 1 to container 2, one
-# flow to each of UDP_PORTS.
+# flow to each of TB_UDP64_PORTS.
 udp_round() {
-    local pid=$1 p srvs=() clients=()
-    for p in "${UDP_PORTS[@]}"; do
-        tb_spawn "$C2" "$TB_TMP/udp-server-$p.log" timeout $((secs + 15)) iperf3 -s -1 -p "$p"
-        srvs+=("$TB_LAST_PID")
-    done
-    for p in "${UDP_PORTS[@]}"; do tb_wait_listening "$C2" "$p" || true; done
-    for p in "${UDP_PORTS[@]}"; do
-        tb_spawn "$C1" "$TB_TMP/udp-$p.json" timeout $((secs + 10)) \
-            iperf3 -c 100.96.2.2 -p "$p" -u -l 64 -b 0 -t $((secs + 3)) -J
-        clients+=("$TB_LAST_PID")
-    done
+    local pid=$1
+    tb_udp64_start "$C1" "$C2" 100.96.2.2 $((secs + 3))
     sleep 1
     window "$pid" udp 10
-    for p in "${clients[@]}"; do tb_wait_pid "$p" $((secs + 12)) || tb_stop "$p"; done
-    for p in "${srvs[@]}"; do tb_wait_pid "$p" 5 || tb_stop "$p"; done
+    tb_udp64_wait $((secs + 3))
     keep kpps "$(rate "$DELTA" 1e3 1)"
     keep sys_mp "$(per "$SYSCALLS" "$DELTA" 1e6)"
     keep cs_mp "$(per "$CTXSW" "$DELTA" 1e6)"
@@ -313,7 +302,7 @@ else
     echo "- ringlay: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)${RINGLAY_ARGS:+, args: $RINGLAY_ARGS}"
 fi
 echo "- host 1's daemon, all its threads (${THREADS:-?}); perf stat -p for ${secs} s inside each load; rounds: $rounds"
-echo "- TCP: iperf3, 1 stream 1→2, per GB read from the TUN; UDP 64 B: ${#UDP_PORTS[@]} unpaced iperf3 flows 1→2, per million packets read from the TUN (the TUN's tx counters)"
+echo "- TCP: iperf3, 1 stream 1→2, per GB read from the TUN; UDP 64 B: ${#TB_UDP64_PORTS[@]} unpaced iperf3 flows 1→2, per million packets read from the TUN (the TUN's tx counters)"
 if ((${#disagree[@]})); then
     printf -- "- ringlay's tun_rx counters and the TUN's tx counters disagree: %s\n" "${disagree[@]}"
 else

@@ -143,6 +143,36 @@ tb_wait_listening() {
     return 1
 }
 
+# The 64-byte UDP load of the benchmarks: one unpaced flow of 64-byte datagrams
+# per port, an iperf3 client in namespace SRC to a one-shot server in DST.
+TB_UDP64_PORTS=(5301 5302 5303 5304)
+TB_UDP64_SERVERS=()
+TB_UDP64_CLIENTS=()
+# tb_udp64_start SRC DST DST_IP SECS [IPERF3_ARGS...]: starts the flows for SECS
+# seconds; each client's JSON report is $TB_TMP/udp-PORT.json.
+tb_udp64_start() {
+    local src=$1 dst=$2 ip=$3 secs=$4 p
+    shift 4
+    TB_UDP64_SERVERS=() TB_UDP64_CLIENTS=()
+    for p in "${TB_UDP64_PORTS[@]}"; do
+        tb_spawn "$dst" "$TB_TMP/udp-server-$p.log" timeout $((secs + 15)) iperf3 -s -1 -p "$p"
+        TB_UDP64_SERVERS+=("$TB_LAST_PID")
+    done
+    for p in "${TB_UDP64_PORTS[@]}"; do tb_wait_listening "$dst" "$p" || true; done
+    for p in "${TB_UDP64_PORTS[@]}"; do
+        tb_spawn "$src" "$TB_TMP/udp-$p.json" timeout $((secs + 10)) \
+            iperf3 "$@" -c "$ip" -p "$p" -u -l 64 -b 0 -t "$secs" -J
+        TB_UDP64_CLIENTS+=("$TB_LAST_PID")
+    done
+}
+# tb_udp64_wait SECS: waits for the flows tb_udp64_start SECS started, ending any
+# that outlive their bound.
+tb_udp64_wait() {
+    local p
+    for p in "${TB_UDP64_CLIENTS[@]}"; do tb_wait_pid "$p" $(($1 + 12)) || tb_stop "$p"; done
+    for p in "${TB_UDP64_SERVERS[@]}"; do tb_wait_pid "$p" 5 || tb_stop "$p"; done
+}
+
 # Ends every recorded process and deletes every created namespace (the testbed
 # only; TB_TMP stays).
 tb_teardown() {

@@ -52,7 +52,7 @@ use crate::encap::{Local, Tunnel};
 use crate::sys::eventfd::EventFd;
 use crate::sys::tun;
 use crate::sys::uring::{Completion, Ring, Slot};
-use crate::table::Reader;
+use crate::table::{Reader, Snapshot};
 
 use super::icmp::Gateways;
 use super::offload::{Coalescer, DEFAULT_FLOWS};
@@ -272,10 +272,7 @@ impl Worker {
         self.ring
             .read(self.stop.as_fd().as_raw_fd(), stop_slot, 0, Op::Stop.tag())?;
         match self.tun_reads {
-            TunReads::Polled { .. } => {
-                self.ring
-                    .poll_readable(self.tun.as_raw_fd(), self.poll_token, Op::TunPoll.tag())
-            }
+            TunReads::Polled { .. } => self.arm_tun_poll(),
             TunReads::Multishot { .. } => {
                 self.ring.enable_read_ring()?;
                 self.lend_free_slots()
@@ -328,7 +325,7 @@ impl Worker {
                 return Ok(());
             }
             match self.tun_reads {
-                TunReads::Polled { readable: true } => self.drain_tun(snapshot, now)?,
+                TunReads::Polled { readable: true } => self.drain_tun(snapshot, now),
                 TunReads::Polled { readable: false } => {}
                 TunReads::Multishot { .. } => {
                     self.flush_batch();
@@ -338,11 +335,18 @@ impl Worker {
         }
     }
 
+    /// Arms the multishot poll that says when the TUN queue is readable.
+    fn arm_tun_poll(&mut self) -> io::Result<()> {
+        let tun = self.tun.as_raw_fd();
+        self.ring
+            .poll_readable(tun, self.poll_token, Op::TunPoll.tag())
+    }
+
     /// Handles the completions other than receives: sends, TUN reads, the TUN
     /// poll, stop.
     fn complete(
         &mut self,
-        snapshot: &crate::table::Snapshot,
+        snapshot: &Snapshot,
         done: &[Completion],
         now: Instant,
     ) -> io::Result<Flow> {
@@ -353,9 +357,7 @@ impl Worker {
                 Some(Op::TunPoll) => {
                     self.tun_reads = TunReads::Polled { readable: true };
                     if !c.more {
-                        let tun = self.tun.as_raw_fd();
-                        self.ring
-                            .poll_readable(tun, self.poll_token, Op::TunPoll.tag())?;
+                        self.arm_tun_poll()?;
                     }
                 }
                 Some(Op::Stop) => return Ok(Flow::Stop),

@@ -130,13 +130,13 @@ impl Worker {
 
     /// Reads packets from the TUN queue into free slots until it is empty or no
     /// slot is free, forwarding each (the polled way, see [`TunReads`]).
-    pub(super) fn drain_tun(&mut self, snapshot: &Snapshot, now: Instant) -> io::Result<()> {
-        self.drain_tun_batched(snapshot, now, self.vnet_len());
+    pub(super) fn drain_tun(&mut self, snapshot: &Snapshot, now: Instant) {
+        self.drain_tun_batched(snapshot, now);
         self.flush_batch();
-        Ok(())
     }
 
-    fn drain_tun_batched(&mut self, snapshot: &Snapshot, now: Instant, vnet: usize) {
+    fn drain_tun_batched(&mut self, snapshot: &Snapshot, now: Instant) {
+        let vnet = self.vnet_len();
         // A super-packet needs free slots to be cut into: keep them, rather than
         // read packets that could not be sent.
         let reserve = slots::reserve(self.offload.tso);
@@ -228,9 +228,7 @@ impl Worker {
                     "the multishot TUN read failed: reading the TUN by poll from now on"
                 );
                 self.tun_reads = TunReads::Polled { readable: true };
-                let tun = self.tun.as_raw_fd();
-                self.ring
-                    .poll_readable(tun, self.poll_token, Op::TunPoll.tag())?;
+                self.arm_tun_poll()?;
             }
         }
         if filled {
