@@ -14,7 +14,7 @@ use std::hint::black_box;
 use std::net::Ipv4Addr;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ringlay::dataplane::offload::{Coalescer, Split};
+use ringlay::dataplane::offload::{Coalescer, Frame, Loc, Split};
 use ringlay::wire::virtio::{self, GsoType};
 use ringlay::wire::{checksum, ipv4, tcp, IpProtocol};
 
@@ -116,28 +116,40 @@ fn bench(c: &mut Criterion) {
             })
         });
 
-        let segments: Vec<&[u8]> = out
+        // The segments as received: one buffer, a segment every `stride` bytes.
+        let segments: Vec<(&[u8], Loc)> = out
             .chunks(stride)
             .enumerate()
-            .map(|(i, s)| &s[..split.segment_len(i)])
+            .map(|(i, s)| {
+                let at = Loc {
+                    buffer: 0,
+                    offset: (i * stride) as u32,
+                };
+                (&s[..split.segment_len(i)], at)
+            })
             .collect();
         let mut co = Coalescer::new();
         let mut emitted = 0;
-        co.push(segments[0], &mut |_| emitted += 1);
-        for s in &segments[1..] {
-            co.push(s, &mut |_| emitted += 1);
+        for &(s, at) in &segments {
+            co.push(s, at, &mut |_| emitted += 1);
         }
         co.flush(&mut |_| emitted += 1);
         assert_eq!(emitted, 1, "the segments coalesce into one super-packet");
+        // Each frame is resolved into the parts of its write, as the worker does.
         g.bench_with_input(
             BenchmarkId::new("coalesce", mss),
             &segments,
             |b, segments| {
                 b.iter(|| {
                     let mut len = 0;
-                    let mut emit = |p: &[u8]| len += black_box(p).len();
-                    for s in segments {
-                        co.push(black_box(s), &mut emit);
+                    let mut emit = |f: Frame<'_>| {
+                        len += f.head.len();
+                        for p in f.pieces {
+                            len += black_box(&out[p.range()]).len();
+                        }
+                    };
+                    for &(s, at) in segments {
+                        co.push(black_box(s), at, &mut emit);
                     }
                     co.flush(&mut emit);
                     black_box(len)

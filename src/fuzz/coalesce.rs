@@ -1,12 +1,12 @@
 //! Fuzzes coalescing with a sequence of packets, as decapsulated from the network.
 //! Input: one byte choosing how many flows are held (1 to 8), then packets, each a
-//! big-endian two-byte length and that many bytes. Every buffer emitted must begin
-//! with a virtio-net header that validates against the packet after it; a merged
-//! super-packet must split again into segments whose checksums verify, and a
+//! big-endian two-byte length and that many bytes. Every frame emitted, gathered
+//! into one buffer, must begin with a virtio-net header that validates against
+//! the packet after it; a merged super-packet must split again into segments whose checksums verify, and a
 //! packet handed on with `NEEDS_CSUM` (a checksum verified, or left partial by
 //! its sender) must verify once completed, as the kernel completes it.
 
-use crate::dataplane::offload::{Coalescer, Split, MAX_PACKET};
+use crate::dataplane::offload::{Coalescer, Loc, Split, MAX_PACKET};
 use crate::wire::virtio::{self, GsoType};
 use crate::wire::{checksum, ipv4, ipv6};
 
@@ -66,11 +66,17 @@ pub fn run(data: &[u8]) {
         return;
     };
     let mut co = Coalescer::with_flows(usize::from(flows % 8) + 1);
+    // Every packet is pushed where it lies in the input, which frames name.
+    let whole = |_| data;
     while let [hi, lo, tail @ ..] = rest {
         let len = usize::from(u16::from_be_bytes([*hi, *lo])).min(tail.len());
         let (packet, next) = tail.split_at(len);
-        co.push(packet, &mut |b| check(b));
+        let at = Loc {
+            buffer: 0,
+            offset: (data.len() - tail.len()) as u32,
+        };
+        co.push(packet, at, &mut |f| check(&f.to_vec(whole)));
         rest = next;
     }
-    co.flush(&mut |b| check(b));
+    co.flush(&mut |f| check(&f.to_vec(whole)));
 }

@@ -19,7 +19,7 @@
 //!   ([`write_packet`]).
 
 use std::fs::OpenOptions;
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use super::error::{context, cvt, invalid_input};
@@ -256,17 +256,34 @@ pub fn write_gather(fd: BorrowedFd<'_>, parts: &[&[u8]]) -> io::Result<usize> {
             format!("at most {GATHER_MAX} parts in one TUN write"),
         ));
     }
-    let mut iov = [libc::iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    }; GATHER_MAX];
-    for (v, part) in iov.iter_mut().zip(parts) {
-        v.iov_base = part.as_ptr().cast_mut().cast();
-        v.iov_len = part.len();
+    let mut slices = [IoSlice::new(&[]); GATHER_MAX];
+    for (s, part) in slices.iter_mut().zip(parts) {
+        *s = IoSlice::new(part);
     }
-    // SAFETY: the first `parts.len()` iovecs describe live slices, only read by
-    // the kernel during the call; the count is at most the array's length.
-    let n = cvt(unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), parts.len() as libc::c_int) })?;
+    write_vectored(fd, &slices[..parts.len()])
+}
+
+/// Most parts [`write_vectored`] takes: the kernel's `UIO_MAXIOV`.
+pub const VECTORED_MAX: usize = 1024;
+
+/// Writes one packet made of `parts`, in order, in one `writev`.
+pub fn write_vectored(fd: BorrowedFd<'_>, parts: &[IoSlice<'_>]) -> io::Result<usize> {
+    if parts.len() > VECTORED_MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("at most {VECTORED_MAX} parts in one TUN write"),
+        ));
+    }
+    // SAFETY: `IoSlice` has the layout of an `iovec` (std guarantees it on Unix),
+    // and every one describes a live slice, only read by the kernel during the
+    // call; the count fits a `c_int` (checked above).
+    let n = cvt(unsafe {
+        libc::writev(
+            fd.as_raw_fd(),
+            parts.as_ptr().cast::<libc::iovec>(),
+            parts.len() as libc::c_int,
+        )
+    })?;
     Ok(n as usize)
 }
 

@@ -41,7 +41,7 @@ pub const FLAG_DATA_VALID: u8 = 2;
 
 /// `VIRTIO_NET_HDR_GSO_ECN`: the high bit of `gso_type`, set when the TCP segments
 /// carry CWR and the receiver must keep the ECN state.
-const GSO_ECN: u8 = 0x80;
+pub const GSO_ECN: u8 = 0x80;
 
 /// The segmentation offload type, from the low seven bits of `gso_type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

@@ -1,6 +1,8 @@
 //! [`Coalescer`]: decapsulated TCP segments merged into super-packets for the TUN.
 //! See the [module documentation](super) for the rules.
 
+use core::ops::Range;
+
 use crate::wire::virtio::{self, GsoType};
 use crate::wire::{checksum, ipv4, ipv6, tcp, IpProtocol};
 
@@ -242,13 +244,107 @@ fn classify_tcp(packet: &[u8], v6: bool, l3_len: usize) -> Class<'_> {
     })
 }
 
-/// One held train: a virtio header and an IP packet in a fixed buffer.
+/// Most payload pieces one held train gathers: a train of more segments is
+/// written as two. With the virtio header and the headers in front, one frame
+/// has at most `MAX_PIECES + 1` parts.
+pub const MAX_PIECES: usize = 64;
+
+/// Most header bytes of a train: IPv6 (only IPv4 without options and IPv6
+/// without extension headers merge), then a TCP header with the most options it
+/// can carry.
+const HEADERS_MAX: usize = ipv6::HEADER_LEN + tcp::MAX_HEADER_LEN;
+
+/// Where a packet handed to [`Coalescer::push`] lies in the caller's memory:
+/// which of its buffers, and at what offset.
+///
+/// Frames name their payload by it instead of holding a copy, so the caller
+/// keeps every buffer it pushed from unchanged until the frames that name it
+/// have been written: at the latest, until the next [`Coalescer::flush`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Loc {
+    /// The caller's number for the buffer.
+    pub buffer: u32,
+    /// Where the packet starts in it.
+    pub offset: u32,
+}
+
+impl Loc {
+    /// Bytes `range` of the packet at this location.
+    fn piece(self, range: Range<usize>) -> Piece {
+        Piece {
+            buffer: self.buffer,
+            start: self.offset + range.start as u32,
+            len: range.len() as u32,
+        }
+    }
+}
+
+/// Bytes `start..start + len` of the caller's buffer number `buffer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Piece {
+    /// The caller's number for the buffer ([`Loc::buffer`]).
+    pub buffer: u32,
+    /// The first byte.
+    pub start: u32,
+    /// Bytes from there.
+    pub len: u32,
+}
+
+impl Piece {
+    /// The bytes of the buffer this piece is.
+    pub fn range(self) -> Range<usize> {
+        self.start as usize..self.start as usize + self.len as usize
+    }
+}
+
+/// One packet for the TUN, as the parts of one gathered write: `head` (a virtio
+/// header, then whatever headers the coalescer rewrote), then `pieces` of the
+/// packets pushed, in order.
+#[derive(Debug, Clone, Copy)]
+pub struct Frame<'a> {
+    /// The virtio header, then any rewritten headers.
+    pub head: &'a [u8],
+    /// The rest of the packet, in the caller's buffers.
+    pub pieces: &'a [Piece],
+}
+
+impl Frame<'_> {
+    /// Bytes written, the virtio header included.
+    pub fn byte_len(&self) -> usize {
+        self.head.len() + self.pieces.iter().map(|p| p.len as usize).sum::<usize>()
+    }
+
+    /// Whether it is a merged super-packet (its virtio header asks the kernel to
+    /// segment it).
+    pub fn is_merged(&self) -> bool {
+        self.head
+            .get(1)
+            .is_some_and(|&gso| gso & !virtio::GSO_ECN != 0)
+    }
+
+    /// The frame in one buffer, every piece read from `buffer(piece.buffer)`; a
+    /// piece outside its buffer reads as nothing. For tests, fuzzing and
+    /// benchmarks: the data path writes the parts gathered.
+    pub fn to_vec<'b>(&self, buffer: impl Fn(u32) -> &'b [u8]) -> Vec<u8> {
+        let mut out = self.head.to_vec();
+        for p in self.pieces {
+            out.extend_from_slice(buffer(p.buffer).get(p.range()).unwrap_or(&[]));
+        }
+        out
+    }
+}
+
+/// One held train: its rewritten headers, and where its payload lies.
 #[derive(Debug)]
 struct Flow {
-    /// `VNET` bytes of virtio header, then the packet: `VNET + MAX_PACKET` long.
-    buf: Box<[u8]>,
-    /// Bytes of `buf` in use, header included.
-    len: usize,
+    /// `VNET` bytes of virtio header, then the train's headers (`hdr_len`
+    /// bytes): the first segment's, updated as segments join.
+    head: [u8; VNET + HEADERS_MAX],
+    /// Every segment's payload, in order (never empty: a segment without payload
+    /// does not merge). Allocated once, for [`MAX_PIECES`].
+    pieces: Vec<Piece>,
+    /// Payload bytes held.
+    payload: usize,
     open: bool,
     key: Key,
     /// When the train started, in [`Coalescer`] ticks: the oldest is evicted.
@@ -256,7 +352,6 @@ struct Flow {
     l3_len: usize,
     hdr_len: usize,
     gso_size: usize,
-    count: usize,
     next_seq: u32,
     /// IPv4 identification of the last segment.
     last_ident: u16,
@@ -269,15 +364,15 @@ struct Flow {
 impl Flow {
     fn new() -> Flow {
         Flow {
-            buf: vec![0u8; VNET + MAX_PACKET].into_boxed_slice(),
-            len: 0,
+            head: [0; VNET + HEADERS_MAX],
+            pieces: Vec::with_capacity(MAX_PIECES),
+            payload: 0,
             open: false,
             key: Key::default(),
             age: 0,
             l3_len: 0,
             hdr_len: 0,
             gso_size: 0,
-            count: 0,
             next_seq: 0,
             last_ident: 0,
             cwr: false,
@@ -285,11 +380,13 @@ impl Flow {
         }
     }
 
-    /// Starts a train with `seg`, to be written in segments that fit `mtu`.
-    fn start(&mut self, seg: &Segment<'_>, age: u64, mtu: usize) {
-        let end = VNET + seg.packet.len();
-        self.buf[VNET..end].copy_from_slice(seg.packet);
-        self.len = end;
+    /// Starts a train with `seg`, found at `loc`, to be written in segments that
+    /// fit `mtu`.
+    fn start(&mut self, seg: &Segment<'_>, loc: Loc, age: u64, mtu: usize) {
+        self.head[VNET..VNET + seg.hdr_len].copy_from_slice(&seg.packet[..seg.hdr_len]);
+        self.pieces.clear();
+        self.pieces.push(loc.piece(seg.hdr_len..seg.packet.len()));
+        self.payload = seg.payload_len();
         self.open = true;
         self.key = seg.key;
         self.age = age;
@@ -299,7 +396,6 @@ impl Flow {
         self.gso_size = seg
             .payload_len()
             .min(mtu.saturating_sub(seg.hdr_len).max(1));
-        self.count = 1;
         self.next_seq = seg.seq.wrapping_add(seg.payload_len() as u32);
         self.last_ident = if seg.key.v6 {
             0
@@ -312,7 +408,7 @@ impl Flow {
 
     /// The held packet's headers.
     fn headers(&self) -> &[u8] {
-        &self.buf[VNET..VNET + self.hdr_len]
+        &self.head[VNET..VNET + self.hdr_len]
     }
 
     /// Whether `seg` may be appended, by the rules of the module documentation.
@@ -322,7 +418,8 @@ impl Flow {
             || seg.l3_len != self.l3_len
             || seg.seq != self.next_seq
             || payload > self.gso_size
-            || self.len - VNET + payload > MAX_PACKET
+            || self.hdr_len + self.payload + payload > MAX_PACKET
+            || self.pieces.len() == MAX_PIECES
         {
             return false;
         }
@@ -358,53 +455,51 @@ impl Flow {
             && a.options() == b.options()
     }
 
-    /// Appends `seg`, which [`accepts`](Self::accepts) approved; returns whether the
-    /// train has ended (a short segment, PSH or FIN).
-    fn append(&mut self, seg: &Segment<'_>) -> bool {
-        let payload = &seg.packet[seg.hdr_len..];
-        self.buf[self.len..self.len + payload.len()].copy_from_slice(payload);
-        self.len += payload.len();
-        self.count += 1;
-        self.next_seq = self.next_seq.wrapping_add(payload.len() as u32);
+    /// Appends `seg`, found at `loc`, which [`accepts`](Self::accepts) approved;
+    /// returns whether the train has ended (a short segment, PSH or FIN).
+    fn append(&mut self, seg: &Segment<'_>, loc: Loc) -> bool {
+        let payload = seg.payload_len();
+        self.pieces.push(loc.piece(seg.hdr_len..seg.packet.len()));
+        self.payload += payload;
+        self.next_seq = self.next_seq.wrapping_add(payload as u32);
         if !seg.key.v6 {
             self.last_ident = ipv4::Packet::new_unchecked(seg.packet).ident();
         }
         let ends = seg.flags & ENDS_TRAIN;
         if ends != 0 {
-            let start = VNET + self.l3_len;
-            let mut held = tcp::Packet::new_unchecked(&mut self.buf[start..start + self.hdr_len]);
+            let tcp_header = VNET + self.l3_len..VNET + self.hdr_len;
+            let mut held = tcp::Packet::new_unchecked(&mut self.head[tcp_header]);
             held.set_flags(held.flags() | ends);
         }
-        ends != 0 || payload.len() < self.gso_size
+        ends != 0 || payload < self.gso_size
     }
 
-    /// Finishes the held packet (lengths, IPv4 header checksum, the pseudo-header
-    /// sum in the TCP checksum field, the virtio header), hands it to `emit` and
-    /// closes the flow.
-    fn emit(&mut self, emit: &mut impl FnMut(&[u8])) {
+    /// Finishes the held packet's headers (lengths, IPv4 header checksum, the
+    /// pseudo-header sum in the TCP checksum field, the virtio header), hands the
+    /// frame to `emit` and closes the flow.
+    fn emit(&mut self, emit: &mut impl FnMut(Frame<'_>)) {
         if !self.open {
             return;
         }
         self.open = false;
-        let (head, packet) = self.buf[..self.len].split_at_mut(VNET);
+        let (head, headers) = self.head[..VNET + self.hdr_len].split_at_mut(VNET);
         // A lone segment that fits one `gso_size` goes as it came; one longer than
         // the MTU (its `gso_size` was cut down to fit) needs segmentation.
-        let payload = self.len - VNET - self.hdr_len;
-        let vnet = if self.count == 1 && payload <= self.gso_size {
+        let vnet = if self.pieces.len() == 1 && self.payload <= self.gso_size {
             // As it came, but for a verified checksum made partial.
-            self.first_csum.header(packet)
+            self.first_csum.header(headers)
         } else {
-            let len = u16::try_from(packet.len()).unwrap_or(u16::MAX);
+            let len = u16::try_from(self.hdr_len + self.payload).unwrap_or(u16::MAX);
             let l3_len = self.l3_len as u16;
             if self.key.v6 {
-                ipv6::Packet::new_unchecked(&mut *packet).set_payload_len(len - l3_len);
+                ipv6::Packet::new_unchecked(&mut *headers).set_payload_len(len - l3_len);
             } else {
-                let mut ip = ipv4::Packet::new_unchecked(&mut *packet);
+                let mut ip = ipv4::Packet::new_unchecked(&mut *headers);
                 ip.set_total_len(len);
                 ip.fill_checksum();
             }
-            let pseudo = pseudo_header(packet, self.key.v6, IpProtocol::Tcp.into(), len - l3_len);
-            tcp::Packet::new_unchecked(&mut packet[self.l3_len..]).set_checksum(pseudo);
+            let pseudo = pseudo_header(headers, self.key.v6, IpProtocol::Tcp.into(), len - l3_len);
+            tcp::Packet::new_unchecked(&mut headers[self.l3_len..]).set_checksum(pseudo);
             virtio::Repr {
                 flags: virtio::FLAG_NEEDS_CSUM,
                 gso_type: if self.key.v6 {
@@ -420,21 +515,26 @@ impl Flow {
             }
         };
         vnet.emit(&mut virtio::Header::new_unchecked(head));
-        emit(&self.buf[..self.len]);
+        emit(Frame {
+            head: &self.head[..VNET + self.hdr_len],
+            pieces: &self.pieces,
+        });
     }
 }
 
 /// Merges the TCP segments of a receive batch into super-packets for the TUN.
 ///
-/// Buffers are allocated once, in the constructor: one packet of [`MAX_PACKET`]
-/// bytes per flow, and one for packets passed through.
+/// It copies headers, never payload: every [`Frame`] it emits names the payload
+/// where the caller's buffers hold it ([`Loc`]). Its memory is allocated once, in
+/// the constructor: a few hundred bytes per flow.
 #[derive(Debug)]
 pub struct Coalescer {
     flows: Vec<Flow>,
     /// The TUN device's MTU: a train longer than it is written for segmentation.
     mtu: usize,
-    /// Where packets that pass through get their virtio header.
-    scratch: Box<[u8]>,
+    /// The virtio header of a packet passed through, and its headers when a
+    /// verified checksum is rewritten in them.
+    pass_head: [u8; VNET + HEADERS_MAX],
     /// Counts trains started, to find the oldest.
     tick: u64,
 }
@@ -466,41 +566,41 @@ impl Coalescer {
         Coalescer {
             mtu: mtu.clamp(ipv4::HEADER_LEN + tcp::HEADER_LEN + 1, MAX_PACKET),
             flows: (0..flows.max(1)).map(|_| Flow::new()).collect(),
-            scratch: vec![0u8; VNET + MAX_PASS].into_boxed_slice(),
+            pass_head: [0; VNET + HEADERS_MAX],
             tick: 0,
         }
     }
 
     /// Offers one inner IP packet (already decapsulated and header-checked by the
-    /// caller). Whatever becomes ready to be written to the TUN is passed to `emit`
-    /// as one buffer: a 10-byte virtio-net header followed by the packet. A packet
-    /// longer than any IP packet can be is not emitted.
-    pub fn push(&mut self, packet: &[u8], emit: &mut impl FnMut(&[u8])) {
+    /// caller), which lies at `loc`. Whatever becomes ready to be written to the
+    /// TUN is passed to `emit` as a [`Frame`]: a 10-byte virtio-net header and
+    /// the packet. A packet longer than any IP packet can be is not emitted.
+    pub fn push(&mut self, packet: &[u8], loc: Loc, emit: &mut impl FnMut(Frame<'_>)) {
         match classify(packet) {
-            Class::Other(csum) => self.pass(packet, csum, emit),
+            Class::Other(csum) => self.pass(packet, loc, csum, emit),
             Class::Alone(key, packet, csum) => {
                 if let Some(i) = self.find(&key) {
                     self.flows[i].emit(emit);
                 }
-                self.pass(packet, csum, emit);
+                self.pass(packet, loc, csum, emit);
             }
-            Class::Candidate(seg) => self.offer(&seg, emit),
+            Class::Candidate(seg) => self.offer(&seg, loc, emit),
         }
     }
 
     /// Emits every held flow, oldest first (called at the end of every receive
-    /// batch).
-    pub fn flush(&mut self, emit: &mut impl FnMut(&[u8])) {
+    /// batch). Afterwards no frame names any buffer pushed from.
+    pub fn flush(&mut self, emit: &mut impl FnMut(Frame<'_>)) {
         while let Some(i) = self.oldest() {
             self.flows[i].emit(emit);
         }
     }
 
     /// Merges `seg` into its flow, or starts a train with it.
-    fn offer(&mut self, seg: &Segment<'_>, emit: &mut impl FnMut(&[u8])) {
+    fn offer(&mut self, seg: &Segment<'_>, loc: Loc, emit: &mut impl FnMut(Frame<'_>)) {
         if let Some(i) = self.find(&seg.key) {
             if self.flows[i].accepts(seg) {
-                if self.flows[i].append(seg) {
+                if self.flows[i].append(seg, loc) {
                     self.flows[i].emit(emit);
                 }
                 return;
@@ -510,7 +610,7 @@ impl Coalescer {
         }
         if seg.flags & ENDS_TRAIN != 0 && seg.packet.len() <= self.mtu {
             // A train that would end at its first segment: nothing to hold.
-            self.pass(seg.packet, seg.csum, emit);
+            self.pass(seg.packet, loc, seg.csum, emit);
             return;
         }
         let slot = match self.flows.iter().position(|f| !f.open) {
@@ -522,7 +622,7 @@ impl Coalescer {
             }
         };
         self.tick += 1;
-        self.flows[slot].start(seg, self.tick, self.mtu);
+        self.flows[slot].start(seg, loc, self.tick, self.mtu);
     }
 
     /// The open flow of `key`.
@@ -540,17 +640,37 @@ impl Coalescer {
             .map(|(i, _)| i)
     }
 
-    /// Emits `packet` alone behind the virtio header `csum` calls for, without
-    /// segmentation.
-    fn pass(&mut self, packet: &[u8], csum: Csum, emit: &mut impl FnMut(&[u8])) {
-        let end = VNET + packet.len();
-        let Some(buf) = self.scratch.get_mut(..end) else {
+    /// Emits `packet`, which lies at `loc`, alone behind the virtio header `csum`
+    /// calls for, without segmentation. Only the bytes up to a verified
+    /// checksum's field are copied (to rewrite it); the rest is named in place.
+    fn pass(&mut self, packet: &[u8], loc: Loc, csum: Csum, emit: &mut impl FnMut(Frame<'_>)) {
+        if packet.len() > MAX_PASS {
             return;
+        }
+        let cut = match csum {
+            Csum::Verified(p, _) => p.field() + 2,
+            Csum::Unchecked | Csum::Partial(_) => 0,
         };
-        let (head, body) = buf.split_at_mut(VNET);
-        body.copy_from_slice(packet);
-        csum.header(body)
+        // A verified checksum is always within the headers a train may have; if
+        // it were not, the kernel would check it again, which is only slower.
+        let (csum, cut) = if cut <= HEADERS_MAX.min(packet.len()) {
+            (csum, cut)
+        } else {
+            (Csum::Unchecked, 0)
+        };
+        let (head, headers) = self.pass_head[..VNET + cut].split_at_mut(VNET);
+        headers.copy_from_slice(&packet[..cut]);
+        csum.header(headers)
             .emit(&mut virtio::Header::new_unchecked(head));
-        emit(buf);
+        let rest = loc.piece(cut..packet.len());
+        let pieces = if rest.len == 0 {
+            &[][..]
+        } else {
+            std::slice::from_ref(&rest)
+        };
+        emit(Frame {
+            head: &self.pass_head[..VNET + cut],
+            pieces,
+        });
     }
 }

@@ -73,7 +73,7 @@ mod coalesce;
 pub mod partial;
 mod split;
 
-pub use coalesce::{Coalescer, DEFAULT_FLOWS, MAX_PACKET};
+pub use coalesce::{Coalescer, Frame, Loc, Piece, DEFAULT_FLOWS, MAX_PACKET, MAX_PIECES};
 pub use partial::{partial_checksum, Partial};
 pub use split::{complete_checksum, Split};
 

@@ -246,21 +246,34 @@ fn assert_valid(p: &[u8]) -> usize {
     }
 }
 
+/// Every frame `push` emitted for `packets` (each pushed as its own buffer),
+/// then `flush` too if `flush`, each frame gathered into one buffer.
+fn frames<P: AsRef<[u8]>>(co: &mut Coalescer, packets: &[P], flush: bool) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let buffer = |i: u32| packets[i as usize].as_ref();
+    for (i, p) in packets.iter().enumerate() {
+        let at = Loc {
+            buffer: i as u32,
+            offset: 0,
+        };
+        co.push(p.as_ref(), at, &mut |f| out.push(f.to_vec(buffer)));
+    }
+    if flush {
+        co.flush(&mut |f| out.push(f.to_vec(buffer)));
+    }
+    out
+}
+
 /// Everything `push` and `flush` emitted, each buffer split into its virtio
 /// header and its packet.
 fn run(co: &mut Coalescer, packets: &[Vec<u8>]) -> Vec<(virtio::Repr, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut keep = |b: &[u8]| {
-        let h = virtio::Header::new_checked(b).expect("virtio header");
+    let split = |b: Vec<u8>| {
+        let h = virtio::Header::new_checked(&b[..]).expect("virtio header");
         let repr = virtio::Repr::parse(&h).expect("infallible");
         assert_eq!(repr.validate(h.payload().len()), Ok(()));
-        out.push((repr, h.payload().to_vec()));
+        (repr, h.payload().to_vec())
     };
-    for p in packets {
-        co.push(p, &mut keep);
-    }
-    co.flush(&mut keep);
-    out
+    frames(co, packets, true).into_iter().map(split).collect()
 }
 
 /// Completes a coalesced super-packet's checksum, as the kernel would.
@@ -615,6 +628,63 @@ fn coalesce_merges_a_v4_train() {
 }
 
 #[test]
+fn coalesce_names_the_payload_where_it_was_received() {
+    // Four segments back to back in one receive buffer, after 100 bytes of
+    // something else: the frame copies their headers once and names every
+    // payload in place.
+    let t = Tcp::v4();
+    let segs = train(t, &pattern(4 * 1000, 15), 1000);
+    let mut buffer = vec![0xee; 100];
+    let mut at = Vec::new();
+    for s in &segs {
+        at.push(buffer.len());
+        buffer.extend_from_slice(s);
+    }
+    let mut co = Coalescer::new();
+    let mut pieces = Vec::new();
+    let mut heads = Vec::new();
+    let mut keep = |f: Frame<'_>| {
+        heads.push(f.head.to_vec());
+        pieces.extend_from_slice(f.pieces);
+    };
+    for (s, &offset) in segs.iter().zip(&at) {
+        let loc = Loc {
+            buffer: 7,
+            offset: offset as u32,
+        };
+        co.push(s, loc, &mut keep);
+    }
+    co.flush(&mut keep);
+    assert_eq!(heads.len(), 1);
+    assert_eq!(heads[0].len(), virtio::HEADER_LEN + t.hdr_len());
+    let expected: Vec<Piece> = at
+        .iter()
+        .map(|&offset| Piece {
+            buffer: 7,
+            start: (offset + t.hdr_len()) as u32,
+            len: 1000,
+        })
+        .collect();
+    assert_eq!(pieces, expected);
+}
+
+#[test]
+fn coalesce_writes_a_train_of_more_than_max_pieces_segments_as_two() {
+    let t = Tcp::v4();
+    let payload = pattern((MAX_PIECES + 3) * 100, 16);
+    let segs = train(t, &payload, 100);
+    let out = run(&mut Coalescer::new(), &segs);
+    assert_eq!(out.len(), 2);
+    assert_super(&out[0], t, &payload[..MAX_PIECES * 100], 100);
+    let rest = Tcp {
+        seq: t.seq + (MAX_PIECES * 100) as u32,
+        ident: t.ident + MAX_PIECES as u16,
+        ..t
+    };
+    assert_super(&out[1], rest, &payload[MAX_PIECES * 100..], 100);
+}
+
+#[test]
 fn coalesce_merges_a_v6_train_ending_short_with_psh() {
     let payload = pattern(5 * 1428 + 100, 9);
     let mut segs = train(Tcp::v6(), &payload, 1428);
@@ -624,11 +694,7 @@ fn coalesce_merges_a_v6_train_ending_short_with_psh() {
         ..Tcp::v6()
     };
     *segs.last_mut().expect("six") = last.packet(&payload[5 * 1428..]);
-    let mut co = Coalescer::new();
-    let mut seen = Vec::new();
-    for s in &segs {
-        co.push(s, &mut |b: &[u8]| seen.push(b.to_vec()));
-    }
+    let seen = frames(&mut Coalescer::new(), &segs, false);
     assert_eq!(seen.len(), 1, "PSH ends the train without a flush");
     let h = virtio::Header::new_checked(&seen[0][..]).expect("header");
     let vnet = virtio::Repr::parse(&h).expect("infallible");
@@ -690,10 +756,8 @@ fn coalesce_passes_other_protocols_through_at_once() {
     let (_, mut udp) = udp_super(false, b"dns?", 1000);
     let sum = transport_sum(&udp, 20);
     udp::Packet::new_unchecked(&mut udp[20..]).set_checksum(!sum);
-    let mut co = Coalescer::new();
-    let mut seen = Vec::new();
-    co.push(&udp, &mut |b: &[u8]| seen.push(b.to_vec()));
-    co.push(b"\x00not ip", &mut |b: &[u8]| seen.push(b.to_vec()));
+    let not_ip = b"\x00not ip".to_vec();
+    let seen = frames(&mut Coalescer::new(), &[udp.clone(), not_ip], false);
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[0][..10], [0; 10]);
     assert_eq!(seen[0][10..], udp[..]);
@@ -886,16 +950,16 @@ fn coalesce_evicts_the_oldest_flow() {
         tcp::Packet::new_unchecked(&mut p[20..]).set_checksum(!sum);
         p
     };
-    let mut seen = Vec::new();
-    for (i, t) in flows.iter().enumerate() {
-        co.push(&packet(t, 1000 + i as u16, b"first"), &mut |b: &[u8]| {
-            seen.push(b.to_vec())
-        });
-    }
+    let pushed: Vec<_> = flows
+        .iter()
+        .enumerate()
+        .map(|(i, t)| packet(t, 1000 + i as u16, b"first"))
+        .collect();
+    let mut seen = frames(&mut co, &pushed, false);
     assert_eq!(seen.len(), 1, "the third flow evicts the first");
     let tcp = tcp::Packet::new_checked(&seen[0][30..]).expect("TCP");
     assert_eq!(tcp.src_port(), 1000);
-    co.flush(&mut |b: &[u8]| seen.push(b.to_vec()));
+    co.flush(&mut |f| seen.push(f.to_vec(|i| &pushed[i as usize][..])));
     assert_eq!(seen.len(), 3);
     let ports: Vec<u16> = seen
         .iter()
@@ -1019,8 +1083,9 @@ proptest! {
             prop_assert_eq!(&out[0].1, &segs[0]);
             return Ok(());
         }
-        // Trains end at 64 KiB, or after CWR... which only the first carries.
-        let per_train = (MAX_PACKET - t.hdr_len()) / mss;
+        // Trains end at 64 KiB or MAX_PIECES segments, or after CWR... which
+        // only the first carries.
+        let per_train = ((MAX_PACKET - t.hdr_len()) / mss).min(MAX_PIECES);
         prop_assert_eq!(out.len(), segs.len().div_ceil(per_train.max(1)));
         let mut stream = Vec::new();
         let mut back = Vec::new();
@@ -1110,8 +1175,8 @@ proptest! {
         let mut p = body.clone();
         let _ = complete_checksum(&vnet, &mut p);
         let mut co = Coalescer::with_flows(2);
-        co.push(&body, &mut |b: &[u8]| assert!(b.len() >= 10));
-        co.flush(&mut |b: &[u8]| assert!(b.len() >= 10));
+        co.push(&body, Loc::default(), &mut |f| assert!(f.head.len() >= 10));
+        co.flush(&mut |f| assert!(f.head.len() >= 10));
     }
 }
 

@@ -1,13 +1,17 @@
 //! The inbound half of a worker: peers → TUN.
 //!
 //! Takes each receive completion (a datagram, or a GRO train of them), finds the
-//! sender's lease, decapsulates in place, hands the inner packet to the coalescer
-//! (with GRO) or writes it to the TUN queue, and re-arms the receive.
+//! sender's lease, decapsulates in place, and writes the inner packet to the TUN
+//! queue, or (with GRO) hands it to the coalescer, whose merged super-packets are
+//! gathered writes of the received payloads; then it re-arms the receives.
 //!
 //! Invariants: every datagram is either written or counted under one drop reason;
-//! a receive is re-armed after every completion that ends it.
+//! a receive buffer goes back to the kernel (or its receive is re-armed) only
+//! after the batch's frames that name it are written, so the kernel cannot
+//! receive into memory a frame still points at; a receive is re-armed after
+//! every completion that ends it.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
@@ -18,13 +22,17 @@ use crate::sys::uring::{Completion, Datagram, Ring};
 use crate::table::Snapshot;
 use crate::wire::virtio;
 
-use super::super::offload::{partial_checksum, Coalescer};
+use super::super::offload::{partial_checksum, Coalescer, Frame, Loc, MAX_PIECES};
 use super::super::stats::{Counter, Stats};
 use super::slots::Op;
 use super::{Worker, HEADROOM};
 
 /// The `virtio_net_hdr` of a packet that needs nothing done.
 const PLAIN_VNET_HDR: [u8; virtio::HEADER_LEN] = [0; virtio::HEADER_LEN];
+
+/// Receive buffers one flush of the coalescer may name; a batch that holds
+/// more (it cannot, with 16 receives in flight) flushes first.
+const HELD_MAX: usize = 32;
 
 /// Writing to the TUN queue, with or without a `virtio_net_hdr` in front.
 pub(super) struct TunOut<'a> {
@@ -59,15 +67,27 @@ impl TunOut<'_> {
         self.count(written, 1);
     }
 
-    /// Writes a buffer that starts with its own `virtio_net_hdr` (from the
-    /// coalescer).
+    /// Writes a frame of the coalescer in one `writev`: its head, then its
+    /// pieces, read from the receive buffers they name.
     #[inline]
-    fn write_framed(&self, framed: &[u8]) {
-        let merged = framed.get(1).is_some_and(|&gso| gso & 0x7f != 0);
-        if merged {
+    fn write_frame(&self, frame: Frame<'_>, held: &[&[u8]]) {
+        if frame.is_merged() {
             self.stats.add(Counter::CoalescedWrites, 1);
         }
-        self.count(tun::write_packet(self.fd, framed), 1);
+        let mut parts = [IoSlice::new(&[]); MAX_PIECES + 1];
+        parts[0] = IoSlice::new(frame.head);
+        for (part, piece) in parts[1..].iter_mut().zip(frame.pieces) {
+            let bytes = held
+                .get(piece.buffer as usize)
+                .and_then(|b| b.get(piece.range()));
+            let Some(bytes) = bytes else {
+                // A piece outside what was received: a bug, never written.
+                return self.stats.add(Counter::TunWriteErrors, 1);
+            };
+            *part = IoSlice::new(bytes);
+        }
+        let n = (frame.pieces.len() + 1).min(parts.len());
+        self.count(tun::write_vectored(self.fd, &parts[..n]), 1);
     }
 
     #[inline]
@@ -82,39 +102,69 @@ impl TunOut<'_> {
     }
 }
 
+/// The receive buffers of a batch that the coalescer's frames may name, by
+/// [`Loc::buffer`].
+struct Held<'r> {
+    bufs: [&'r [u8]; HELD_MAX],
+    len: usize,
+}
+
 /// The inbound half of a worker: what decapsulation and the TUN write need.
-struct Inbound<'a> {
+/// `'r` is the batch's borrow of the receive buffers.
+struct Inbound<'a, 'r> {
     out: TunOut<'a>,
     tunnel: Tunnel,
     local: &'a Local,
     snapshot: &'a Snapshot,
     coalescer: Option<&'a mut Coalescer>,
+    held: Held<'r>,
 }
 
-impl Inbound<'_> {
+impl<'r> Inbound<'_, 'r> {
     /// Handles one receive: a datagram, or a GRO train of datagrams of `segment`
     /// bytes each (the last may be shorter).
     #[inline]
-    fn receive(&mut self, d: Datagram<'_>) {
+    fn receive(&mut self, d: Datagram<'r>) {
         let Some(source) = d.source else {
             self.out.stats.count_drop(DropReason::UnknownSender);
             return;
         };
+        let buffer = self.hold(d.payload);
         match d.segment {
             Some(size) if usize::from(size) < d.payload.len() => {
                 self.out.stats.add(Counter::GroReceives, 1);
-                for datagram in d.payload.chunks(usize::from(size)) {
-                    self.deliver(source, datagram);
+                let size = usize::from(size);
+                for (i, datagram) in d.payload.chunks(size).enumerate() {
+                    let at = Loc {
+                        buffer,
+                        offset: (i * size) as u32,
+                    };
+                    self.deliver(source, datagram, at);
                 }
             }
-            _ => self.deliver(source, d.payload),
+            _ => self.deliver(source, d.payload, Loc { buffer, offset: 0 }),
         }
     }
 
-    /// Decapsulates one datagram and writes (or hands the coalescer) the inner
-    /// packet, or counts why not.
+    /// Keeps `payload` for the coalescer's frames to name until the flush, and
+    /// returns its number.
+    fn hold(&mut self, payload: &'r [u8]) -> u32 {
+        if self.coalescer.is_none() {
+            return 0;
+        }
+        if self.held.len == HELD_MAX {
+            self.flush();
+        }
+        let n = self.held.len;
+        self.held.bufs[n] = payload;
+        self.held.len += 1;
+        n as u32
+    }
+
+    /// Decapsulates one datagram, found at `at`, and writes (or hands the
+    /// coalescer) the inner packet, or counts why not.
     #[inline]
-    fn deliver(&mut self, source: SocketAddr, payload: &[u8]) {
+    fn deliver(&mut self, source: SocketAddr, payload: &[u8], at: Loc) {
         let stats = self.out.stats;
         stats.add(Counter::TunnelRxPackets, 1);
         stats.add(Counter::TunnelRxBytes, payload.len() as u64);
@@ -128,27 +178,70 @@ impl Inbound<'_> {
             Err(reason) => return stats.count_drop(reason),
         };
         stats.peers.received(source.ip(), payload.len() as u64);
-        match self.coalescer.as_deref_mut() {
+        let Inbound {
+            out,
+            coalescer,
+            held,
+            ..
+        } = self;
+        match coalescer.as_deref_mut() {
             Some(c) => {
-                let out = &self.out;
-                c.push(&payload[r], &mut |framed: &[u8]| out.write_framed(framed));
+                let loc = Loc {
+                    buffer: at.buffer,
+                    offset: at.offset + r.start as u32,
+                };
+                let held = &held.bufs[..held.len];
+                c.push(&payload[r], loc, &mut |f| out.write_frame(f, held));
             }
-            None => self.out.write(&payload[r]),
+            None => out.write(&payload[r]),
         }
     }
 
-    /// Writes out whatever the coalescer holds (at the end of every batch).
+    /// Writes out whatever the coalescer holds (at the end of every batch, or
+    /// when [`HELD_MAX`] buffers are held); then no frame names a held buffer.
     fn flush(&mut self) {
-        if let Some(c) = self.coalescer.as_deref_mut() {
-            let out = &self.out;
-            c.flush(&mut |framed: &[u8]| out.write_framed(framed));
+        let Inbound {
+            out,
+            coalescer,
+            held,
+            ..
+        } = self;
+        if let Some(c) = coalescer.as_deref_mut() {
+            let bufs = &held.bufs[..held.len];
+            c.flush(&mut |f| out.write_frame(f, bufs));
         }
+        held.len = 0;
+    }
+
+    fn on_recv_multi(&mut self, ring: &'r Ring, c: &Completion) {
+        if c.result < 0 {
+            self.out.stats.add(recv_failure(c.result), 1);
+        } else if let Some(bid) = c.buffer {
+            match ring.received(bid, c.result as usize) {
+                Some(d) => self.receive(d),
+                None => self.out.stats.count_drop(DropReason::Truncated),
+            }
+        }
+    }
+
+    fn on_recv(&mut self, ring: &'r Ring, c: &Completion) {
+        if c.result < 0 {
+            self.out.stats.add(Counter::RecvErrors, 1);
+            return;
+        }
+        let n = c.result as usize;
+        self.receive(Datagram {
+            source: ring.source(c.slot),
+            payload: &ring.buf(c.slot)[HEADROOM..HEADROOM + n],
+            segment: ring.segment(c.slot),
+        });
     }
 }
 
 impl Worker {
     /// Handles every receive completion of a batch against one table snapshot,
-    /// re-arming each receive, then writes out what the coalescer holds.
+    /// writes out what the coalescer holds, then hands the buffers back and
+    /// re-arms the receives.
     pub(super) fn receive_all(
         &mut self,
         snapshot: &Snapshot,
@@ -165,7 +258,6 @@ impl Worker {
             offload,
             ..
         } = self;
-        let rx = rx.as_raw_fd();
         let mut inbound = Inbound {
             out: TunOut {
                 fd: tun.as_fd(),
@@ -176,16 +268,44 @@ impl Worker {
             local,
             snapshot,
             coalescer: coalescer.as_mut(),
+            held: Held {
+                bufs: [&[]; HELD_MAX],
+                len: 0,
+            },
         };
         for c in done {
             match Op::from_tag(c.tag) {
-                Some(Op::Recv) => on_recv(ring, &mut inbound, rx, c)?,
-                Some(Op::RecvMulti) => on_recv_multi(ring, &mut inbound, rx, c)?,
+                Some(Op::Recv) => inbound.on_recv(ring, c),
+                Some(Op::RecvMulti) => inbound.on_recv_multi(ring, c),
                 _ => {}
             }
         }
         inbound.flush();
+        // Only now may the kernel receive into these buffers again: until the
+        // flush, frames named them.
+        let rx = rx.as_raw_fd();
+        for c in done {
+            rearm(ring, rx, c)?;
+        }
         Ok(())
+    }
+}
+
+/// Hands back the buffer of a receive completion and re-arms the receive if the
+/// completion ended it.
+fn rearm(ring: &mut Ring, rx: RawFd, c: &Completion) -> io::Result<()> {
+    match Op::from_tag(c.tag) {
+        Some(Op::RecvMulti) => {
+            if let (true, Some(bid)) = (c.result >= 0, c.buffer) {
+                ring.recycle(bid);
+            }
+            if c.more {
+                return Ok(());
+            }
+            ring.recv_multi(rx, Op::RecvMulti.tag())
+        }
+        Some(Op::Recv) => ring.recv_from(rx, c.slot, HEADROOM, Op::Recv.tag()),
+        _ => Ok(()),
     }
 }
 
@@ -199,47 +319,6 @@ fn recv_failure(result: i32) -> Counter {
     } else {
         Counter::RecvErrors
     }
-}
-
-fn on_recv_multi(
-    ring: &mut Ring,
-    inbound: &mut Inbound<'_>,
-    rx: RawFd,
-    c: &Completion,
-) -> io::Result<()> {
-    if c.result < 0 {
-        inbound.out.stats.add(recv_failure(c.result), 1);
-    } else if let Some(bid) = c.buffer {
-        match ring.received(bid, c.result as usize) {
-            Some(d) => inbound.receive(d),
-            None => inbound.out.stats.count_drop(DropReason::Truncated),
-        }
-        ring.recycle(bid);
-    }
-    if !c.more {
-        ring.recv_multi(rx, Op::RecvMulti.tag())?;
-    }
-    Ok(())
-}
-
-fn on_recv(
-    ring: &mut Ring,
-    inbound: &mut Inbound<'_>,
-    rx: RawFd,
-    c: &Completion,
-) -> io::Result<()> {
-    if c.result < 0 {
-        inbound.out.stats.add(Counter::RecvErrors, 1);
-        return ring.recv_from(rx, c.slot, HEADROOM, Op::Recv.tag());
-    }
-    let n = c.result as usize;
-    let d = Datagram {
-        source: ring.source(c.slot),
-        payload: &ring.buf(c.slot)[HEADROOM..HEADROOM + n],
-        segment: ring.segment(c.slot),
-    };
-    inbound.receive(d);
-    ring.recv_from(rx, c.slot, HEADROOM, Op::Recv.tag())
 }
 
 #[cfg(test)]
