@@ -174,12 +174,13 @@ fn two_hosts_ping_and_tcp(prefix: &str, backend: &str, mtu: u32, offload: &str, 
     args.extend_from_slice(extra);
     let d1 = c.ringlay(1, &leases, &args);
     let d2 = c.ringlay(2, &leases, &args);
-    let reads = tun_reads_expected(extra);
-    assert!(
-        d1.log().contains(reads),
-        "host 1 should read the TUN by {reads:?}:\n{}",
-        d1.log()
-    );
+    for mode in uring_modes_expected(extra) {
+        assert!(
+            d1.log().contains(mode),
+            "host 1 should log {mode:?}:\n{}",
+            d1.log()
+        );
+    }
 
     // subnet.env, and the TUN as flanneld would set up its device.
     let env = fs::read_to_string(d1.subnet_file()).expect("subnet.env of host 1");
@@ -264,19 +265,32 @@ fn two_hosts_ping_and_tcp(prefix: &str, backend: &str, mtu: u32, offload: &str, 
 
 /// How the daemon must say it reads the TUN queues: by a multishot read where
 /// the kernel has one (6.7) unless `--tun-read poll` is among `extra`.
-fn tun_reads_expected(extra: &[&str]) -> &'static str {
+/// The running kernel's (major, minor) version.
+fn kernel_version() -> (u32, u32) {
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").expect("kernel release");
     let mut parts = release
         .trim()
         .split(['.', '-'])
         .map(|p| p.parse::<u32>().unwrap_or(0));
-    let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// What the start-up log must say of how the TUN is read, and of how io_uring
+/// runs completion work, on this kernel with these arguments.
+fn uring_modes_expected(extra: &[&str]) -> [&'static str; 2] {
+    let version = kernel_version();
     let polled = extra.windows(2).any(|w| w == ["--tun-read", "poll"]);
-    if polled || version < (6, 7) {
+    let reads = if polled || version < (6, 7) {
         "TUN reads by a poll and a read syscall per packet"
     } else {
         "TUN reads by a multishot read into the TX slots"
-    }
+    };
+    let task_work = if version < (6, 1) {
+        "completion work run at every kernel entry"
+    } else {
+        "completion work deferred to each worker's wait (DEFER_TASKRUN)"
+    };
+    [reads, task_work]
 }
 
 #[test]

@@ -84,6 +84,9 @@ pub struct Features {
     /// attempt (`FMODE_NOWAIT`) since 6.4, so a read that finds the queue empty
     /// waits on the queue's poll instead of blocking a kernel worker thread.
     pub read_multi: bool,
+    /// Completion work run only when a worker waits (`IORING_SETUP_DEFER_TASKRUN`,
+    /// 6.1), see [`Ring::defers_task_work`].
+    pub defer_taskrun: bool,
 }
 
 impl Features {
@@ -103,6 +106,7 @@ impl Features {
             cancel_any: probe.is_supported(opcode::AsyncCancel2::CODE),
             buf_ring,
             read_multi: buf_ring && probe.is_supported(opcode::ReadMulti::CODE),
+            defer_taskrun: scratch.defers_task_work(),
         })
     }
 
@@ -181,6 +185,38 @@ pub struct Ring {
     recv_ring: Option<RecvRing>,
     /// The TUN read ring: its buffers are slots, lent with [`Ring::lend`].
     read_ring: Option<BufRing>,
+    defers_task_work: bool,
+}
+
+/// A ring of `entries` entries, with the most economical way of running
+/// completion work the kernel has; also whether that defers it.
+///
+/// A completing receive or read leaves work that has to run in this thread
+/// before its completion is posted. By default the kernel interrupts the thread
+/// with an IPI for it; COOP_TASKRUN (5.19) runs it at the thread's next entry
+/// into the kernel instead, which a worker makes constantly (every TUN write);
+/// DEFER_TASKRUN (6.1) runs it only when the thread waits for completions, so
+/// it is done in one batch per turn and never in the middle of a TUN write.
+/// Only this thread submits (SINGLE_ISSUER, 6.0, which DEFER_TASKRUN needs);
+/// TASKRUN_FLAG (5.19): the kernel flags pending work in the submission ring,
+/// so a spinning worker sees it without a syscall, and an entry carrying
+/// `IORING_ENTER_GETEVENTS` runs it. Older kernels refuse the flags: each is
+/// dropped in turn, down to a plain ring.
+fn build(entries: u32) -> io::Result<(IoUring, bool)> {
+    let mut builder = IoUring::builder();
+    builder
+        .setup_coop_taskrun()
+        .setup_taskrun_flag()
+        .setup_single_issuer();
+    let cooperative = builder.clone();
+    builder.setup_defer_taskrun();
+    if let Ok(ring) = builder.build(entries) {
+        return Ok((ring, true));
+    }
+    if let Ok(ring) = cooperative.build(entries) {
+        return Ok((ring, false));
+    }
+    Ok((IoUring::builder().build(entries)?, false))
 }
 
 /// The buffer group id of the receive ring.
@@ -313,21 +349,7 @@ impl Ring {
     /// A ring of `entries` submission entries with `slots` buffers of `slot_size`
     /// bytes each.
     pub fn new(entries: u32, slots: u32, slot_size: usize) -> io::Result<Ring> {
-        // Completions are run when this thread next enters the kernel, which the
-        // worker does constantly, instead of interrupting it with an IPI each
-        // (COOP_TASKRUN, 5.19); only this thread submits (SINGLE_ISSUER, 6.0).
-        // Older kernels refuse the flags: fall back to a plain ring.
-        // TASKRUN_FLAG (5.19): the kernel flags pending completion work in the
-        // submission ring, so a spinning worker sees it without a syscall.
-        let ring = match IoUring::builder()
-            .setup_coop_taskrun()
-            .setup_taskrun_flag()
-            .setup_single_issuer()
-            .build(entries)
-        {
-            Ok(r) => r,
-            Err(_) => IoUring::builder().build(entries)?,
-        };
+        let (ring, defers_task_work) = build(entries)?;
         let total = (slots as usize).checked_mul(slot_size).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -349,7 +371,15 @@ impl Ring {
             inflight: 0,
             recv_ring: None,
             read_ring: None,
+            defers_task_work,
         })
+    }
+
+    /// Whether completion work waits for this thread's next wait for completions
+    /// (`IORING_SETUP_DEFER_TASKRUN`, Linux 6.1); otherwise it runs at every
+    /// entry into the kernel.
+    pub fn defers_task_work(&self) -> bool {
+        self.defers_task_work
     }
 
     /// Bytes per slot.
