@@ -263,8 +263,6 @@ fn two_hosts_ping_and_tcp(prefix: &str, backend: &str, mtu: u32, offload: &str, 
     }
 }
 
-/// How the daemon must say it reads the TUN queues: by a multishot read where
-/// the kernel has one (6.7) unless `--tun-read poll` is among `extra`.
 /// The running kernel's (major, minor) version.
 fn kernel_version() -> (u32, u32) {
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").expect("kernel release");
@@ -275,8 +273,9 @@ fn kernel_version() -> (u32, u32) {
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }
 
-/// What the start-up log must say of how the TUN is read, and of how io_uring
-/// runs completion work, on this kernel with these arguments.
+/// What the start-up log must say of how the TUN is read (by a multishot read
+/// where the kernel has one, 6.7, unless `--tun-read poll` is among `extra`),
+/// and of how io_uring runs completion work (deferred from 6.1).
 fn uring_modes_expected(extra: &[&str]) -> [&'static str; 2] {
     let version = kernel_version();
     let polled = extra.windows(2).any(|w| w == ["--tun-read", "poll"]);

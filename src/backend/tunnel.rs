@@ -277,16 +277,12 @@ fn probe_uring(tun_read: TunRead) -> Result<Features> {
             "a poll and a read syscall per packet (no IORING_OP_READ_MULTISHOT before Linux 6.7)"
         }
     };
-    let task_work = if features.defer_taskrun {
-        "deferred to each worker's wait (DEFER_TASKRUN)"
-    } else {
-        "run at every kernel entry (no DEFER_TASKRUN before Linux 6.1)"
-    };
+    let task_work = features.task_work.describe();
     tracing::info!(
         buffer_ring = features.buf_ring,
         cancel_any = features.cancel_any,
         read_multishot = features.read_multi,
-        defer_taskrun = features.defer_taskrun,
+        task_work = ?features.task_work,
         "io_uring: socket receives by {}; TUN reads by {tun_reads}; completion work {task_work}",
         if features.buf_ring {
             "multishot recvmsg into a provided buffer ring"

@@ -84,9 +84,8 @@ pub struct Features {
     /// attempt (`FMODE_NOWAIT`) since 6.4, so a read that finds the queue empty
     /// waits on the queue's poll instead of blocking a kernel worker thread.
     pub read_multi: bool,
-    /// Completion work run only when a worker waits (`IORING_SETUP_DEFER_TASKRUN`,
-    /// 6.1), see [`Ring::defers_task_work`].
-    pub defer_taskrun: bool,
+    /// How the workers' rings run completion work ([`Ring::task_work`]).
+    pub task_work: TaskWork,
 }
 
 impl Features {
@@ -106,7 +105,7 @@ impl Features {
             cancel_any: probe.is_supported(opcode::AsyncCancel2::CODE),
             buf_ring,
             read_multi: buf_ring && probe.is_supported(opcode::ReadMulti::CODE),
-            defer_taskrun: scratch.defers_task_work(),
+            task_work: scratch.task_work(),
         })
     }
 
@@ -185,39 +184,69 @@ pub struct Ring {
     recv_ring: Option<RecvRing>,
     /// The TUN read ring: its buffers are slots, lent with [`Ring::lend`].
     read_ring: Option<BufRing>,
-    defers_task_work: bool,
+    task_work: TaskWork,
 }
 
-/// A ring of `entries` entries, with the most economical way of running
-/// completion work the kernel has; also whether that defers it.
-///
-/// A completing receive or read leaves work that has to run in this thread
-/// before its completion is posted. By default the kernel interrupts the thread
-/// with an IPI for it; COOP_TASKRUN (5.19) runs it at the thread's next entry
-/// into the kernel instead, which a worker makes constantly (every TUN write);
-/// DEFER_TASKRUN (6.1) runs it only when the thread waits for completions, so
-/// it is done in one batch per turn and never in the middle of a TUN write.
-/// Only this thread submits (SINGLE_ISSUER, 6.0, which DEFER_TASKRUN needs);
-/// TASKRUN_FLAG (5.19): the kernel flags pending work in the submission ring,
-/// so a spinning worker sees it without a syscall, and an entry carrying
-/// `IORING_ENTER_GETEVENTS` runs it. Older kernels refuse the flags: each is
-/// dropped in turn, down to a plain ring.
-fn build(entries: u32) -> io::Result<(IoUring, bool)> {
-    let mut builder = IoUring::builder();
-    builder
-        .setup_coop_taskrun()
-        .setup_taskrun_flag()
-        .setup_single_issuer();
-    let cooperative = builder.clone();
-    builder.setup_defer_taskrun();
-    if let Ok(ring) = builder.build(entries) {
-        return Ok((ring, true));
-    }
-    if let Ok(ring) = cooperative.build(entries) {
-        return Ok((ring, false));
-    }
-    Ok((IoUring::builder().build(entries)?, false))
+/// How a ring runs the work a completing operation leaves for the submitting
+/// thread (a receive or read that completed in the kernel is posted by it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TaskWork {
+    /// Only when the thread waits for completions, in one batch per turn
+    /// (`IORING_SETUP_DEFER_TASKRUN`, 6.1, with `SINGLE_ISSUER`, 6.0).
+    Deferred,
+    /// At the thread's next entry into the kernel, which a worker makes
+    /// constantly (`IORING_SETUP_COOP_TASKRUN`, 5.19).
+    Cooperative,
+    /// By interrupting the thread with an IPI, the kernel's default.
+    #[default]
+    Interrupting,
 }
+
+impl TaskWork {
+    /// How it reads in the start-up log.
+    pub fn describe(self) -> &'static str {
+        match self {
+            TaskWork::Deferred => "deferred to each worker's wait (DEFER_TASKRUN)",
+            TaskWork::Cooperative => {
+                "run at every kernel entry (COOP_TASKRUN; no DEFER_TASKRUN before Linux 6.1)"
+            }
+            TaskWork::Interrupting => {
+                "run by interrupting the worker (no COOP_TASKRUN before Linux 5.19)"
+            }
+        }
+    }
+}
+
+/// A ring of `entries` entries, with the most economical [`TaskWork`] the
+/// kernel has.
+///
+/// Deferred work runs once per turn and never in the middle of a TUN write;
+/// cooperative work saves the IPI. TASKRUN_FLAG (5.19, with either) has the
+/// kernel flag pending work in the submission ring, so a spinning worker sees
+/// it without a syscall (and [`Ring::submit_and_wait`] knows to run deferred
+/// work). Only this thread submits (SINGLE_ISSUER, 6.0). Older kernels refuse
+/// the flags: the newest are dropped first, down to a plain ring.
+fn build(entries: u32) -> io::Result<(IoUring, TaskWork)> {
+    let mut cooperative = IoUring::builder();
+    cooperative.setup_coop_taskrun().setup_taskrun_flag();
+    let mut single = cooperative.clone();
+    single.setup_single_issuer();
+    let mut deferred = single.clone();
+    deferred.setup_defer_taskrun();
+    for (builder, work) in [
+        (deferred, TaskWork::Deferred),
+        (single, TaskWork::Cooperative),
+        (cooperative, TaskWork::Cooperative),
+    ] {
+        if let Ok(ring) = builder.build(entries) {
+            return Ok((ring, work));
+        }
+    }
+    Ok((IoUring::builder().build(entries)?, TaskWork::Interrupting))
+}
+
+/// `IORING_ENTER_GETEVENTS`: an entry that also runs deferred task work.
+const ENTER_GETEVENTS: u32 = 1;
 
 /// The buffer group id of the receive ring.
 const RECV_GROUP: u16 = 0;
@@ -349,7 +378,7 @@ impl Ring {
     /// A ring of `entries` submission entries with `slots` buffers of `slot_size`
     /// bytes each.
     pub fn new(entries: u32, slots: u32, slot_size: usize) -> io::Result<Ring> {
-        let (ring, defers_task_work) = build(entries)?;
+        let (ring, task_work) = build(entries)?;
         let total = (slots as usize).checked_mul(slot_size).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -371,15 +400,13 @@ impl Ring {
             inflight: 0,
             recv_ring: None,
             read_ring: None,
-            defers_task_work,
+            task_work,
         })
     }
 
-    /// Whether completion work waits for this thread's next wait for completions
-    /// (`IORING_SETUP_DEFER_TASKRUN`, Linux 6.1); otherwise it runs at every
-    /// entry into the kernel.
-    pub fn defers_task_work(&self) -> bool {
-        self.defers_task_work
+    /// How this ring runs completion work.
+    pub fn task_work(&self) -> TaskWork {
+        self.task_work
     }
 
     /// Bytes per slot.
@@ -760,7 +787,24 @@ impl Ring {
     /// Submits everything queued and waits until at least `want` completions are
     /// ready (`EINTR` from a signal counts as a spurious wake-up, not an error).
     pub fn submit_and_wait(&mut self, want: usize) -> io::Result<()> {
-        match self.ring.submit_and_wait(want) {
+        let entered = if want == 0 && self.task_work == TaskWork::Deferred {
+            // Deferred work runs only in an entry that asks for events, and the
+            // kernel may leave some of it pending without raising the TASKRUN
+            // flag again (it runs a bounded amount per entry), so the crate's
+            // test of that flag is not enough: always ask, wait for none.
+            let queued = self.ring.submission().len() as u32;
+            // SAFETY: no argument is passed (`None`); the entries submitted were
+            // queued by `push`, whose callers keep what they name alive until
+            // their completions are reaped.
+            unsafe {
+                self.ring
+                    .submitter()
+                    .enter::<libc::sigset_t>(queued, 0, ENTER_GETEVENTS, None)
+            }
+        } else {
+            self.ring.submit_and_wait(want)
+        };
+        match entered {
             Ok(_) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()),

@@ -20,7 +20,7 @@ pub const MAX_PACKET: usize = u16::MAX as usize;
 /// Anything longer cannot be a valid IP packet and is not emitted.
 const MAX_PASS: usize = ipv6::HEADER_LEN + u16::MAX as usize;
 
-/// Where the IP packet starts in every emitted buffer.
+/// Where the IP packet starts in every emitted frame (after its virtio header).
 const VNET: usize = virtio::HEADER_LEN;
 
 /// Flags that stop a segment from merging at all (`tcp_gro_receive` flushes on
@@ -212,7 +212,7 @@ fn classify_tcp(packet: &[u8], v6: bool, l3_len: usize) -> Class<'_> {
     let segment = tcp.as_ref();
     let l4_len = match u16::try_from(segment.len()) {
         Ok(len) if packet.len() <= MAX_PACKET => len,
-        // Too long for a flow's buffer (an IPv6 payload near 64 KiB).
+        // Too long for one super-packet (an IPv6 payload near 64 KiB).
         _ => return Class::Alone(key, packet, Csum::of(packet, v6, IpProtocol::Tcp, l3_len)),
     };
     let pseudo = pseudo_header(packet, v6, IpProtocol::Tcp.into(), l4_len);
@@ -322,13 +322,13 @@ impl Frame<'_> {
             .is_some_and(|&gso| gso & !virtio::GSO_ECN != 0)
     }
 
-    /// The frame in one buffer, every piece read from `buffer(piece.buffer)`; a
-    /// piece outside its buffer reads as nothing. For tests, fuzzing and
-    /// benchmarks: the data path writes the parts gathered.
+    /// The frame in one buffer, every piece read from `buffer(piece.buffer)`.
+    /// For tests, fuzzing and benchmarks (the data path writes the parts
+    /// gathered), so a piece outside its buffer panics: it is a bug.
     pub fn to_vec<'b>(&self, buffer: impl Fn(u32) -> &'b [u8]) -> Vec<u8> {
         let mut out = self.head.to_vec();
         for p in self.pieces {
-            out.extend_from_slice(buffer(p.buffer).get(p.range()).unwrap_or(&[]));
+            out.extend_from_slice(&buffer(p.buffer)[p.range()]);
         }
         out
     }

@@ -57,8 +57,12 @@
 //!
 //! Per-flow order is kept: when a packet of a held flow cannot join it, the flow is
 //! written first. A merged super-packet carries `NEEDS_CSUM` with the pseudo-header
-//! sum in its TCP checksum field; a lone packet goes out as it came, with
-//! `DATA_VALID` once its checksum was verified. Anything not TCP is written at once.
+//! sum in its TCP checksum field; a lone packet goes out as it came, but for a
+//! verified checksum, which is handed on as a partial one (`NEEDS_CSUM`, the
+//! field reset to the pseudo-header sum) so that the kernel does not verify it
+//! again. Anything not TCP is written at once. The coalescer copies headers,
+//! never payload: every [`Frame`] names the payload where the caller's buffers
+//! hold it ([`Loc`]).
 //!
 //! A TCP or UDP packet whose checksum field holds only the pseudo-header sum (its
 //! sender left it partial across a virtual link, [`partial`]) is treated as

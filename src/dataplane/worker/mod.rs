@@ -10,14 +10,16 @@
 //! packets costs no syscall per packet; a slot's packet leaves from where it was
 //! read, and the slot is lent again once its send completes. On kernels before
 //! 6.7 a multishot poll on the queue says when to read, and plain non-blocking
-//! `read`s drain it. TUN writes are plain `write`s.
+//! `read`s drain it. TUN writes are plain `writev`s (a merged super-packet is
+//! gathered from the receive buffers, see `inbound`).
 //!
 //! Each turn of the loop: one `io_uring_enter` submits everything queued and waits
 //! for at least one completion; the ready completions are reaped as one batch; the
 //! table snapshot is loaded once for the batch; then
 //!
 //! ```text
-//!  recvmsg done ─▶ sender lookup + decap in place ─▶ write(TUN) ─▶ recvmsg again
+//!  recvmsg done ─▶ sender lookup + decap in place ─▶ writev(TUN)
+//!                  (after the batch's writes: buffer back, recvmsg again)
 //!  sendmsg done ─▶ its slot is free again
 //!  TUN read done ─▶ (or, polled: TUN readable ─▶ read(TUN) into free slots)
 //!                  lookup + encap in place ─▶ sendmsg to the peer
@@ -101,6 +103,9 @@ const RECV_RING_BUFFERS: u16 = 16;
 /// Bytes per provided buffer: the recvmsg header, source address and control
 /// message, then a datagram (or a GRO train) of up to 64 KiB.
 const RECV_RING_BUFFER_SIZE: usize = 65_536 + 128;
+// A batch's receives fit what the coalescer's frames may name at once.
+const _: () = assert!(RX_SLOTS as usize <= inbound::HELD_MAX);
+const _: () = assert!(RECV_RING_BUFFERS as usize <= inbound::HELD_MAX);
 
 /// Everything one worker owns.
 pub struct WorkerParams {
