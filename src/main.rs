@@ -307,6 +307,17 @@ struct RunArgs {
         env = "RINGLAY_TUN_READ"
     )]
     tun_read: ringlay::dataplane::TunRead,
+    /// Packets each TUN queue holds for its worker (the device's txqueuelen,
+    /// 16 to 65536; the kernel's default is 500). A full queue drops what the
+    /// pods send next, counted as `tun_tx_dropped`.
+    #[arg(
+        long,
+        value_name = "PACKETS",
+        default_value_t = ringlay::dataplane::DEFAULT_TUN_QUEUE_LEN,
+        env = "RINGLAY_TUN_QUEUE_LEN",
+        value_parser = clap::value_parser!(u32).range(16..=65_536)
+    )]
+    tun_queue_len: u32,
     /// Serve Prometheus metrics (and /healthz, /readyz) on this address, e.g.
     /// 127.0.0.1:9465. Off by default.
     #[arg(long, value_name = "HOST:PORT")]
@@ -395,6 +406,7 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
         offload: args.offload,
         busy_poll: std::time::Duration::from_micros(args.busy_poll),
         tun_read: args.tun_read,
+        tun_queue_len: args.tun_queue_len,
         endpoints,
         ip_masq: args.ip_masq,
     })?;

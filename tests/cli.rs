@@ -249,6 +249,17 @@ fn busy_poll_is_bounded() {
 }
 
 #[test]
+fn tun_queue_len_is_bounded() {
+    for value in ["15", "65537", "0", "many"] {
+        let flag = format!("--tun-queue-len={value}");
+        let out = ringlay(&["run", "--static-leases", "/nonexistent", &flag], "");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--tun-queue-len {value}: {err}");
+        assert!(err.contains("--tun-queue-len"), "{err}");
+    }
+}
+
+#[test]
 fn tun_read_names_the_modes() {
     let out = ringlay(
         &[

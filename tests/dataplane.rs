@@ -199,6 +199,14 @@ fn two_hosts_ping_and_tcp(prefix: &str, backend: &str, mtu: u32, offload: &str, 
         .sh("ip -o link show ringlay0; ip -o -4 addr show ringlay0");
     assert!(link.contains(&format!("mtu {mtu} ")), "{link}");
     assert!(link.contains("inet 100.96.1.0/16"), "{link}");
+    // Each queue holds --tun-queue-len packets.
+    let qlen = extra
+        .windows(2)
+        .find(|w| w[0] == "--tun-queue-len")
+        .map_or(ringlay::dataplane::DEFAULT_TUN_QUEUE_LEN.to_string(), |w| {
+            w[1].to_string()
+        });
+    assert!(link.contains(&format!(" qlen {qlen}")), "{link}");
 
     let ip1: IpAddr = c.container_ip(1).into();
     let ip2: IpAddr = c.container_ip(2).into();
@@ -305,8 +313,10 @@ fn udp_two_hosts_with_polled_tun_reads() {
     if !netns::require_root("udp_two_hosts_with_polled_tun_reads") {
         return;
     }
-    // The way kernels before 6.7 read the TUN, chosen on any kernel.
-    two_hosts_ping_and_tcp("dpudppoll", "udp", 1472, "all", &["--tun-read", "poll"]);
+    // The way kernels before 6.7 read the TUN, chosen on any kernel; and a
+    // TUN queue length other than the default.
+    let extra = ["--tun-read", "poll", "--tun-queue-len", "2048"];
+    two_hosts_ping_and_tcp("dpudppoll", "udp", 1472, "all", &extra);
 }
 
 #[test]

@@ -59,6 +59,8 @@ pub struct TunnelOptions {
     pub busy_poll: std::time::Duration,
     /// How the workers read the TUN queues.
     pub tun_read: TunRead,
+    /// Packets each TUN queue holds (the device's txqueuelen).
+    pub tun_queue_len: u32,
 }
 
 /// A running tunnel backend: the TUN device, its workers and (with
@@ -309,6 +311,11 @@ fn create_tun(opts: &TunnelOptions, queues: usize, mtu: u32) -> Result<tun::Tun>
     let name = device.name();
     netdev::set_mtu(name, mtu)
         .map_err(|e| Error::setup(format!("setting MTU {mtu} on {name}"), e))?;
+    // Each queue's ring of packets for its worker is this long (the kernel
+    // resizes the rings when it changes).
+    let len = opts.tun_queue_len;
+    netdev::set_tx_queue_len(name, len)
+        .map_err(|e| Error::setup(format!("setting txqueuelen {len} on {name}"), e))?;
     Ok(device)
 }
 

@@ -72,6 +72,8 @@ pub struct Options {
     pub busy_poll: std::time::Duration,
     /// How the workers read the TUN queues (`--tun-read`).
     pub tun_read: TunRead,
+    /// Packets each TUN queue holds (`--tun-queue-len`).
+    pub tun_queue_len: u32,
     /// The operator endpoints: metrics, health, the status socket.
     pub endpoints: ops::http::Endpoints,
     /// Masquerade traffic leaving the cluster network (flanneld's `--ip-masq`).
@@ -87,6 +89,7 @@ impl Options {
             offload: self.offload,
             busy_poll: self.busy_poll,
             tun_read: self.tun_read,
+            tun_queue_len: self.tun_queue_len,
         }
     }
 }

@@ -86,6 +86,17 @@ pub fn set_mtu(name: &str, mtu: u32) -> io::Result<()> {
     set_link_attribute(name, &format!("mtu {mtu}"), LinkAttribute::Mtu(mtu))
 }
 
+/// Sets how many packets the interface's transmit queue holds (`RTM_SETLINK`
+/// with `IFLA_TXQLEN`); for a TUN device, each queue's ring of packets waiting
+/// for its reader.
+pub fn set_tx_queue_len(name: &str, len: u32) -> io::Result<()> {
+    set_link_attribute(
+        name,
+        &format!("txqueuelen {len}"),
+        LinkAttribute::TxQueueLen(len),
+    )
+}
+
 /// One `RTM_SETLINK` of interface `name` carrying `attribute` (`what` names it
 /// in an error).
 fn set_link_attribute(name: &str, what: &str, attribute: LinkAttribute) -> io::Result<()> {
