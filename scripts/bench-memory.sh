@@ -137,7 +137,7 @@ done
 echo
 echo "## Memory by queue count ($backend, all offloads)"
 echo
-echo "- kernel: $(uname -r), CPUs: $(nproc); ringlay: ${RINGLAY_BIN:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)}"
+echo "- kernel: $(uname -r), CPUs: $(nproc); ringlay: $(tb_ringlay_build)"
 echo "- host 1's daemon; load: iperf3 -P 8 --bidir TCP and 8 unpaced 64 B UDP flows for ${secs} s"
 echo
 echo "| --queues | idle (MiB) | load peak (MiB) | VmHWM (MiB) | after (MiB) | TCP Gbit/s (1→2 / 2→1) |"

@@ -483,20 +483,13 @@ done
 
 # --- report ----------------------------------------------------------------------
 
-# median DECIMALS VALUES...: the median of the numeric values (NA ignored), or nothing.
-median() {
-    local decimals=$1
-    shift
-    printf '%s\n' "$@" | { grep -E '^[0-9.]+$' || true; } | sort -g |
-        awk -v d="$decimals" '{ v[NR] = $1 } END { if (NR) printf "%.*f", d, NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 declare -A DECIMALS=([tcp1]=2 [tcp4]=2 [udp64]=1 [loss]=1 [ping]=3 [p50]=1 [p99]=1 [cpu]=3)
 
 declare -A med=()
 for cfg in "${configs[@]}"; do
     for m in "${METRICS[@]}"; do
         # shellcheck disable=SC2086 # one word per round
-        med[$cfg|$m]=$(median "${DECIMALS[$m]}" ${results[$cfg|$m]:-})
+        med[$cfg|$m]=$(tb_median "${DECIMALS[$m]}" ${results[$cfg|$m]:-})
     done
 done
 
@@ -518,12 +511,7 @@ echo "## Overlay benchmark"
 echo
 echo "- kernel: $(uname -r), CPUs: $(nproc) (${cpu_model:-unknown model})"
 echo "- $(iperf3 --version | head -n 1 | cut -d' ' -f1-2); rounds: $rounds (medians), ${secs} s per iperf3 test, interleaved"
-if [[ -n ${RINGLAY_BIN:-} ]]; then
-    # A given binary need not be the checkout's build: name it, not the commit.
-    echo "- ringlay: $RINGLAY_BIN (sha256 $(sha256sum "$RINGLAY_BIN" | cut -c1-12))${RINGLAY_ARGS:+, args: $RINGLAY_ARGS}"
-else
-    echo "- ringlay: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)${RINGLAY_ARGS:+, args: $RINGLAY_ARGS}"
-fi
+echo "- ringlay: $(tb_ringlay_build)"
 echo "- ratios are to $REFERENCE (the *6 configs, inner IPv6 over the IPv6 underlay: to $REFERENCE6); for loss, ping, sockperf and CPU s/Gbit lower is better"
 echo
 printf '| config |'

@@ -283,24 +283,13 @@ for ((round = 1; round <= rounds; round++)); do
     tb_teardown
 done
 
-# median DECIMALS VALUES...: the median of the numeric values (NA ignored), or nothing.
-median() {
-    local decimals=$1
-    shift
-    printf '%s\n' "$@" | { grep -E '^[0-9.]+$' || true; } | sort -g |
-        awk -v d="$decimals" '{ v[NR] = $1 } END { if (NR) printf "%.*f", d, NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 declare -A DECIMALS=([gbit]=2 [kpps]=1)
 
 echo
 echo "## Syscalls and context switches of host 1's ringlay ($backend, all offloads)"
 echo
 echo "- kernel: $(uname -r), CPUs: $(nproc); $(iperf3 --version | head -n 1 | cut -d' ' -f1-2); $(perf --version)"
-if [[ -n ${RINGLAY_BIN:-} ]]; then
-    echo "- ringlay: $RINGLAY_BIN (sha256 $(sha256sum "$RINGLAY_BIN" | cut -c1-12))${RINGLAY_ARGS:+, args: $RINGLAY_ARGS}"
-else
-    echo "- ringlay: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)${RINGLAY_ARGS:+, args: $RINGLAY_ARGS}"
-fi
+echo "- ringlay: $(tb_ringlay_build)"
 echo "- host 1's daemon, all its threads (${THREADS:-?}); perf stat -p for ${secs} s inside each load; rounds: $rounds"
 echo "- TCP: iperf3, 1 stream 1→2, per GB read from the TUN; UDP 64 B: ${#TB_UDP64_PORTS[@]} unpaced iperf3 flows 1→2, per million packets read from the TUN (the TUN's tx counters)"
 if ((${#disagree[@]})); then
@@ -322,7 +311,7 @@ done
 printf '| median |'
 for m in "${METRICS[@]}"; do
     # shellcheck disable=SC2086 # one word per round
-    v=$(median "${DECIMALS[$m]:-0}" ${results[$m]:-})
+    v=$(tb_median "${DECIMALS[$m]:-0}" ${results[$m]:-})
     printf ' %s |' "${v:-n/a}"
 done
 printf '\n'

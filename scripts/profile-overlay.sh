@@ -79,7 +79,7 @@ ours=$(perf report -i "$TB_TMP/perf.data" --no-children --sort dso --stdio -q 2>
 echo
 echo "## Profile: one TCP stream through ringlay-$backend"
 echo
-echo "- kernel: $(uname -r), CPUs: $(nproc); ringlay: $ringlay_bin"
+echo "- kernel: $(uname -r), CPUs: $(nproc); ringlay: $(tb_ringlay_build)"
 echo "- iperf3 single stream, receiver: ${gbit:-n/a}; perf record -a -g for ${secs} s"
 echo "- samples in ringlay's own code: ${ours:-0%}"
 echo

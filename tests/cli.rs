@@ -237,26 +237,26 @@ fn iface_values_are_checked_before_anything_starts() {
     }
 }
 
-#[test]
-fn busy_poll_is_bounded() {
-    for value in ["10001", "-1", "fast"] {
-        let flag = format!("--busy-poll={value}");
-        let out = ringlay(&["run", "--static-leases", "/nonexistent", &flag], "");
+/// Asserts that `ringlay run` refuses each of `values` for `flag` while parsing
+/// its flags (exit 2), naming the flag.
+fn refuses_out_of_range(flag: &str, values: &[&str]) {
+    for value in values {
+        let arg = format!("{flag}={value}");
+        let out = ringlay(&["run", "--static-leases", "/nonexistent", &arg], "");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "--busy-poll {value}: {err}");
-        assert!(err.contains("--busy-poll"), "{err}");
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {err}");
+        assert!(err.contains(flag), "{err}");
     }
 }
 
 #[test]
+fn busy_poll_is_bounded() {
+    refuses_out_of_range("--busy-poll", &["10001", "-1", "fast"]);
+}
+
+#[test]
 fn tun_queue_len_is_bounded() {
-    for value in ["15", "65537", "0", "many"] {
-        let flag = format!("--tun-queue-len={value}");
-        let out = ringlay(&["run", "--static-leases", "/nonexistent", &flag], "");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "--tun-queue-len {value}: {err}");
-        assert!(err.contains("--tun-queue-len"), "{err}");
-    }
+    refuses_out_of_range("--tun-queue-len", &["15", "65537", "0", "many"]);
 }
 
 #[test]

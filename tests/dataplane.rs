@@ -200,12 +200,10 @@ fn two_hosts_ping_and_tcp(prefix: &str, backend: &str, mtu: u32, offload: &str, 
     assert!(link.contains(&format!("mtu {mtu} ")), "{link}");
     assert!(link.contains("inet 100.96.1.0/16"), "{link}");
     // Each queue holds --tun-queue-len packets.
-    let qlen = extra
-        .windows(2)
-        .find(|w| w[0] == "--tun-queue-len")
-        .map_or(ringlay::dataplane::DEFAULT_TUN_QUEUE_LEN.to_string(), |w| {
-            w[1].to_string()
-        });
+    let qlen = flag_value(extra, "--tun-queue-len").map_or(
+        ringlay::dataplane::DEFAULT_TUN_QUEUE_LEN.to_string(),
+        str::to_string,
+    );
     assert!(link.contains(&format!(" qlen {qlen}")), "{link}");
 
     let ip1: IpAddr = c.container_ip(1).into();
@@ -271,6 +269,11 @@ fn two_hosts_ping_and_tcp(prefix: &str, backend: &str, mtu: u32, offload: &str, 
     }
 }
 
+/// The value `flag` is given in `args` (as two words), if it is.
+fn flag_value<'a>(args: &[&'a str], flag: &str) -> Option<&'a str> {
+    args.windows(2).find(|w| w[0] == flag).map(|w| w[1])
+}
+
 /// The running kernel's (major, minor) version.
 fn kernel_version() -> (u32, u32) {
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").expect("kernel release");
@@ -283,16 +286,19 @@ fn kernel_version() -> (u32, u32) {
 
 /// What the start-up log must say of how the TUN is read (by a multishot read
 /// where the kernel has one, 6.7, unless `--tun-read poll` is among `extra`),
-/// and of how io_uring runs completion work (deferred from 6.1).
+/// and of how io_uring runs completion work (deferred from 6.1, at every kernel
+/// entry from 5.19, else by interrupting the worker).
 fn uring_modes_expected(extra: &[&str]) -> [&'static str; 2] {
     let version = kernel_version();
-    let polled = extra.windows(2).any(|w| w == ["--tun-read", "poll"]);
+    let polled = flag_value(extra, "--tun-read") == Some("poll");
     let reads = if polled || version < (6, 7) {
         "TUN reads by a poll and a read syscall per packet"
     } else {
         "TUN reads by a multishot read into the TX slots"
     };
-    let task_work = if version < (6, 1) {
+    let task_work = if version < (5, 19) {
+        "completion work run by interrupting the worker"
+    } else if version < (6, 1) {
         "completion work run at every kernel entry"
     } else {
         "completion work deferred to each worker's wait (DEFER_TASKRUN)"

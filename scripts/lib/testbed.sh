@@ -173,6 +173,27 @@ tb_udp64_wait() {
     for p in "${TB_UDP64_SERVERS[@]}"; do tb_wait_pid "$p" 5 || tb_stop "$p"; done
 }
 
+# tb_median DECIMALS VALUES...: the median of the numeric values (NA ignored), or
+# nothing.
+tb_median() {
+    local decimals=$1
+    shift
+    printf '%s\n' "$@" | { grep -E '^[0-9.]+$' || true; } | sort -g |
+        awk -v d="$decimals" '{ v[NR] = $1 } END { if (NR) printf "%.*f", d, NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# tb_ringlay_build: which ringlay a report measured, for its header: $RINGLAY_BIN
+# with its sha256 (a given binary need not be the checkout's build, so it is
+# named, not the commit), else the checkout's commit; then $RINGLAY_ARGS.
+tb_ringlay_build() {
+    if [[ -n ${RINGLAY_BIN:-} ]]; then
+        printf '%s (sha256 %s)' "$RINGLAY_BIN" "$(sha256sum "$RINGLAY_BIN" | cut -c1-12)"
+    else
+        git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || printf unknown
+    fi
+    printf '%s' "${RINGLAY_ARGS:+, args: $RINGLAY_ARGS}"
+}
+
 # Ends every recorded process and deletes every created namespace (the testbed
 # only; TB_TMP stays).
 tb_teardown() {

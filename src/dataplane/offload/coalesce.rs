@@ -309,11 +309,6 @@ pub struct Frame<'a> {
 }
 
 impl Frame<'_> {
-    /// Bytes written, the virtio header included.
-    pub fn byte_len(&self) -> usize {
-        self.head.len() + self.pieces.iter().map(|p| p.len as usize).sum::<usize>()
-    }
-
     /// Whether it is a merged super-packet (its virtio header asks the kernel to
     /// segment it).
     pub fn is_merged(&self) -> bool {
